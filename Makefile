@@ -1,0 +1,59 @@
+# brokergate — a thin list of named commands. `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Debian packages the tests drive as real clients (see README "What `make test` installs"):
+#   pk12util/certutil (libnss3-tools), chromium + chromedriver, nginx (terminator mode), ab (bench)
+SYSTEM_TOOLS := pk12util:libnss3-tools certutil:libnss3-tools chromium:chromium \
+                chromedriver:chromium-driver nginx:nginx ab:apache2-utils
+
+.DEFAULT_GOAL := help
+.PHONY: help install system-deps run test test-fast lint format bench clean
+
+help: ## list the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install brokergate with its dev tools
+
+system-deps: ## install the Debian packages the tests use as real clients (needs root or sudo)
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+run: $(STAMP) ## run everything locally: dev CA, demo upstream, mail sink, gateway on https://localhost:8443
+	$(PY) -m brokergate dev run
+
+test: $(STAMP) system-deps ## run the whole test suite (SQLite; PostgreSQL when reachable)
+	$(PY) -m pytest
+
+test-fast: $(STAMP) ## the suite without browser and slow tests
+	$(PY) -m pytest -m "not browser and not slow"
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: $(STAMP) system-deps ## benchmarks: issuance, reminder scan, gateway vs nginx (ratios, one run)
+	$(PY) -m bench
+
+clean: ## remove the venv, caches and generated dev files (keeps nothing in certs-dev/ or data/)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data
+	find certs-dev -mindepth 1 ! -name README.md -delete

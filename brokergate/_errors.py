@@ -1,0 +1,10 @@
+"""The domain errors the CLI turns into a message and exit code 1.
+
+Each package keeps its own error tree; add its base class here when it grows one.
+"""
+
+from __future__ import annotations
+
+from store import StoreError
+
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (StoreError,)

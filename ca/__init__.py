@@ -1,0 +1,6 @@
+"""The certificate authority: keys, certificates, CRLs, PKCS#12, generations, issuance,
+revocation."""
+
+from ca._settings import CASettings
+
+__all__ = ["CASettings"]

@@ -1,0 +1,87 @@
+"""brokergate's persistence: models, engine, migrations, and the few queries many packages share.
+
+``store`` imports nothing of ours; ``ca``, ``gateway``, ``renewal`` and the CLI use it.
+"""
+
+from store._audit import record_audit
+from store._engine import make_engine, session_factory, transaction
+from store._errors import SchemaOutOfDate, SealError, StoreError
+from store._migrate import current_revisions, ensure_current, head_revisions, upgrade
+from store._models import (
+    ActivationToken,
+    AssertionKey,
+    AuditEvent,
+    Base,
+    CAGeneration,
+    CARoot,
+    Certificate,
+    CertificateStatus,
+    EmailTan,
+    GenerationStatus,
+    Level,
+    MailOutbox,
+    MailStatus,
+    Organisation,
+    PasskeyCredential,
+    RateLimit,
+    RecoveryCode,
+    RememberedDevice,
+    ReminderSent,
+    RevocationReason,
+    RootStatus,
+    User,
+    UserRole,
+    UserStatus,
+    WebSession,
+)
+from store._outbox import OUTBOX_PURPOSE, open_mail_secrets, queue_mail
+from store._sealing import Sealer
+from store._settings import StoreSettings
+from store._types import Clock, UTCDateTime, system_clock
+
+__all__ = [
+    "OUTBOX_PURPOSE",
+    "ActivationToken",
+    "AssertionKey",
+    "AuditEvent",
+    "Base",
+    "CAGeneration",
+    "CARoot",
+    "Certificate",
+    "CertificateStatus",
+    "Clock",
+    "EmailTan",
+    "GenerationStatus",
+    "Level",
+    "MailOutbox",
+    "MailStatus",
+    "Organisation",
+    "PasskeyCredential",
+    "RateLimit",
+    "RecoveryCode",
+    "RememberedDevice",
+    "ReminderSent",
+    "RevocationReason",
+    "RootStatus",
+    "SchemaOutOfDate",
+    "SealError",
+    "Sealer",
+    "StoreError",
+    "StoreSettings",
+    "UTCDateTime",
+    "User",
+    "UserRole",
+    "UserStatus",
+    "WebSession",
+    "current_revisions",
+    "ensure_current",
+    "head_revisions",
+    "make_engine",
+    "open_mail_secrets",
+    "queue_mail",
+    "record_audit",
+    "session_factory",
+    "system_clock",
+    "transaction",
+    "upgrade",
+]

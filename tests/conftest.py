@@ -1,0 +1,176 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL from one parametrised fixture), clock, CLI.
+
+PostgreSQL tests need the server at 127.0.0.1:5432 (override with
+BROKERGATE_TEST_PG_URL). Elsewhere they skip with the reason shown in the
+summary; under CI (CI=true) an unreachable server is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from store import make_engine, session_factory, upgrade
+
+REPO = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get(
+    "BROKERGATE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _postgres_unavailable() -> str | None:
+    try:
+        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {make_url(PG_ADMIN_URL).render_as_string()}: {exc}"
+
+
+_PG_REASON: list[str | None] = []
+
+
+def postgres_skip_reason() -> str | None:
+    if not _PG_REASON:
+        _PG_REASON.append(_postgres_unavailable())
+    return _PG_REASON[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    reason = postgres_skip_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI must run the PostgreSQL tests)")
+        pytest.skip(reason)
+    return PG_ADMIN_URL
+
+
+def create_postgres_database(admin_url: str) -> str:
+    """A fresh, empty database; returns its URL. The caller drops it (drop_postgres_database)."""
+    name = f"bg_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(admin_url: str, url: str) -> None:
+    name = make_url(url).database
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database URL, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'brokergate.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    url = create_postgres_database(admin_url)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(admin_url, url)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A migrated database (SQLite and PostgreSQL)."""
+    eng = make_engine(db_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated SQLite database, for tests where the backend does not matter."""
+    eng = make_engine(f"sqlite:///{tmp_path / 'brokergate.db'}")
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return session_factory(engine)
+
+
+@dataclass
+class FakeClock:
+    """An injectable clock; tests move it instead of sleeping."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+CliRunner = Callable[..., CliResult]
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running ``brokergate`` as a subprocess against a private SQLite store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERGATE_") and k != "CI"}
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "BROKERGATE_STORE__URL": f"sqlite:///{tmp_path / 'cli.db'}",
+            "BROKERGATE_STORE__SECRET_KEY": "test-secret-key-0123456789abcdef",
+            "BROKERGATE_CA__PASSPHRASE": "correct horse battery staple",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def run_cli(cli_env: dict[str, str], tmp_path: Path) -> CliRunner:
+    """Run the real console entry point (``python -m brokergate``) in a subprocess."""
+
+    def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> CliResult:
+        proc = subprocess.run(
+            [sys.executable, "-m", "brokergate", *args],
+            cwd=tmp_path,
+            env={**cli_env, **(env or {})},
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
