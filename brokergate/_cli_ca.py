@@ -62,7 +62,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = ca_sub.add_parser(
         "crl", help="re-publish due CRLs and write each generation's CRL (PEM and DER)"
     )
-    p.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="folder for gen-N.crl.pem and gen-N.crl (default: the current one)",
+    )
     p.add_argument("--force", action="store_true", help="re-publish every CRL now")
     p.set_defaults(handler=_crl)
 

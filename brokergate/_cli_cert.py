@@ -48,8 +48,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("user", nargs="?", metavar="USER", help="user id or email")
-    which.add_argument("--all-without-cert", action="store_true")
-    which.add_argument("--csv", type=Path, metavar="FILE")
+    which.add_argument(
+        "--all-without-cert",
+        action="store_true",
+        help="one certificate for every active user without a valid one",
+    )
+    which.add_argument(
+        "--csv", type=Path, metavar="FILE", help="one certificate per row of this CSV file"
+    )
     p.add_argument("--profile", choices=["compat", "modern"], help="PKCS#12 encryption profile")
     p.add_argument(
         "--out", type=Path, metavar="FILE", help="PKCS#12 file for USER (default: <email>.p12)"
@@ -61,7 +67,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = cert_sub.add_parser("list", help="list certificates")
     p.add_argument("--expiring", metavar="DURATION", help="only those expiring within, e.g. 60d")
-    p.add_argument("--status", choices=["valid", "revoked", "expired"])
+    p.add_argument(
+        "--status", choices=["valid", "revoked", "expired"], help="only certificates in this state"
+    )
     p.add_argument("--user", metavar="USER", help="only this user's (id or email)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_list)
@@ -73,7 +81,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_show)
 
     p = cert_sub.add_parser("revoke", help="revoke a certificate (idempotent; CRL re-published)")
-    p.add_argument("serial", metavar="SERIAL")
+    p.add_argument("serial", metavar="SERIAL", help="serial in hex (colons allowed)")
     p.add_argument(
         "--reason",
         required=True,

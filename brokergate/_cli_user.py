@@ -22,7 +22,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--email", required=True, help="the broker's email address (unique)")
     p.add_argument("--name", required=True, help="full name, as shown in the certificate")
     p.add_argument("--locale", default="de", choices=LOCALES, help="language of mails and pages")
-    p.add_argument("--role", default=UserRole.BROKER.value, choices=[r.value for r in UserRole])
+    p.add_argument(
+        "--role",
+        default=UserRole.BROKER.value,
+        choices=[r.value for r in UserRole],
+        help="what the user is (default: broker)",
+    )
     p.set_defaults(handler=_add)
 
     p = user_sub.add_parser("list", help="list users")

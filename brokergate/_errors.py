@@ -5,7 +5,8 @@ Each package keeps its own error tree; add its base class here when it grows one
 
 from __future__ import annotations
 
+from brokergate._dev import DevError
 from ca import CAError
 from store import StoreError
 
-DOMAIN_ERRORS: tuple[type[Exception], ...] = (CAError, StoreError)
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (CAError, StoreError, DevError)

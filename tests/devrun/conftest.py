@@ -1,0 +1,36 @@
+"""Fixtures of the dev-run tests: a project folder, free loopback ports."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from brokergate._dev import DevLayout, DevPorts
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def free_ports() -> Callable[[], DevPorts]:
+    def make() -> DevPorts:
+        ports: set[int] = set()
+        while len(ports) < 4:
+            ports.add(free_port())
+        gateway, upstream, smtp, metrics = sorted(ports)
+        return DevPorts(gateway=gateway, upstream=upstream, smtp=smtp, metrics=metrics)
+
+    return make
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> DevLayout:
+    return DevLayout.at(tmp_path / "project")
