@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import ssl
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
@@ -127,8 +126,6 @@ async def _show_identity(request: web.Request) -> web.Response:
         "",
         f"Signed assertion ({ASSERTION}): {check.detail}",
         *(f"  {k}: {v}" for k, v in sorted(check.claims.items())),
-        "",
-        f"(now {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)",
     ]
     if "text/html" in request.headers.get("Accept", ""):
         body = "<!doctype html><meta charset=utf-8><title>brokergate demo portal</title>"
