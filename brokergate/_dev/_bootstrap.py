@@ -120,8 +120,14 @@ def render_dev_config(layout: DevLayout, ports: DevPorts) -> str:
         "upstream_url": ports.upstream_url,
         "public_url": ports.gateway_url,
     }
-    if "metrics_port" in GatewaySettings.__dataclass_fields__:
+    # Settings that exist once the gateway's serving code is in (gw-proxy); written only then,
+    # since the loader refuses unknown keys.
+    known = GatewaySettings.__dataclass_fields__
+    if "metrics_port" in known:
         gateway["metrics_port"] = ports.metrics
+    if "shutdown_grace" in known:
+        # A dev request is short; the supervisor's own bound (15 s) must be the longer one.
+        gateway["shutdown_grace"] = "5s"
     sections: dict[str, dict[str, Any]] = {
         "store": {
             "url": layout.database_url,
