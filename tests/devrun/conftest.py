@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from brokergate._dev import DevLayout, DevPorts
+from tests.devrun._dev_process import DevRun
 
 
 def free_port() -> int:
@@ -34,3 +35,19 @@ def free_ports() -> Callable[[], DevPorts]:
 @pytest.fixture
 def layout(tmp_path: Path) -> DevLayout:
     return DevLayout.at(tmp_path / "project")
+
+
+@pytest.fixture
+def dev_run() -> Iterator[Callable[[Path, DevPorts], DevRun]]:
+    """Start ``brokergate dev run`` processes; every one is gone after the test."""
+    started: list[DevRun] = []
+
+    def start(project: Path, ports: DevPorts) -> DevRun:
+        project.mkdir(parents=True, exist_ok=True)
+        run = DevRun(project, ports)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:  # a failed assertion must not leave processes behind
+        run.kill()

@@ -3,153 +3,35 @@ ports, the demo broker's certificate through curl, and a clean stop on SIGINT / 
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
-from brokergate.__main__ import build_parser
-from brokergate._cli_reference import walk_commands
-from brokergate._dev import DEMO_BROKER, DevLayout, DevPorts, DevState, read_mail, text_body
-from tests.conftest import REPO
+from brokergate._dev import DEMO_BROKER, DevPorts, DevState, read_mail
+from tests.devrun._dev_process import (
+    READY_TIMEOUT,
+    STOP_TIMEOUT,
+    DevRun,
+    curl,
+    needs_gateway_and_renewal,
+    with_certificate,
+)
 
-READY_TIMEOUT = 120.0  # first start: two RSA-3072 CA keys, then both children start
-STOP_TIMEOUT = 30.0  # the supervisor gives each child 15 s before SIGKILL
-PASSWORD = re.compile(r"(?:Password|Passwort|Wachtwoord):\s*(\S+)")
-
-_COMMANDS = {path for path, _ in walk_commands(build_parser())}
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not {("gateway", "serve"), ("renewal", "run")} <= _COMMANDS,
-        reason="'brokergate gateway serve' or 'renewal run' is not on this branch yet",
-    ),
-]
-
-
-class DevRun:
-    """One ``dev run`` process; its output is collected by a thread (the pipe never fills)."""
-
-    def __init__(self, project: Path, ports: DevPorts) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERGATE_")}
-        env["PYTHONPATH"] = str(REPO)
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "brokergate",
-                "dev",
-                "run",
-                "--gateway-port",
-                str(ports.gateway),
-                "--upstream-port",
-                str(ports.upstream),
-                "--smtp-port",
-                str(ports.smtp),
-                "--metrics-port",
-                str(ports.metrics),
-            ],
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with self.proc.stdout as out:  # closed when the process (and its children) end
-            for line in out:
-                self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if match := re.search(pattern, self.output):
-                return match
-            if self.proc.poll() is not None:
-                self._reader.join(5)
-                pytest.fail(f"dev run exited ({self.proc.returncode}):\n{self.output}")
-            time.sleep(0.2)
-        pytest.fail(f"no {pattern!r} within {timeout:.0f} s:\n{self.output}")
-
-    def descendants(self) -> list[psutil.Process]:
-        return psutil.Process(self.proc.pid).children(recursive=True)
-
-    def stop(self, sig: signal.Signals) -> int:
-        self.proc.send_signal(sig)
-        code = self.proc.wait(STOP_TIMEOUT)
-        self._reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            for child in self.descendants():
-                child.kill()
-            self.proc.kill()
-            self.proc.wait(10)
-        self._reader.join(10)
-
-
-@pytest.fixture
-def dev_run(tmp_path: Path) -> Iterator[Callable[[Path, DevPorts], DevRun]]:
-    started: list[DevRun] = []
-
-    def start(project: Path, ports: DevPorts) -> DevRun:
-        run = DevRun(project, ports)
-        started.append(run)
-        return run
-
-    yield start
-    for run in started:  # a failed assertion must not leave processes behind
-        run.kill()
-
-
-def curl(layout: DevLayout, ports: DevPorts, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "--max-time",
-            "20",
-            "--cacert",
-            str(layout.server_ca_cert),
-            *extra,
-            f"https://localhost:{ports.gateway}/portal/start",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+pytestmark = [pytest.mark.slow, needs_gateway_and_renewal]
+Starter = Callable[[Path, DevPorts], DevRun]
 
 
 def test_dev_run_serves_the_demo_broker_and_stops_cleanly(
-    tmp_path: Path,
-    dev_run: Callable[[Path, DevPorts], DevRun],
-    free_ports: Callable[[], DevPorts],
+    tmp_path: Path, dev_run: Starter, free_ports: Callable[[], DevPorts]
 ) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    layout = DevLayout.at(project)
     ports = free_ports()
-    run = dev_run(project, ports)
-    run.wait_for(r"\[dev\] ready: ", READY_TIMEOUT)
+    run = dev_run(tmp_path / "project", ports)
+    layout = run.layout
+    run.wait_ready()
     assert "[dev] first start: created" in run.output
     expected_curl = (
         "curl --cacert certs-dev/server-ca.pem --cert certs-dev/demo-broker.p12:PASSWORD "
@@ -158,16 +40,11 @@ def test_dev_run_serves_the_demo_broker_and_stops_cleanly(
     assert expected_curl in run.output
 
     # The password travels the real way: outbox -> renewal -> SMTP -> sink -> .eml file.
-    match = run.wait_for(r"the demo broker's password mail is (\S+\.eml)", 60)
-    eml = project / match.group(1)
-    assert DevState.load(layout.state_file).password_mail == match.group(1)
-    mail = read_mail(eml)
-    assert mail["To"] == DEMO_BROKER.email
-    found = PASSWORD.search(text_body(mail))
-    assert found, text_body(mail)
-    password = found.group(1)
+    eml, password = run.demo_password()
+    assert DevState.load(layout.state_file).password_mail == eml
+    assert read_mail(run.project / eml)["To"] == DEMO_BROKER.email
 
-    page = curl(layout, ports, "--cert", f"{layout.demo_p12}:{password}", "--cert-type", "P12")
+    page = curl(layout, ports.gateway, *with_certificate(layout, password))
     assert page.returncode == 0, page.stderr
     assert "GET /portal/start" in page.stdout
     assert f"X-Brokergate-Email: {DEMO_BROKER.email}" in page.stdout
@@ -177,9 +54,9 @@ def test_dev_run_serves_the_demo_broker_and_stops_cleanly(
     assert "Signed assertion (X-Brokergate-Assertion): verified (ES256" in page.stdout
 
     # Negative: without the certificate, or with a wrong password, no identity gets through.
-    anonymous = curl(layout, ports)
+    anonymous = curl(layout, ports.gateway)
     assert "X-Brokergate-Email" not in anonymous.stdout
-    wrong = curl(layout, ports, "--cert", f"{layout.demo_p12}:wrong-password", "--cert-type", "P12")
+    wrong = curl(layout, ports.gateway, *with_certificate(layout, "wrong-password"))
     assert wrong.returncode != 0
     assert "X-Brokergate-Email" not in wrong.stdout
 
@@ -190,19 +67,19 @@ def test_dev_run_serves_the_demo_broker_and_stops_cleanly(
     children = run.descendants()
     assert len(children) >= 2  # gateway (and its workers) and renewal
     assert run.stop(signal.SIGINT) == 0
-    _gone, alive = psutil.wait_procs(children, timeout=5)
+    _, alive = psutil.wait_procs(children, timeout=5)
     assert alive == [], f"left behind: {alive}"
     assert "[dev] stopped" in run.output
     assert "Traceback" not in run.output, run.output
 
     # Second start: everything is reused, the password mail is known, SIGTERM stops it too.
     p12 = layout.demo_p12.read_bytes()
-    again = dev_run(project, ports)
-    again.wait_for(r"\[dev\] ready: ", READY_TIMEOUT)
+    again = dev_run(run.project, ports)
+    again.wait_ready()
     assert "first start" not in again.output
-    assert f"password mail:  {match.group(1)}" in again.output
+    assert f"password mail:  {eml}" in again.output
     assert layout.demo_p12.read_bytes() == p12
-    page = curl(layout, ports, "--cert", f"{layout.demo_p12}:{password}", "--cert-type", "P12")
+    page = curl(layout, ports.gateway, *with_certificate(layout, password))
     assert f"X-Brokergate-Email: {DEMO_BROKER.email}" in page.stdout
     children = again.descendants()
     assert again.stop(signal.SIGTERM) == 0
@@ -212,37 +89,27 @@ def test_dev_run_serves_the_demo_broker_and_stops_cleanly(
 
 
 def test_a_busy_port_is_reported_and_nothing_is_left_running(
-    tmp_path: Path,
-    dev_run: Callable[[Path, DevPorts], DevRun],
-    free_ports: Callable[[], DevPorts],
+    tmp_path: Path, dev_run: Starter, free_ports: Callable[[], DevPorts]
 ) -> None:
-    import socket
-
-    project = tmp_path / "project"
-    project.mkdir()
     ports = free_ports()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", ports.upstream))
         busy.listen()
-        run = dev_run(project, ports)
+        run = dev_run(tmp_path / "project", ports)
         code = run.proc.wait(READY_TIMEOUT)
-        run._reader.join(5)
+        run.join_output()
     assert code == 1
     assert "cannot start" in run.output and "--upstream-port" in run.output
     assert "Traceback" not in run.output
 
 
 def test_children_stop_even_when_the_supervisor_is_killed(
-    tmp_path: Path,
-    dev_run: Callable[[Path, DevPorts], DevRun],
-    free_ports: Callable[[], DevPorts],
+    tmp_path: Path, dev_run: Starter, free_ports: Callable[[], DevPorts]
 ) -> None:
     """kill -9 gives the supervisor no chance to clean up: the kernel's parent-death
     signal (PR_SET_PDEATHSIG) must stop the gateway and renewal anyway."""
-    project = tmp_path / "project"
-    project.mkdir()
-    run = dev_run(project, free_ports())
-    run.wait_for(r"\[dev\] ready: ", READY_TIMEOUT)
+    run = dev_run(tmp_path / "project", free_ports())
+    run.wait_ready()
     children = run.descendants()
     assert children
     run.proc.kill()
