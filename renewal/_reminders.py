@@ -181,6 +181,8 @@ def _queue_page(
                     "serial": r.serial,
                     "not_after": r.not_after.isoformat(),
                     "broker_number": r.broker_number,
+                    # As the CA names the PKCS#12 entry, so brokers recognise it in their store.
+                    "friendly_name": f"{r.name} ({r.broker_number}) {r.not_after:%Y-%m-%d}",
                     "stage_days": stage,
                     "days_left": days_left(r.not_after, now),
                 },
