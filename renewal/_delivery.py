@@ -71,6 +71,8 @@ class OutboxDelivery:
     worker: ob.WorkerId = field(default_factory=ob.WorkerId.for_this_process)
     jitter: Callable[[], float] = ob.jitter
     _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    # The SMTP connection of the current run (opened lazily, closed when the run ends).
+    _smtp: aiosmtplib.SMTP | None = field(default=None, init=False, repr=False)
 
     def request_stop(self) -> None:
         """Finish the mail in flight, release the rest of the batch, take no new batch."""
@@ -96,7 +98,6 @@ class OutboxDelivery:
     async def deliver_due(self) -> DeliveryReport:
         """Send every mail that is due now, batch by batch, until none is left."""
         report = DeliveryReport()
-        smtp: aiosmtplib.SMTP | None = None
         try:
             for _ in range(MAX_BATCHES_PER_RUN):
                 if self._stop.is_set():
@@ -111,30 +112,32 @@ class OutboxDelivery:
                 )
                 if not batch:
                     break
-                smtp = await self._deliver_batch(batch, smtp, report)
+                await self._deliver_batch(batch, report)
         finally:
-            if smtp is not None:
-                await _quit(smtp)
+            await self._disconnect()
         if report.sent or report.retried or report.failed:
             log.info("outbox run: %s", report)
         return report
 
-    async def _deliver_batch(
-        self, batch: list[ob.ClaimedMail], smtp: aiosmtplib.SMTP | None, report: DeliveryReport
-    ) -> aiosmtplib.SMTP | None:
+    async def _deliver_batch(self, batch: list[ob.ClaimedMail], report: DeliveryReport) -> None:
+        # Never-attempted mails only: a mail whose send has begun keeps its claim whatever
+        # happens next, because it may have been accepted; releasing it could send it twice.
         pending = [m.id for m in batch]
         try:
             for mail in batch:
                 if self._stop.is_set():
                     break  # shutdown: the rest is released below, untouched
-                smtp = await self._deliver_one(mail, smtp, report)
                 pending.remove(mail.id)
-        except _ConnectFailed as exc:
-            # The server is unreachable: every remaining mail of the batch waits (backoff).
-            not_sent, pending = pending, []
-            for mail_id in not_sent:
-                await self._record_failure(mail_id, exc.reason, permanent=False, report=report)
-            return None
+                try:
+                    await self._deliver_one(mail, report)
+                except _ConnectFailed as exc:
+                    # The server is unreachable: this and every remaining mail wait (backoff).
+                    not_sent, pending = [mail.id, *pending], []
+                    for mail_id in not_sent:
+                        await self._record_failure(
+                            mail_id, exc.reason, permanent=False, report=report
+                        )
+                    return
         finally:
             # Stopped or cancelled in the middle: hand back what was never attempted.
             if pending:
@@ -143,11 +146,8 @@ class OutboxDelivery:
                         ob.release_claims, self.sessions, mail_ids=pending, worker=self.worker
                     )
                 )
-        return smtp
 
-    async def _deliver_one(
-        self, mail: ob.ClaimedMail, smtp: aiosmtplib.SMTP | None, report: DeliveryReport
-    ) -> aiosmtplib.SMTP | None:
+    async def _deliver_one(self, mail: ob.ClaimedMail, report: DeliveryReport) -> None:
         # Renew right before the send: the lease (>= 3 SMTP timeouts) cannot lapse mid-send,
         # and a row another worker took over after our lease lapsed is not sent twice.
         if not await asyncio.to_thread(
@@ -160,7 +160,7 @@ class OutboxDelivery:
         ):
             report.lost_claims += 1
             log.warning("mail %d: claim lost before sending; left to its new holder", mail.id)
-            return smtp
+            return
         message_id = message_id_for(mail.id, mail.created_at, self.settings.from_addr)
         try:
             secrets = open_mail_secrets(MailOutbox(secret_sealed=mail.secret_sealed), self.sealer)
@@ -178,18 +178,18 @@ class OutboxDelivery:
             del secrets, rendered
         except (TemplateError, SealError, ValueError) as exc:
             await self._record_failure(mail.id, str(exc), permanent=True, report=report)
-            return smtp
-        if smtp is None:
-            smtp = await self._connect()
+            return
+        if self._smtp is None:
+            self._smtp = await self._connect()
+        smtp = self._smtp
         try:
             await smtp.send_message(message)
         except (aiosmtplib.SMTPException, OSError) as exc:
             permanent, text = classify_smtp_error(exc)
             await self._record_failure(mail.id, text, permanent=permanent, report=report)
             if isinstance(exc, aiosmtplib.SMTPServerDisconnected | OSError):
-                await _quit(smtp)
-                return None
-            return smtp
+                await self._disconnect()  # the next mail reconnects
+            return
         # The window between the server's "250 OK" above and this commit is the only place a
         # crash can cause a second delivery (docs/mail.md); the Message-ID makes it detectable.
         if await asyncio.shield(
@@ -207,7 +207,6 @@ class OutboxDelivery:
         else:
             report.lost_claims += 1
             log.error("mail %d was sent but its claim was lost: possible duplicate", mail.id)
-        return smtp
 
     async def _record_failure(
         self, mail_id: int, error: str, *, permanent: bool, report: DeliveryReport
@@ -258,10 +257,14 @@ class OutboxDelivery:
             raise _ConnectFailed(text) from None
         return smtp
 
-
-async def _quit(smtp: aiosmtplib.SMTP) -> None:
-    try:
-        if smtp.is_connected:
-            await smtp.quit()
-    except (aiosmtplib.SMTPException, OSError):
-        smtp.close()
+    async def _disconnect(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            if smtp.is_connected:
+                await smtp.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            pass
+        finally:
+            smtp.close()

@@ -51,9 +51,10 @@ def build_message(
     msg["Auto-Submitted"] = "auto-generated"
     # Exchange ignores Auto-Submitted for out-of-office replies; this header it honours.
     msg["X-Auto-Response-Suppress"] = "All"
-    msg["Content-Language"] = rendered.locale
     msg.set_content(rendered.text)
     msg.add_alternative(rendered.html, subtype="html")
+    # After the body: making the message multipart moves Content-* headers into the parts.
+    msg["Content-Language"] = rendered.locale
     return msg
 
 
