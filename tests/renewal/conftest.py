@@ -53,6 +53,7 @@ class SmtpSink:
     reject: str | None = None  # e.g. "550 5.1.1 mailbox unavailable" for DATA
     rcpt_delay: float = 0.0  # seconds the RCPT command takes (a slow server)
     rcpt_started: threading.Event = field(default_factory=threading.Event)
+    delivered: threading.Event = field(default_factory=threading.Event)  # one message accepted
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -71,6 +72,7 @@ class SmtpSink:
         assert isinstance(msg, EmailMessage)
         with self.lock:
             self.messages.append(msg)
+        self.delivered.set()
         return "250 Message accepted for delivery"
 
     def message_ids(self) -> list[str]:
