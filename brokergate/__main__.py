@@ -18,7 +18,9 @@ from brokergate import (
     _cli_config,
     _cli_db,
     _cli_dev,
+    _cli_mail,
     _cli_reference,
+    _cli_renewal,
     _cli_user,
 )
 from brokergate._config import ConfigError, load_config
@@ -32,8 +34,10 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     _cli_cert,
     _cli_config,
     _cli_db,
+    _cli_mail,
+    _cli_renewal,
     _cli_dev,
-    _cli_reference,
+    _cli_reference,  # last: it prints the help of everything above
 )
 
 

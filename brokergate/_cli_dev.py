@@ -11,6 +11,7 @@ from brokergate._context import CliContext
 from brokergate._dev import (
     DEMO_BROKER,
     BootstrapReport,
+    DevError,
     DevLayout,
     DevPorts,
     ReceivedMail,
@@ -88,6 +89,9 @@ def _run(args: argparse.Namespace, ctx: CliContext) -> int:
     except ConfigError as exc:
         print(f"brokergate: {exc}", file=ctx.err)
         return 2
+    except DevError as exc:
+        print(f"brokergate: {exc}", file=ctx.err)
+        return 1
 
     def on_ready() -> None:
         for line in welcome_lines(layout, ports, report):

@@ -5,8 +5,8 @@ Each package keeps its own error tree; add its base class here when it grows one
 
 from __future__ import annotations
 
-from brokergate._dev import DevError
 from ca import CAError
+from renewal import RenewalError
 from store import StoreError
 
-DOMAIN_ERRORS: tuple[type[Exception], ...] = (CAError, StoreError, DevError)
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (CAError, RenewalError, StoreError)
