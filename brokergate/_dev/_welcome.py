@@ -42,9 +42,9 @@ def welcome_lines(layout: DevLayout, ports: DevPorts, report: BootstrapReport) -
         " (Firefox: Settings > Privacy & Security > View Certificates > Authorities > Import),",
         f"                  then {layout.relative(layout.demo_p12)} under Your Certificates >"
         " Import with the mailed password; open the URL above (docs/broker-guide.md)",
-        f"without a certificate: {FALLBACK_USER.email}, broker number "
-        f"{FALLBACK_USER.broker_number}: {ports.gateway_url}/_gateway/login, "
-        '"broker number + email"; the TAN arrives as a [mail] line',
+        f"without a certificate: {ports.gateway_url}/_gateway/login/broker with broker number "
+        f"{FALLBACK_USER.broker_number} and {FALLBACK_USER.email}; the TAN arrives as a"
+        " [mail] line",
         f"the upstream alone (no gateway, no identity): {ports.upstream_url}/",
     ]
     return lines

@@ -126,5 +126,19 @@ def curl(
     )
 
 
+def with_cookies(jar: Path) -> tuple[str, ...]:
+    return ("-c", str(jar), "-b", str(jar))
+
+
+def csrf_token(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, f"no CSRF field in:\n{page}"
+    return match.group(1)
+
+
+def form(**fields: str) -> tuple[str, ...]:
+    return tuple(arg for k, v in fields.items() for arg in ("--data-urlencode", f"{k}={v}"))
+
+
 def with_certificate(layout: DevLayout, password: str) -> tuple[str, ...]:
     return ("--cert", f"{layout.demo_p12}:{password}", "--cert-type", "P12")

@@ -3,6 +3,7 @@ ports, the demo broker's certificate through curl, and a clean stop on SIGINT / 
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 from collections.abc import Callable
@@ -11,14 +12,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from brokergate._dev import DEMO_BROKER, DevPorts, DevState, read_mail
+from brokergate._dev import DEMO_BROKER, FALLBACK_USER, DevPorts, DevState, read_mail
 from tests.devrun._dev_process import (
     READY_TIMEOUT,
     STOP_TIMEOUT,
     DevRun,
+    csrf_token,
     curl,
+    form,
     needs_gateway_and_renewal,
     with_certificate,
+    with_cookies,
 )
 
 pytestmark = [pytest.mark.slow, needs_gateway_and_renewal]
@@ -60,6 +64,9 @@ def test_dev_run_serves_the_demo_broker_and_stops_cleanly(
     assert wrong.returncode != 0
     assert "X-Brokergate-Email" not in wrong.stdout
 
+    # The fallback the welcome text names: broker number + email, TAN from the mail sink.
+    tan_login(run, tmp_path / "cookies.txt")
+
     # Nothing secret on stdout except what the dev user is meant to read (the mail).
     for secret in (layout.secret_key_file, layout.ca_passphrase_file):
         assert secret.read_text().strip() not in run.output
@@ -86,6 +93,52 @@ def test_dev_run_serves_the_demo_broker_and_stops_cleanly(
     _, alive = psutil.wait_procs(children, timeout=5)
     assert alive == []
     assert "Traceback" not in again.output, again.output
+
+
+def tan_login(run: DevRun, jar: Path) -> None:
+    """Log the user without a certificate in as a browser would, with curl and a cookie jar."""
+    layout, port = run.layout, run.ports.gateway
+    assert f"{run.ports.gateway_url}/_gateway/login/broker" in run.output
+    page = curl(layout, port, *with_cookies(jar), path="/_gateway/login/broker")
+    assert page.returncode == 0, page.stderr
+    sent = curl(
+        layout,
+        port,
+        *with_cookies(jar),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        *form(
+            csrf=csrf_token(page.stdout),
+            next="/",
+            broker=FALLBACK_USER.broker_number,
+            email=FALLBACK_USER.email,
+        ),
+        path="/_gateway/login/broker",
+    )
+    assert sent.stdout.startswith("303 ") and sent.stdout.endswith("/_gateway/login/broker/tan")
+    tan = run.wait_for(
+        rf"\[mail\] to {re.escape(FALLBACK_USER.email)}:(?:.*\n)*?\[mail\] .*TAN: (\d+)", 60
+    ).group(1)
+    page = curl(layout, port, *with_cookies(jar), path="/_gateway/login/broker/tan")
+    confirmed = curl(
+        layout,
+        port,
+        *with_cookies(jar),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        *form(csrf=csrf_token(page.stdout), next="/portal/start", tan=tan),
+        path="/_gateway/login/broker/tan",
+    )
+    assert confirmed.stdout == "303"
+    portal = curl(layout, port, *with_cookies(jar))
+    assert f"X-Brokergate-Email: {FALLBACK_USER.email}" in portal.stdout
+    assert "X-Brokergate-Method: email-tan" in portal.stdout
+    assert "X-Brokergate-Level: basic" in portal.stdout
+    assert "verified (ES256" in portal.stdout
 
 
 def test_a_busy_port_is_reported_and_nothing_is_left_running(
