@@ -101,6 +101,10 @@ def tan_login(run: DevRun, jar: Path) -> None:
     assert f"{run.ports.gateway_url}/_gateway/login/broker" in run.output
     page = curl(layout, port, *with_cookies(jar), path="/_gateway/login/broker")
     assert page.returncode == 0, page.stderr
+    assert 'action="/_gateway/login/broker"' in page.stdout, (
+        "the gateway serves no broker-number login page: are the logins pages "
+        "(gateway._logins setup_logins) wired into 'brokergate gateway serve'?"
+    )
     sent = curl(
         layout,
         port,
