@@ -347,24 +347,29 @@ def _store_context(
         # Fail loudly at start-up if the store or the keys are not usable.
         await asyncio.to_thread(trust.refresh)
         await asyncio.to_thread(signer.ensure_key, app[CLOCK]())
-        app[REFRESH_TASK] = asyncio.create_task(_refresh_loop(app), name="gateway-refresh")
+        stop = asyncio.Event()
+        app[REFRESH_TASK] = asyncio.create_task(_refresh_loop(app, stop), name="gateway-refresh")
         try:
             yield
         finally:
-            app[REFRESH_TASK].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await app[REFRESH_TASK]
+            # Not cancel(): a refresh running in a thread would go on using the engine
+            # after dispose(); the loop finishes its round and returns.
+            stop.set()
+            await app[REFRESH_TASK]
             engine.dispose()
 
     return context
 
 
-async def _refresh_loop(app: web.Application) -> None:
+async def _refresh_loop(app: web.Application, stop: asyncio.Event) -> None:
     """Poll revocations, users, sessions and keys every ``revocation_refresh_interval``."""
     interval = app[SETTINGS].revocation_refresh_interval.total_seconds()
     rounds = 0
-    while True:
-        await asyncio.sleep(interval)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return
         rounds += 1
         try:
             await asyncio.to_thread(app[TRUST].refresh)

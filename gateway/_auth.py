@@ -55,6 +55,7 @@ from gateway._sessions import (
     SessionState,
     SessionVerdict,
     csrf_ok,
+    session_cookie_header,
     session_verdict,
 )
 from gateway._settings import RESERVED_PREFIX
@@ -348,16 +349,15 @@ async def apply_session_cookie(request: web.Request, response: web.StreamRespons
     Done on prepare, not after the handler, because proxied responses are streamed and
     their headers are sent before the handler returns.
     """
-    from gateway._sessions import clear_session_cookie, set_session_cookie
-
     state = request.get(REQUEST_STATE)
     if not isinstance(state, RequestState):
         return
-    settings = request.app[SETTINGS]
+    name = request.app[SETTINGS].session_cookie_name
+    # aiohttp renders response.cookies before this hook runs: add the header itself.
     if state.new_cookie:
-        set_session_cookie(response, state.new_cookie, settings)
+        response.headers.add("Set-Cookie", session_cookie_header(name, state.new_cookie))
     elif state.clear_cookie:
-        clear_session_cookie(response, settings)
+        response.headers.add("Set-Cookie", session_cookie_header(name, None))
 
 
 async def complete_login(

@@ -41,6 +41,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from http.cookies import SimpleCookie
 from typing import Any
 
 from aiohttp import web
@@ -186,6 +187,24 @@ def clear_session_cookie(response: web.StreamResponse, settings: GatewaySettings
     response.del_cookie(
         settings.session_cookie_name, path="/", secure=True, httponly=True, samesite="Lax"
     )
+
+
+def session_cookie_header(name: str, value: str | None) -> str:
+    """A ``Set-Cookie`` value (for hooks that run after aiohttp rendered its cookies).
+
+    ``value=None`` deletes the cookie (empty value, Max-Age=0).
+    """
+    jar: SimpleCookie = SimpleCookie()
+    jar[name] = value or ""
+    morsel = jar[name]
+    morsel["path"] = "/"
+    morsel["secure"] = True
+    morsel["httponly"] = True
+    morsel["samesite"] = "Lax"
+    if value is None:
+        morsel["max-age"] = 0
+        morsel["expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
+    return morsel.OutputString()
 
 
 class Sessions:
