@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -92,3 +94,34 @@ async def raw_request(
         for name, morsel in cookie.items():
             result.cookies[name] = morsel.value
     return result
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[RawResponse]],
+    done: Callable[[RawResponse], bool],
+    *,
+    within: float = 5.0,
+    interval: float = 0.05,
+) -> tuple[RawResponse, float]:
+    """Repeat ``probe`` until ``done`` (bounded); returns the last response and seconds taken."""
+    start = time.monotonic()
+    response = await probe()
+    for _ in range(int(within / interval)):
+        if done(response) or time.monotonic() - start > within:
+            break
+        await asyncio.sleep(interval)
+        response = await probe()
+    return response, time.monotonic() - start
+
+
+async def run_tool(*args: str, stdin: bytes = b"", limit: float = 30) -> tuple[int, str, str]:
+    """Run a real client (openssl, curl) without blocking the event loop the gateway runs on."""
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
