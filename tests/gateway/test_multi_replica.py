@@ -16,10 +16,12 @@ from store import Level
 from tests.gateway.conftest import Brokers, ServerTLS
 from tests.gateway.helpers import client_context, eventually, raw_request
 
-
 # Replicas share a database server: PostgreSQL only (the `postgres` marker skips it with a
 # reason when the server is unreachable, and CI fails instead).
-on_postgres = [pytest.mark.postgres, pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)]
+on_postgres = [
+    pytest.mark.postgres,
+    pytest.mark.parametrize("db_url", ["postgresql"], indirect=True),
+]
 
 
 @on_postgres[0]
@@ -33,18 +35,24 @@ async def test_session_made_on_one_replica_works_on_the_other(
     # a password session made on A ...
     new = a.app[SESSIONS].start(user_id=user, level=Level.BASIC, method="password", now=clock())
     cookie = [("Cookie", f"__Host-brokergate={new.cookie}")]
-    on_b = await raw_request(b.url, "/portal", context=client_context(server_tls.ca), headers=cookie)
+    on_b = await raw_request(
+        b.url, "/portal", context=client_context(server_tls.ca), headers=cookie
+    )
     assert on_b.status == 200 and on_b.echoed()["x-brokergate-email"] == ["two@example.org"]
     # ... a certificate session made on A is reused by B (no new cookie)
     cert = brokers.issue(user)
     first = await raw_request(a.url, "/portal", context=client_context(server_tls.ca, cert))
     cert_cookie = [("Cookie", f"__Host-brokergate={first.cookies['__Host-brokergate']}")]
-    second = await raw_request(b.url, "/portal", context=client_context(server_tls.ca, cert), headers=cert_cookie)
+    second = await raw_request(
+        b.url, "/portal", context=client_context(server_tls.ca, cert), headers=cert_cookie
+    )
     assert second.status == 200 and not second.header("Set-Cookie")
     # logout everywhere on A ends the password session on B within the refresh interval
     a.app[SESSIONS].end_all_for_user(user, clock())
     gone, _ = await eventually(
-        lambda: raw_request(b.url, "/portal", context=client_context(server_tls.ca), headers=cookie),
+        lambda: raw_request(
+            b.url, "/portal", context=client_context(server_tls.ca), headers=cookie
+        ),
         lambda r: r.status != 200,
     )
     assert gone.status == 401
@@ -63,7 +71,9 @@ async def test_revocation_on_one_replica_is_enforced_by_the_other_within_5s(
     assert (await raw_request(b.url, "/portal", context=context)).status == 200
     brokers.revoke(cert.serial)  # the CA writes the store; B has the certificate cached
     response, seconds = await eventually(
-        lambda: raw_request(b.url, "/portal", context=context), lambda r: r.status != 200, within=5.0
+        lambda: raw_request(b.url, "/portal", context=context),
+        lambda r: r.status != 200,
+        within=5.0,
     )
     assert response.status == 403 and "gesperrt" in response.body
     assert seconds < 5.0
@@ -91,7 +101,9 @@ async def test_known_certificate_costs_no_query_per_request(
             assert response.status == 200
     finally:
         event.remove(engine, "before_cursor_execute", count)
-    per_request = [s for s in statements if "web_sessions" in s or "certificates" in s or "users" in s]
+    per_request = [
+        s for s in statements if "web_sessions" in s or "certificates" in s or "users" in s
+    ]
     # at most the polling refresh (every 2 s) may have run meanwhile, never one per request
     print(f"{len(per_request)} store statements for 20 requests")
     assert len(per_request) < 10, per_request
@@ -102,7 +114,10 @@ def test_staleness_bound_must_stay_below_5s() -> None:
 
     with pytest.raises(ValueError, match="below 5s"):
         create_app(
-            settings=GatewaySettings(), store_url="sqlite://", secret_key=b"x" * 32,
-            forward=lambda *a, **k: None, max_staleness=dt.timedelta(seconds=5),  # type: ignore[arg-type,return-value]
+            settings=GatewaySettings(),
+            store_url="sqlite://",
+            secret_key=b"x" * 32,
+            forward=lambda *a, **k: None,
+            max_staleness=dt.timedelta(seconds=5),  # type: ignore[arg-type,return-value]
         )
     assert TLSSetupError  # exported

@@ -21,14 +21,25 @@ def _port(gw: Any) -> str:
     return gw.url.rsplit(":", 1)[1]
 
 
-async def test_openssl_sees_only_our_ca_names(brokers: Brokers, start_gateway, server_tls: ServerTLS) -> None:
+async def test_openssl_sees_only_our_ca_names(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS
+) -> None:
     gw = await start_gateway()
     code, out, err = await run_tool(
-        "openssl", "s_client", "-connect", f"127.0.0.1:{_port(gw)}", "-CAfile", str(server_tls.ca),
+        "openssl",
+        "s_client",
+        "-connect",
+        f"127.0.0.1:{_port(gw)}",
+        "-CAfile",
+        str(server_tls.ca),
         stdin=b"Q\n",
     )
-    names = out.split("Acceptable client certificate CA names", 1)[1].split("Requested Signature", 1)[0]
-    listed = [line.strip() for line in names.strip().splitlines() if line.strip().startswith(("C", "O"))]
+    names = out.split("Acceptable client certificate CA names", 1)[1].split(
+        "Requested Signature", 1
+    )[0]
+    listed = [
+        line.strip() for line in names.strip().splitlines() if line.strip().startswith(("C", "O"))
+    ]
     with brokers.sessions() as db:
         issuing = load_trust_material(db).issuing_by_generation[1]
     cn = issuing.subject.get_attributes_for_oid(x509_cn())[0].value
@@ -48,18 +59,37 @@ async def test_openssl_handshake_completes_with_expired_and_foreign(
     gw = await start_gateway()
     cert = brokers.issue(brokers.user())
     clock.advance(dt.timedelta(days=800))
-    request = f"GET /portal HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    request = b"GET /portal HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     for client in (cert, foreign_certificate(tmp_path)):
         code, out, err = await run_tool(
-            "openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{_port(gw)}",
-            "-CAfile", str(server_tls.ca), "-cert", str(client.cert_path), "-key", str(client.key_path),
+            "openssl",
+            "s_client",
+            "-quiet",
+            "-connect",
+            f"127.0.0.1:{_port(gw)}",
+            "-CAfile",
+            str(server_tls.ca),
+            "-cert",
+            str(client.cert_path),
+            "-key",
+            str(client.key_path),
             stdin=request,
         )
         assert "HTTP/1.1 403" in out, (out, err)
     # the same with TLS 1.2 (CertificateRequest carries the names differently)
     code, out, err = await run_tool(
-        "openssl", "s_client", "-quiet", "-tls1_2", "-connect", f"127.0.0.1:{_port(gw)}",
-        "-CAfile", str(server_tls.ca), "-cert", str(cert.cert_path), "-key", str(cert.key_path),
+        "openssl",
+        "s_client",
+        "-quiet",
+        "-tls1_2",
+        "-connect",
+        f"127.0.0.1:{_port(gw)}",
+        "-CAfile",
+        str(server_tls.ca),
+        "-cert",
+        str(cert.cert_path),
+        "-key",
+        str(cert.key_path),
         stdin=request,
     )
     assert "HTTP/1.1 403" in out and "abgelaufen" in out
@@ -69,28 +99,60 @@ async def test_curl_with_pkcs12(brokers: Brokers, start_gateway, server_tls: Ser
     gw = await start_gateway()
     cert = brokers.issue(brokers.user(email="curl@example.org"))
     code, out, err = await run_tool(
-        "curl", "-sS", "--cacert", str(server_tls.ca), "--cert-type", "P12",
-        "--cert", f"{cert.p12_path}:{cert.password}", f"{gw.url}/portal",
+        "curl",
+        "-sS",
+        "--cacert",
+        str(server_tls.ca),
+        "--cert-type",
+        "P12",
+        "--cert",
+        f"{cert.p12_path}:{cert.password}",
+        f"{gw.url}/portal",
     )
     assert code == 0, err
     assert '"X-Brokergate-Email", "curl@example.org"' in out
-    code, out, err = await run_tool("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(server_tls.ca), f"{gw.url}/portal")
+    code, out, err = await run_tool(
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--cacert",
+        str(server_tls.ca),
+        f"{gw.url}/portal",
+    )
     assert out == "401"
 
 
-async def test_wrong_key_for_certificate_fails_the_handshake(brokers: Brokers, start_gateway, server_tls: ServerTLS) -> None:
+async def test_wrong_key_for_certificate_fails_the_handshake(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS
+) -> None:
     """Accepting every chain does not mean accepting a certificate without its key."""
     gw = await start_gateway()
     a = brokers.issue(brokers.user())
     b = brokers.issue(brokers.user())
     code, out, err = await run_tool(
-        "openssl", "s_client", "-connect", f"127.0.0.1:{_port(gw)}", "-CAfile", str(server_tls.ca),
-        "-cert", str(a.cert_path), "-key", str(b.key_path), stdin=b"",
+        "openssl",
+        "s_client",
+        "-connect",
+        f"127.0.0.1:{_port(gw)}",
+        "-CAfile",
+        str(server_tls.ca),
+        "-cert",
+        str(a.cert_path),
+        "-key",
+        str(b.key_path),
+        stdin=b"",
     )
-    assert code != 0 and re.search(r"key values mismatch|private key does not match", err + out, re.I)
+    assert code != 0 and re.search(
+        r"key values mismatch|private key does not match", err + out, re.I
+    )
 
 
-def _blocking_get(port: int, context: ssl.SSLContext, session: ssl.SSLSession | None) -> tuple[str, ssl.SSLSession | None, bool]:
+def _blocking_get(
+    port: int, context: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[str, ssl.SSLSession | None, bool]:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls:
             tls.sendall(b"GET /portal HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
@@ -100,7 +162,9 @@ def _blocking_get(port: int, context: ssl.SSLContext, session: ssl.SSLSession | 
             return data.decode("utf-8", "replace"), tls.session, tls.session_reused
 
 
-async def test_tls_resumption_does_not_skip_revocation(brokers: Brokers, start_gateway, server_tls: ServerTLS) -> None:
+async def test_tls_resumption_does_not_skip_revocation(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS
+) -> None:
     gw = await start_gateway()
     cert = brokers.issue(brokers.user())
     context = client_context(server_tls.ca, cert)
