@@ -51,7 +51,7 @@ async def _nss_home(
     foreign_p12.write_bytes(_foreign_p12(foreign))
     # the foreign one first: a browser that takes "the first certificate" would take it
     for p12, password in ((foreign_p12, "pw"), (ours.p12_path, ours.password)):
-        code, out, err = await run_tool(
+        code, _out, err = await run_tool(
             "pk12util", "-i", str(p12), "-d", f"sql:{db}", "-W", password, "-K", ""
         )
         assert code == 0, err
@@ -87,7 +87,7 @@ async def _chromium(home: Path, profile: Path, url: str, filters: list[dict[str,
     }
     (profile / "Default").mkdir(parents=True)
     (profile / "Default" / "Preferences").write_text(json.dumps(prefs))
-    code, out, err = await run_tool(
+    _code, out, _err = await run_tool(
         "env",
         f"HOME={home}",
         "timeout",
@@ -169,7 +169,7 @@ async def test_chromium_without_a_rule_waits_on_its_picker(
     home = await _nss_home(tmp_path, server_tls, ours, foreign_certificate(tmp_path))
     profile = tmp_path / "p4"
     profile.mkdir()
-    code, page, err = await run_tool(
+    code, page, _err = await run_tool(
         "env",
         f"HOME={home}",
         "timeout",

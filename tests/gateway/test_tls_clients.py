@@ -25,7 +25,7 @@ async def test_openssl_sees_only_our_ca_names(
     brokers: Brokers, start_gateway, server_tls: ServerTLS
 ) -> None:
     gw = await start_gateway()
-    code, out, err = await run_tool(
+    _code, out, _err = await run_tool(
         "openssl",
         "s_client",
         "-connect",
@@ -77,7 +77,7 @@ async def test_openssl_handshake_completes_with_expired_and_foreign(
         )
         assert "HTTP/1.1 403" in out, (out, err)
     # the same with TLS 1.2 (CertificateRequest carries the names differently)
-    code, out, err = await run_tool(
+    _code, out, err = await run_tool(
         "openssl",
         "s_client",
         "-quiet",
