@@ -24,6 +24,7 @@ from gateway._errors import GatewayError
 from gateway._metrics import GatewayMetrics
 from gateway._proxy import proxy_request
 from gateway._settings import GatewaySettings
+from gateway._terminator import forwarded_certificate_headers
 from gateway._trusted import parse_networks
 from gateway._upstream import UPSTREAM_KEY, upstream_context
 
@@ -138,7 +139,7 @@ def gateway_app(
     metrics: GatewayMetrics | None = None,
 ) -> web.Application:
     trusted = parse_networks(settings.trusted_proxies)
-    strip = (settings.client_cert_header,) if settings.client_cert_header else ()
+    strip = forwarded_certificate_headers(settings)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         return await proxy_request(

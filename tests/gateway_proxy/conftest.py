@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from sqlalchemy.orm import Session, sessionmaker
 
+from ca import CertificateAuthority
 from gateway._settings import GatewaySettings
+from tests.conftest import FakeClock, UserFactory, password_mail_for
 from tests.gateway_proxy._apps import gateway_app, settings_for, upstream_app
+from tests.gateway_proxy._certs import PemPair, pem_from_pkcs12, self_signed
 
 StartGateway = Callable[..., Awaitable[str]]
 
@@ -53,3 +59,29 @@ async def start_gateway(upstream_url: str) -> AsyncIterator[StartGateway]:
 @pytest.fixture
 async def gateway_url(start_gateway: StartGateway) -> str:
     return await start_gateway()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """Our CA signs with the injected clock, but nginx and OpenSSL check validity against the
+    real one: start the fake clock at the real time so issued certificates are valid now."""
+    return FakeClock(datetime.now(UTC) - timedelta(minutes=1))
+
+
+@pytest.fixture(scope="session")
+def server_pem(tmp_path_factory: pytest.TempPathFactory) -> PemPair:
+    return self_signed(tmp_path_factory.mktemp("tls"), "server", server=True)
+
+
+@pytest.fixture
+def broker_pem(
+    authority: CertificateAuthority,
+    make_user: UserFactory,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+) -> PemPair:
+    """A broker certificate from our CA, unpacked to PEM files."""
+    user = make_user(email="erika@example.org")
+    issued = authority.issue_certificate(user.id, "test:setup")
+    password = password_mail_for(sessions, issued.serial)
+    return pem_from_pkcs12(tmp_path / "broker", "broker", issued.pkcs12, password)

@@ -211,6 +211,14 @@ async def test_forwarded_headers_extended_for_trusted_peer(start_gateway: StartG
     assert _values(echoed, "X-Forwarded-Host") == ["portal.example"]
 
 
+async def test_direct_mode_never_forwards_certificate_headers(gateway_url: str) -> None:
+    echoed = await _echo(
+        gateway_url, headers={"X-SSL-Client-Cert": "x", "X-Forwarded-Client-Cert": "Cert=y"}
+    )
+    assert _values(echoed, "X-SSL-Client-Cert") == []
+    assert _values(echoed, "X-Forwarded-Client-Cert") == []
+
+
 async def test_terminator_certificate_header_not_forwarded(start_gateway: StartGateway) -> None:
     url = await start_gateway(
         trusted_proxies=("127.0.0.1",), terminator_format="nginx", client_cert_header="X-SSL-Cert"
