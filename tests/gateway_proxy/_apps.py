@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -23,6 +24,7 @@ from aiohttp import WSMsgType, web
 from gateway._errors import GatewayError
 from gateway._metrics import GatewayMetrics
 from gateway._proxy import proxy_request
+from gateway._serve import ServeOptions, serve
 from gateway._settings import GatewaySettings
 from gateway._terminator import forwarded_certificate_headers
 from gateway._trusted import parse_networks
@@ -77,7 +79,11 @@ async def redirect(request: web.Request) -> web.Response:
     return response
 
 
+SLOW_STARTED = web.AppKey("slow_started", list[float])
+
+
 async def slow(request: web.Request) -> web.Response:
+    request.app[SLOW_STARTED].append(float(request.query.get("delay", "1")))
     await asyncio.sleep(float(request.query.get("delay", "1")))
     return web.Response(text="slow done")
 
@@ -108,6 +114,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 def upstream_app() -> web.Application:
     app = web.Application(client_max_size=0)
+    app[SLOW_STARTED] = []
     app.router.add_route("*", "/echo{tail:.*}", echo)
     app.router.add_get("/download", download)
     app.router.add_get("/redirect", redirect)
@@ -167,6 +174,35 @@ def settings_for(upstream_url: str, **overrides: object) -> GatewaySettings:
     return GatewaySettings(**values)  # type: ignore[arg-type]
 
 
+def serve_minimal(argv: list[str]) -> int:
+    """``serve`` with the minimal gateway: UPSTREAM PORT WORKERS METRICS_PORT [CERT KEY]."""
+    upstream, port, workers, metrics_port = argv[:4]
+    cert_key = argv[4:6]
+    settings = settings_for(upstream)
+
+    def tls() -> ssl.SSLContext | None:
+        if not cert_key:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_key[0], cert_key[1])
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.load_verify_locations(cert_key[0])
+        return context
+
+    options = ServeOptions(
+        host="127.0.0.1",
+        port=int(port),
+        workers=int(workers),
+        shutdown_grace=10,
+        metrics_port=int(metrics_port),
+    )
+    return serve(
+        options,
+        app_factory=lambda _tls, metrics: gateway_app(settings, metrics=metrics),
+        ssl_context_factory=tls,
+    )
+
+
 async def _serve_forever(upstream_url: str, port_file: Path) -> None:
     runner = web.AppRunner(gateway_app(settings_for(upstream_url)), access_log=None)
     await runner.setup()
@@ -178,4 +214,6 @@ async def _serve_forever(upstream_url: str, port_file: Path) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        sys.exit(serve_minimal(sys.argv[2:]))
     asyncio.run(_serve_forever(sys.argv[1], Path(sys.argv[2])))
