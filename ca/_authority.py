@@ -287,8 +287,8 @@ class CertificateAuthority:
                     Certificate.not_after > now,
                 )
                 .group_by(Certificate.generation_id)
-            ).tuples()
-            live = {generation: count for generation, count in rows}
+            ).all()
+            live: dict[int, int] = {row[0]: row[1] for row in rows}
             return [
                 GenerationInfo(
                     generation=g.id,
