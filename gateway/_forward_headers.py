@@ -22,7 +22,11 @@ from collections.abc import Collection, Iterable, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
-from gateway._identity_headers import is_identity_header, normalise_header_name
+from gateway._identity_headers import (
+    IDENTITY_HEADER_PREFIX,
+    is_identity_header,
+    normalise_header_name,
+)
 
 # RFC 9110 §7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and
 # Upgrade; Trailer and the Proxy-Authenticate/-Authorization pair are hop-by-hop per RFC 2616
@@ -42,6 +46,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 _REQUEST_ONLY_DROPS = frozenset({"expect", "host"})
+_DEFAULT_DROPS = HOP_BY_HOP | _REQUEST_ONLY_DROPS
 _FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
 GATEWAY_COOKIE_PREFIX = "__Host-bg"  # every cookie the gateway sets starts with this
 
@@ -51,10 +56,10 @@ X_FORWARDED_HOST = istr("X-Forwarded-Host")
 
 
 def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
-    """Header names listed in (all) Connection headers, lower-cased."""
+    """Header names listed in (all) Connection headers, normalised ("_" as "-")."""
     names: set[str] = set()
     for value in headers.getall("Connection", ()):
-        names.update(token.strip().lower() for token in value.split(",") if token.strip())
+        names.update(normalise_header_name(token) for token in value.split(",") if token.strip())
     return frozenset(names)
 
 
@@ -99,33 +104,38 @@ def upstream_request_headers(
     Returns:
         A new multidict; ``headers`` is not modified.
     """
-    drop = HOP_BY_HOP | connection_tokens(headers) | _REQUEST_ONLY_DROPS
+    connection = connection_tokens(headers) if "Connection" in headers else frozenset()
+    drop = HOP_BY_HOP | connection | _REQUEST_ONLY_DROPS if connection else _DEFAULT_DROPS
     strip_normalised = {normalise_header_name(name) for name in strip}
     out: CIMultiDict[str] = CIMultiDict()
     forwarded_for: list[str] = []
     forwarded_proto: str | None = None
     forwarded_host: str | None = None
     for name, value in headers.items():
-        lower = name.lower()
-        if lower in drop:
+        # SECURITY: every check compares the normalised name (any case, "_" as "-"), so
+        # X_BROKERGATE_LEVEL, x-brokergate_level or Transfer_Encoding cannot slip past it
+        # to an upstream that treats "_" like "-" (CGI/WSGI environ keys do).
+        # (Header names from aiohttp's parser carry no whitespace: llhttp rejects it.)
+        normalised = name.lower().replace("_", "-")
+        if (
+            normalised in drop
+            or normalised.startswith(IDENTITY_HEADER_PREFIX)
+            or normalised in strip_normalised
+        ):
             continue
-        # SECURITY: the identity check normalises "_" to "-" (and any case), so
-        # X_BROKERGATE_LEVEL or x-brokergate_level cannot slip past it.
-        if is_identity_header(name) or normalise_header_name(name) in strip_normalised:
-            continue
-        if normalise_header_name(name) in _FORWARDING:
-            if peer_trusted:
-                if lower == "x-forwarded-for":
+        if normalised in _FORWARDING:
+            if peer_trusted and normalised == name.lower():  # exact spellings only
+                if normalised == "x-forwarded-for":
                     forwarded_for.append(value)
-                elif lower == "x-forwarded-proto" and forwarded_proto is None:
+                elif normalised == "x-forwarded-proto" and forwarded_proto is None:
                     forwarded_proto = value
-                elif lower == "x-forwarded-host" and forwarded_host is None:
+                elif normalised == "x-forwarded-host" and forwarded_host is None:
                     forwarded_host = value
-                elif lower == "forwarded":
+                elif normalised == "forwarded":
                     out.add(name, value)
             # From anyone else, any spelling of a forwarding header is dropped and replaced.
             continue
-        if lower == "cookie":
+        if normalised == "cookie":
             value = strip_gateway_cookies(value)
             if not value:
                 continue
@@ -139,7 +149,7 @@ def upstream_request_headers(
     if forwarded_host or host:
         out[X_FORWARDED_HOST] = forwarded_host or host or ""
     for name, value in identity_headers.items():
-        if not is_identity_header(name):
+        if not is_identity_header(name):  # a programming error, not client input
             raise ValueError(f"{name!r} is not an identity header (X-Brokergate-…)")
         out[name] = value
     return out

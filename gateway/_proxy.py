@@ -27,10 +27,13 @@ from yarl import URL
 from gateway._errors import UpstreamTimeout, UpstreamUnavailable
 from gateway._forward_headers import downstream_response_headers, upstream_request_headers
 from gateway._metrics import GatewayMetrics
-from gateway._trusted import IPNetwork, is_trusted_peer, peer_address
+from gateway._trusted import IPNetwork, is_trusted_peer, peer_text
 from gateway._upstream import Upstream
 
 log = logging.getLogger(__name__)
+
+SMALL_BODY = 64 * 1024  # bodies up to this (with Content-Length) are sent in one write
+_NO_BODY_STATUSES = frozenset({204, 304})
 
 # aiohttp's ws_connect sets these itself; copying the browser's would clash.
 _WS_HANDSHAKE_HEADERS = frozenset(
@@ -95,11 +98,10 @@ async def proxy_request(
         UpstreamUnavailable: the upstream could not be reached or broke the exchange.
         UpstreamTimeout: it did not connect or answer within the configured timeouts.
     """
-    peer = peer_address(request)
     headers = upstream_request_headers(
         request.headers,
         identity_headers=identity_headers,
-        peer=str(peer) if peer is not None else None,
+        peer=peer_text(request),
         peer_trusted=is_trusted_peer(request, trusted_proxies),
         scheme=request.scheme,
         host=request.headers.get("Host"),
@@ -130,7 +132,6 @@ async def _proxy_http(
             headers=headers,
             data=body,
             allow_redirects=False,  # redirects go to the browser unchanged
-            timeout=upstream.timeout,
         )
     except TimeoutError as exc:  # ServerTimeoutError and ConnectionTimeoutError included
         _observe(metrics, started, None)
@@ -140,25 +141,66 @@ async def _proxy_http(
         raise UpstreamUnavailable(f"{request.method} {url}: {exc!r}") from exc
     _observe(metrics, started, upstream_response.status)
     try:
-        response = web.StreamResponse(
-            status=upstream_response.status,
-            reason=upstream_response.reason,
-            headers=downstream_response_headers(upstream_response.headers),
-        )
-        await response.prepare(request)
-        try:
-            async for chunk in upstream_response.content.iter_any():
-                await response.write(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            # Status already sent: no error page possible. Abort so the browser notices.
-            log.warning("upstream broke off %s %s mid-body: %r", request.method, url, exc)
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-        await response.write_eof()
-        return response
+        length = upstream_response.content_length
+        if (
+            length is not None
+            and length <= SMALL_BODY
+            and request.method != "HEAD"
+            and upstream_response.status not in _NO_BODY_STATUSES
+        ):
+            return await _small_response(request, upstream_response, url)
+        return await _streamed_response(request, upstream_response, url)
     finally:
         upstream_response.release()
+
+
+async def _small_response(
+    request: web.Request, upstream_response: aiohttp.ClientResponse, url: URL
+) -> web.StreamResponse:
+    """A body of known, small length: read it, send status, headers and body in one write.
+
+    Most portal pages are a few KB; one TLS record instead of three (headers, body, end)
+    is the largest single saving per request. Memory stays bounded by SMALL_BODY.
+    """
+    try:
+        body = await upstream_response.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        # Nothing sent to the client yet: this can still be a page.
+        if isinstance(exc, TimeoutError):
+            raise UpstreamTimeout(f"{request.method} {url}: body not in time ({exc!r})") from exc
+        raise UpstreamUnavailable(f"{request.method} {url}: body broke off ({exc!r})") from exc
+    return web.Response(
+        status=upstream_response.status,
+        reason=upstream_response.reason,
+        # aiohttp sets Content-Length from the body (the same value).
+        headers=downstream_response_headers(upstream_response.headers, drop=("content-length",)),
+        body=body,
+    )
+
+
+async def _streamed_response(
+    request: web.Request, upstream_response: aiohttp.ClientResponse, url: URL
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=upstream_response.status,
+        reason=upstream_response.reason,
+        headers=downstream_response_headers(upstream_response.headers),
+    )
+    try:
+        await response.prepare(request)
+    except ConnectionResetError:  # the client left while the upstream was answering
+        return response
+    try:
+        async for chunk in upstream_response.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        # ClientConnectionResetError (the client left) is a ClientError too. Status
+        # already sent: no error page possible. Abort so the browser notices.
+        log.info("%s %s broke off mid-body: %r", request.method, url, exc)
+        if request.transport is not None:
+            request.transport.abort()
+    return response
 
 
 def _observe(metrics: GatewayMetrics | None, started: float, status: int | None) -> None:

@@ -46,6 +46,20 @@ def peer_address(request: web.Request) -> IPAddress | None:
     return address
 
 
+def peer_text(request: web.Request) -> str | None:
+    """The TCP peer's address as text for X-Forwarded-For (IPv4-mapped IPv6 unwrapped).
+
+    String work only: this runs on every proxied request, and parsing into an
+    ``ipaddress`` object costs more than the rest of the header rewrite.
+    """
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    if not isinstance(peername, tuple) or not peername:
+        return None
+    host = str(peername[0])
+    return host[7:] if host.startswith("::ffff:") and "." in host else host
+
+
 def is_trusted_peer(request: web.Request, networks: Sequence[IPNetwork]) -> bool:
     """True only if the connection's peer lies in one of ``networks``."""
     if not networks:

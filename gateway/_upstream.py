@@ -52,8 +52,15 @@ def make_upstream(
         # instead of resolving it again every 10 s (aiohttp's default).
         ttl_dns_cache=None,
     )
+    timeout = aiohttp.ClientTimeout(
+        total=None,  # a long download is fine as long as bytes keep coming
+        connect=connect_timeout.total_seconds(),  # pool wait + TCP connect
+        sock_connect=connect_timeout.total_seconds(),
+        sock_read=read_timeout.total_seconds(),  # headers, and the gap between body chunks
+    )
     client = aiohttp.ClientSession(
         connector=connector,
+        timeout=timeout,  # set once here: a per-request ClientTimeout costs on every request
         # SECURITY: never keep cookies in the shared pool; a Set-Cookie for one broker
         # would otherwise be sent upstream on the next broker's request.
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -63,12 +70,6 @@ def make_upstream(
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         # Upstream URLs are built from already-encoded request targets; keep them as sent.
         requote_redirect_url=False,
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=None,  # a long download is fine as long as bytes keep coming
-        connect=connect_timeout.total_seconds(),  # pool wait + TCP connect
-        sock_connect=connect_timeout.total_seconds(),
-        sock_read=read_timeout.total_seconds(),  # headers, and the gap between body chunks
     )
     return Upstream(base_url=base_url, client=client, timeout=timeout)
 

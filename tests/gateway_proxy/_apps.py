@@ -90,7 +90,8 @@ async def slow(request: web.Request) -> web.Response:
 
 async def stall_body(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse()
-    response.content_length = 100
+    if request.query.get("known") == "1":
+        response.content_length = 100  # small and known: the proxy reads it whole
     await response.prepare(request)
     await response.write(b"x" * 10)
     await asyncio.sleep(30)

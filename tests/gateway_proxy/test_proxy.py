@@ -133,12 +133,15 @@ async def test_hop_by_hop_headers_removed_both_ways(gateway_url: str) -> None:
             "TE": "trailers",
             "Proxy-Authorization": "Basic Zm9vOmJhcg==",
             "Upgrade": "h2c",
+            "Proxy_Authorization": "Basic eDp5",  # CGI/WSGI would read it as the real one
+            "Transfer_Encoding": "chunked",
             "X-Kept": "yes",
         },
     )
-    names = {name.lower() for name, _ in _headers(echoed)}
+    names = {name.lower().replace("_", "-") for name, _ in _headers(echoed)}
     for hop in ("x-private-hop", "keep-alive", "te", "proxy-authorization", "upgrade"):
         assert hop not in names
+    assert "transfer-encoding" not in names
     assert _values(echoed, "X-Kept") == ["yes"]
     # Connection to the upstream is the pool's own keep-alive, not the client's list.
     assert "X-Private-Hop" not in " ".join(_values(echoed, "Connection"))
@@ -274,6 +277,17 @@ async def test_upstream_stalls_mid_body_aborts_client(start_gateway: StartGatewa
             assert resp.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 await resp.read()
+
+
+async def test_upstream_stalls_in_small_body_is_504(start_gateway: StartGateway) -> None:
+    # A small body of known length is read before anything is sent: still a page.
+    from datetime import timedelta
+
+    url = await start_gateway(upstream_read_timeout=timedelta(milliseconds=300))
+    async with aiohttp.ClientSession() as client:
+        async with client.get(url + "/stall-body?known=1") as resp:
+            assert resp.status == 504
+            assert await resp.text() == "page:upstream_timeout"
 
 
 async def test_upstream_latency_recorded(upstream_url: str) -> None:
