@@ -11,12 +11,11 @@ import hashlib
 import ipaddress
 import json
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from cryptography import x509
@@ -28,7 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CertificateAuthority, load_trust_material
 from gateway import GatewaySettings, create_app, create_server_context
-from gateway._identity_headers import is_identity_header
+from gateway._forwarder import ProxyForwarder
+from gateway._metrics import GatewayMetrics
 from store import RevocationReason, User
 from tests.conftest import TEST_SECRET_KEY, password_mail_for
 
@@ -287,40 +287,6 @@ async def upstream() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-def make_forwarder(upstream_url: str) -> Callable[..., Any]:
-    """A minimal forwarder for tests (the real one is gw-proxy's ``proxy_request``).
-
-    Buffers bodies; strips client identity headers and hop-by-hop headers like the proxy.
-    """
-
-    async def forward(
-        request: web.Request, *, identity_headers: Mapping[str, str]
-    ) -> web.StreamResponse:
-        headers = {
-            k: v
-            for k, v in request.headers.items()
-            if not is_identity_header(k)
-            and k.lower() not in {"host", "connection", "transfer-encoding", "content-length"}
-        }
-        headers.update(identity_headers)
-        async with (
-            aiohttp.ClientSession() as client,
-            client.request(
-                request.method,
-                upstream_url + request.raw_path,
-                headers=headers,
-                data=await request.read(),
-            ) as response,
-        ):
-            return web.Response(
-                body=await response.read(),
-                status=response.status,
-                content_type=response.content_type,
-            )
-
-    return forward
-
-
 @dataclass(kw_only=True)
 class RunningGateway:
     url: str
@@ -344,14 +310,18 @@ async def start_gateway(
         tls = create_server_context(
             cert_chain=server_tls.cert, private_key=server_tls.key, client_ca_issuers=issuing
         )
+        metrics = GatewayMetrics()
+        forwarder = ProxyForwarder(settings, metrics=metrics)  # the real proxy (gw-proxy)
         app = create_app(
             settings=settings,
             store_url=db_url,
             secret_key=SECRET,
-            forward=make_forwarder(upstream),
+            forward=forwarder,
             clock=clock,
             tls_context=tls,
+            metrics=metrics,
         )
+        app.cleanup_ctx.append(forwarder.pool_context)
         runner = web.AppRunner(app)
         await runner.setup()
         runners.append(runner)

@@ -329,8 +329,8 @@ async def test_ambiguous_paths_are_rejected(
 
 async def test_forwarded_path_is_the_normalised_one(start_gateway, server_tls: ServerTLS) -> None:
     gw = await start_gateway(default_level=Level.ANONYMOUS)
-    response = await get(gw, server_tls, "/a//b/./c/%2e%2e/d%20e?q=1&r=2")
-    assert json.loads(response.body)["path"] == "/a/b/d%20e?q=1&r=2"
+    response = await get(gw, server_tls, "/a//b/./c/%2e%2e/d%20e?q=%2F&r=2")
+    assert json.loads(response.body)["path"] == "/a/b/d%20e?q=%2F&r=2"  # query untouched
 
 
 @pytest.mark.parametrize(
@@ -437,3 +437,26 @@ async def test_twofa_prompt_and_not_now(
         gw, server_tls, "/antrag", headers=[("Cookie", f"__Host-brokergate={new2.cookie}")]
     )
     assert late.status == 403 and "Zusätzliche Anmeldung" in late.body
+
+
+async def test_metrics_count_handshakes_and_certificate_logins(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS, clock
+) -> None:
+    from gateway import METRICS
+
+    gw = await start_gateway()
+    metrics = gw.app[METRICS]
+    cert = brokers.issue(brokers.user())
+    assert (await get(gw, server_tls, "/portal", cert)).status == 200
+    await get(gw, server_tls, "/portal")
+    clock.advance(dt.timedelta(days=800))
+    await get(gw, server_tls, "/portal", cert)
+
+    def value(name: str, **labels: str) -> float:
+        found = metrics.registry.get_sample_value(name, labels)
+        return found or 0.0
+
+    assert value("brokergate_handshakes_total", result="valid") == 1
+    assert value("brokergate_handshakes_total", result="none") == 1
+    assert value("brokergate_handshakes_total", result="expired") == 1
+    assert value("brokergate_logins_total", method="certificate", outcome="success") == 1
