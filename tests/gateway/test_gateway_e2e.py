@@ -460,3 +460,34 @@ async def test_metrics_count_handshakes_and_certificate_logins(
     assert value("brokergate_handshakes_total", result="none") == 1
     assert value("brokergate_handshakes_total", result="expired") == 1
     assert value("brokergate_logins_total", method="certificate", outcome="success") == 1
+
+
+async def test_certificate_as_second_factor_after_a_password(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS, clock
+) -> None:
+    """certificate_requires_password: a password session + the certificate = strong."""
+    from gateway import SESSIONS
+
+    gw = await start_gateway(
+        certificate_requires_password=True,
+        routes=(RouteRule(prefix="/antrag", level=Level.STRONG),),
+    )
+    user = brokers.user(email="second@example.org")
+    cert = brokers.issue(user)
+    other = brokers.issue(brokers.user())
+    password = gw.app[SESSIONS].start(
+        user_id=user, level=Level.BASIC, method="password", now=clock()
+    )
+    cookie = [("Cookie", f"__Host-brokergate={password.cookie}")]
+    basic = await get(gw, server_tls, "/antrag", headers=cookie)
+    assert basic.status == 403  # basic is not enough
+    wrong = await get(gw, server_tls, "/antrag", other, headers=cookie)
+    assert wrong.status == 403  # another user's certificate is no second factor for this one
+    strong = await get(gw, server_tls, "/antrag", cert, headers=cookie)
+    assert strong.status == 200
+    assert strong.echoed()["x-brokergate-level"] == ["strong"]
+    assert strong.cookies["__Host-brokergate"] != password.cookie  # rotated on the level change
+    rotated = [("Cookie", f"__Host-brokergate={strong.cookies['__Host-brokergate']}")]
+    assert (
+        await get(gw, server_tls, "/antrag", headers=rotated)
+    ).status == 401  # bound to the cert

@@ -14,7 +14,7 @@ import pytest
 from ca import load_trust_material
 from gateway import TLSSetupError, create_server_context, set_client_ca_names
 from tests.gateway.conftest import Brokers, ServerTLS, foreign_certificate
-from tests.gateway.helpers import client_context, run_tool
+from tests.gateway.helpers import client_context, raw_request, run_tool
 
 
 def _port(gw: Any) -> str:
@@ -61,7 +61,7 @@ async def test_openssl_handshake_completes_with_expired_and_foreign(
     clock.advance(dt.timedelta(days=800))
     request = b"GET /portal HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     for client in (cert, foreign_certificate(tmp_path)):
-        code, out, err = await run_tool(
+        _code, out, err = await run_tool(
             "openssl",
             "s_client",
             "-quiet",
@@ -205,3 +205,48 @@ def test_pointer_check_refuses_a_mismatching_context(server_tls: ServerTLS) -> N
     cert = x509.load_pem_x509_certificate(server_tls.ca.read_bytes())
     with pytest.raises(TLSSetupError, match="does not match"):
         set_client_ca_names(context, [cert])
+
+
+async def _ca_names(gw: Any, server_tls: ServerTLS) -> list[str]:
+    _code, out, _err = await run_tool(
+        "openssl",
+        "s_client",
+        "-connect",
+        f"127.0.0.1:{_port(gw)}",
+        "-CAfile",
+        str(server_tls.ca),
+        stdin=b"Q\n",
+    )
+    names = out.split("Acceptable client certificate CA names", 1)[1].split(
+        "Requested Signature", 1
+    )[0]
+    return [line.strip() for line in names.strip().splitlines() if "CN" in line]
+
+
+async def test_rotation_and_retirement_update_the_ca_names_and_identity(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS
+) -> None:
+    gw = await start_gateway()
+    old = brokers.issue(brokers.user())
+    assert len(await _ca_names(gw, server_tls)) == 1
+    brokers.authority.rotate("test")
+    new = brokers.issue(brokers.user())
+    for _ in range(100):
+        names = await _ca_names(gw, server_tls)
+        if len(names) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(names) == 2 and any("G2" in n for n in names), names
+    # both generations are trusted: the new certificate logs in, so does the old one
+    for cert in (old, new):
+        response = await raw_request(gw.url, "/portal", context=client_context(server_tls.ca, cert))
+        assert response.status == 200
+    brokers.authority.retire(1, "test", force=True)
+    for _ in range(100):
+        names = await _ca_names(gw, server_tls)
+        if len(names) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert len(names) == 1 and "G2" in names[0], names
+    refused = await raw_request(gw.url, "/portal", context=client_context(server_tls.ca, old))
+    assert refused.status == 403 and "nicht mehr anerkannt" in refused.body
