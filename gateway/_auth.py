@@ -314,6 +314,13 @@ async def _single_sign_on(
         if session is not None:
             # SECURITY: another user's session on a connection presenting this certificate.
             await asyncio.to_thread(sessions.end, session.id, now)
+        assert cert.cert_fingerprint is not None
+        reused = sessions.certificate_session(cert.cert_fingerprint, cert.user_id, now)
+        if reused is not None:
+            # A client without cookies (curl, API, load test): its certificate session again.
+            state.new_cookie = reused.cookie
+            state.clear_cookie = False
+            return reused.state
         new = await asyncio.to_thread(
             sessions.start,
             user_id=cert.user_id,

@@ -219,6 +219,11 @@ class Sessions:
         self._factory = factory
         self._settings = settings
         self._cache: dict[str, SessionState] = {}
+        # Certificate sessions this replica started, by fingerprint, WITH their cookie value
+        # (memory only): a client that keeps no cookies (curl, API clients, load tests) gets
+        # the same session back instead of a new row per request. Safe because a
+        # certificate session is useless without presenting that certificate.
+        self._by_fingerprint: dict[str, NewSession] = {}
         self._lock = threading.Lock()
 
     # --- cache
@@ -233,6 +238,25 @@ class Sessions:
         with self._lock:
             for session_id in session_ids:
                 self._cache.pop(session_id, None)
+
+    def certificate_session(
+        self, fingerprint: str, user_id: int, now: datetime
+    ) -> NewSession | None:
+        """The live certificate session this replica started for ``fingerprint``, if any."""
+        with self._lock:
+            known = self._by_fingerprint.get(fingerprint)
+            state = self._cache.get(known.state.id) if known is not None else None
+        if known is None or state is None or state.user_id != user_id:
+            return None
+        verdict = session_verdict(
+            state,
+            now=now,
+            idle_timeout=self._settings.idle_timeout,
+            presented_fingerprint=fingerprint,
+        )
+        if verdict is not SessionVerdict.ACTIVE:
+            return None
+        return NewSession(cookie=known.cookie, state=state)
 
     def cached_ids(self) -> list[str]:
         with self._lock:
@@ -373,7 +397,13 @@ class Sessions:
                 own.add(row)
         state = SessionState.from_row(row)
         self._remember(state)
-        return NewSession(cookie=cookie, state=state)
+        new = NewSession(cookie=cookie, state=state)
+        if cert_fingerprint is not None:
+            with self._lock:
+                if len(self._by_fingerprint) >= _CACHE_LIMIT:
+                    self._by_fingerprint.clear()
+                self._by_fingerprint[cert_fingerprint] = new
+        return new
 
     def elevate(
         self,
@@ -426,7 +456,11 @@ class Sessions:
         self._forget([state.id])
         fresh = SessionState.from_row(row)
         self._remember(fresh)
-        return NewSession(cookie=cookie, state=fresh)
+        new = NewSession(cookie=cookie, state=fresh)
+        if cert_fingerprint is not None:
+            with self._lock:
+                self._by_fingerprint[cert_fingerprint] = new
+        return new
 
     def touch(self, state: SessionState, now: datetime) -> SessionState:
         """Record activity; writes at most once per :data:`TOUCH_INTERVAL`."""

@@ -121,3 +121,27 @@ def test_staleness_bound_must_stay_below_5s() -> None:
             max_staleness=dt.timedelta(seconds=5),  # type: ignore[arg-type,return-value]
         )
     assert TLSSetupError  # exported
+
+
+async def test_cookieless_certificate_client_reuses_one_session(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS, clock
+) -> None:
+    """curl, API clients and load generators keep no cookies: still one session, not one per
+    request, and one assertion signature per identity within the reuse window."""
+    from sqlalchemy import func, select
+
+    from store import WebSession
+
+    gw = await start_gateway()
+    cert = brokers.issue(brokers.user())
+    context = client_context(server_tls.ca, cert)
+    responses = [await raw_request(gw.url, "/portal", context=context) for _ in range(5)]
+    assert {r.status for r in responses} == {200}
+    assert len({r.cookies["__Host-brokergate"] for r in responses}) == 1
+    with brokers.sessions() as db:
+        assert db.scalar(select(func.count()).select_from(WebSession)) == 1
+    assertions = {r.echoed()["x-brokergate-assertion"][0] for r in responses}
+    assert len(assertions) == 1
+    clock.advance(dt.timedelta(seconds=6))
+    later = await raw_request(gw.url, "/portal", context=context)
+    assert later.echoed()["x-brokergate-assertion"][0] not in assertions  # signed anew
