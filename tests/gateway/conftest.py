@@ -304,7 +304,8 @@ async def start_gateway(
 
     async def start(**overrides: Any) -> RunningGateway:
         overrides.setdefault("revocation_refresh_interval", dt.timedelta(seconds=0.2))
-        settings = GatewaySettings(upstream_url=upstream, **overrides)
+        overrides.setdefault("upstream_url", upstream)
+        settings = GatewaySettings(**overrides)
         with authority.sessions() as db:
             issuing = list(load_trust_material(db).issuing_by_generation.values())
         tls = create_server_context(

@@ -491,3 +491,36 @@ async def test_certificate_as_second_factor_after_a_password(
     assert (
         await get(gw, server_tls, "/antrag", headers=rotated)
     ).status == 401  # bound to the cert
+
+
+async def test_unreachable_upstream_gives_the_502_page(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    gw = await start_gateway(upstream_url=f"http://127.0.0.1:{closed}")
+    cert = brokers.issue(brokers.user())
+    response = await get(gw, server_tls, "/portal", cert)
+    assert response.status == 502
+    assert "Das Portal ist nicht erreichbar" in response.body
+
+
+async def test_unreachable_store_stops_start_up(server_tls: ServerTLS) -> None:
+    from aiohttp import web
+    from sqlalchemy.exc import OperationalError
+
+    from gateway import GatewaySettings, create_app
+
+    app = create_app(
+        settings=GatewaySettings(),
+        store_url="postgresql+psycopg://postgres@127.0.0.1:1/nothing?connect_timeout=2",
+        secret_key=b"k" * 32,
+        forward=lambda request, **kw: None,  # type: ignore[arg-type,return-value]
+    )
+    runner = web.AppRunner(app)
+    with pytest.raises(OperationalError):
+        await runner.setup()
+    await runner.cleanup()
