@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -274,7 +275,7 @@ async def twofa_not_now_handler(request: web.Request) -> web.StreamResponse:
     now = app[CLOCK]()
     next_path = safe_next(form.get("next") if isinstance(form.get("next"), str) else None)  # type: ignore[arg-type]
     if state.session is None or deadline is None or now >= deadline:
-        raise web.HTTPSeeOther(f"{RESERVED_PREFIX}/step-up?next={next_path}")
+        raise web.HTTPSeeOther(f"{RESERVED_PREFIX}/step-up?next={quote(next_path, safe='/')}")
     await asyncio.to_thread(
         app[SESSIONS].update, state.session, now=now, twofa_prompt_dismissed=True
     )
@@ -453,9 +454,11 @@ def create_app(
     app.on_response_prepare.append(_security_headers)
 
     router = app.router
-    router.add_get("/healthz", healthz)
-    router.add_get("/.well-known/jwks.json", jwks)
-    router.add_static(f"{RESERVED_PREFIX}/static/", STATIC_DIR, append_version=False)
+    router.add_get("/healthz", healthz, name="healthz")
+    router.add_get("/.well-known/jwks.json", jwks, name="jwks")
+    router.add_static(
+        f"{RESERVED_PREFIX}/static/", STATIC_DIR, append_version=False, name="gateway_static"
+    )
     router.add_get(f"{RESERVED_PREFIX}/login", login_page)
     router.add_get(f"{RESERVED_PREFIX}/step-up", step_up_page)
     router.add_get(f"{RESERVED_PREFIX}/certificate", certificate_page)

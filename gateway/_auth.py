@@ -58,7 +58,6 @@ from gateway._sessions import (
     session_cookie_header,
     session_verdict,
 )
-from gateway._settings import RESERVED_PREFIX
 from gateway._state import (
     CERTIFICATE_SOURCE,
     CLOCK,
@@ -85,7 +84,8 @@ __all__ = [
 
 log = logging.getLogger("gateway.auth")
 
-_UNAUTHENTICATED_PATHS = ("/healthz", "/.well-known/jwks.json", f"{RESERVED_PREFIX}/static/")
+# Routes (by name) that need no identity: health, public keys, static files.
+UNAUTHENTICATED_ROUTES = frozenset({"healthz", "jwks", "gateway_static"})
 _PASSWORD_METHOD = "password"
 # Connections already counted in brokergate_handshakes (one count per TLS connection).
 _COUNTED: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -216,8 +216,8 @@ async def _resolve(request: web.Request) -> RequestState:
                 session = await asyncio.to_thread(sessions.load, cookie, now)
             except Exception as exc:
                 raise _store_failure(exc) from exc
-        if session is None:
-            state.clear_cookie = True
+        # An unknown or ended cookie is ignored, not deleted: right after a rotation, parallel
+        # requests still carry the old cookie, and deleting it could overwrite the new one.
     if session is not None:
         presented = (
             cert_identity.cert_fingerprint
@@ -342,7 +342,9 @@ def auth_middleware() -> Any:
 
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(_UNAUTHENTICATED_PATHS):
+        # By the route aiohttp matched, not by path prefix: "/healthzX" is not /healthz.
+        resource = request.match_info.route.resource
+        if resource is not None and resource.name in UNAUTHENTICATED_ROUTES:
             return await handler(request)
         request[REQUEST_STATE] = await _resolve(request)
         return await handler(request)

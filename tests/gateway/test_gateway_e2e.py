@@ -524,3 +524,13 @@ async def test_unreachable_store_stops_start_up(server_tls: ServerTLS) -> None:
     with pytest.raises(OperationalError):
         await runner.setup()
     await runner.cleanup()
+
+
+@pytest.mark.parametrize("target", ["/healthzX", "/.well-known/jwks.jsonx", "/_gateway/staticx"])
+async def test_lookalikes_of_open_routes_are_not_open(
+    start_gateway, server_tls: ServerTLS, target: str
+) -> None:
+    gw = await start_gateway()
+    response = await get(gw, server_tls, target)
+    assert response.status in {401, 404}, (target, response.status)
+    assert '"headers"' not in response.body
