@@ -89,16 +89,35 @@ UNAUTHENTICATED_ROUTES = frozenset({"healthz", "jwks", "gateway_static"})
 _PASSWORD_METHOD = "password"
 # Connections already counted in brokergate_handshakes (one count per TLS connection).
 _COUNTED: weakref.WeakSet[Any] = weakref.WeakSet()
-_PARSED: dict[str, x509.Certificate] = {}
+_CONNECTION_CERT: weakref.WeakKeyDictionary[Any, bytes | None] = weakref.WeakKeyDictionary()
+_PARSED: dict[str, tuple[bytes, x509.Certificate]] = {}
 _PARSED_LIMIT = 20_000
+# id(DER bytes) → fingerprint. Safe against id reuse: a hit counts only if _PARSED holds
+# that very object (alive, so its id is not reused).
+_FINGERPRINTS: dict[int, str] = {}
+
+
+def _der_key(der: bytes) -> str:
+    return _FINGERPRINTS.get(id(der), "")
 
 
 def tls_certificate_source(request: web.Request) -> bytes | None:
-    """Direct mode: the certificate of this request's TLS connection."""
+    """Direct mode: the certificate of this request's TLS connection (read once per
+    connection: it cannot change within one, also not after resumption)."""
     transport = request.transport
     if transport is None:
         return None
-    return peer_certificate_der(transport.get_extra_info("ssl_object"))
+    connection = transport.get_extra_info("ssl_object")
+    if connection is None:
+        return None
+    try:
+        return _CONNECTION_CERT[connection]
+    except KeyError:
+        der = peer_certificate_der(connection)
+        _CONNECTION_CERT[connection] = der
+        return der
+    except TypeError:  # not weak-referenceable: no caching
+        return peer_certificate_der(connection)
 
 
 def request_state(request: web.Request) -> RequestState:
@@ -115,9 +134,12 @@ def _store_failure(exc: Exception) -> StoreUnavailable:
 
 async def _evaluate(request: web.Request, der: bytes) -> Identity | CertificateProblem:
     app = request.app
-    fingerprint = hashlib.sha256(der).hexdigest()
-    certificate = _PARSED.get(fingerprint)
-    if certificate is None:
+    # The same bytes object comes back for every request of a connection: hash it once.
+    parsed = _PARSED.get(_der_key(der))
+    if parsed is not None and parsed[0] is der:
+        fingerprint, certificate = _der_key(der), parsed[1]
+    else:
+        fingerprint = hashlib.sha256(der).hexdigest()
         try:
             certificate = x509.load_der_x509_certificate(der)
         except ValueError:
@@ -126,7 +148,9 @@ async def _evaluate(request: web.Request, der: bytes) -> Identity | CertificateP
             )
         if len(_PARSED) >= _PARSED_LIMIT:
             _PARSED.clear()
-        _PARSED[fingerprint] = certificate
+            _FINGERPRINTS.clear()
+        _PARSED[fingerprint] = (der, certificate)
+        _FINGERPRINTS[id(der)] = fingerprint
     trust = app[TRUST]
     entry = trust.get(fingerprint)
     if not isinstance(entry, CacheEntry):

@@ -10,6 +10,7 @@ import base64
 import enum
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ __all__ = [
     "session_verdict",
     "set_session_cookie",
 ]
+
+
+_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def session_id_for(cookie_value: str) -> str:
@@ -160,6 +164,9 @@ def session_cookie_header(name: str, value: str | None) -> str:
 
     ``value=None`` deletes the cookie (empty value, Max-Age=0).
     """
+    if value is not None and _COOKIE_VALUE.fullmatch(value) and _COOKIE_VALUE.fullmatch(name):
+        # Our values are URL-safe base64 and need no quoting: skip SimpleCookie (~30 µs).
+        return f"{name}={value}; HttpOnly; Path=/; SameSite=Lax; Secure"
     jar: SimpleCookie = SimpleCookie()
     jar[name] = value or ""
     morsel = jar[name]

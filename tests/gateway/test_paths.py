@@ -153,3 +153,18 @@ def test_arbitrary_text_is_normalised_or_rejected(text: str) -> None:
         return
     assert result.path.startswith("/")
     assert all(ord(c) >= 0x20 and c != "\\" for c in result.path)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(raw_paths, st.text(max_size=30).map(lambda t: "/" + t)))
+def test_fast_path_agrees_with_full_normalisation(raw: str) -> None:
+    from gateway._paths import _normalise
+
+    raw_path, _, query = raw.partition("?")
+    try:
+        slow = _normalise(raw_path, query)
+    except PathRejected:
+        with pytest.raises(PathRejected):
+            normalise_path(raw)
+        return
+    assert normalise_path(raw) == slow
