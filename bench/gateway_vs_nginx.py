@@ -27,6 +27,7 @@ measurement's duration (default 8).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -37,8 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,11 +47,15 @@ from pathlib import Path
 import psutil
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+# The server certificate's key decides most of a full handshake's cost on both servers.
+# RSA-2048 is what most portals' public server certificates use; "ec-p256" shows the case
+# where the handshake is cheap and the gateway's fixed per-connection cost weighs more.
+SERVER_KEY = os.environ.get("BENCH_SERVER_KEY", "rsa2048")
 IDLE_CONNECTIONS = 1000
 KEEPALIVE_CONCURRENCY = 50
 HANDSHAKE_CONCURRENCY = 20
@@ -73,7 +78,7 @@ class Material:
     client_combined: Path  # cert then key, what ab -E wants
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -82,7 +87,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def make_material(folder: Path) -> Material:
-    """A CA, a server certificate for 127.0.0.1 and a clientAuth certificate (EC P-256).
+    """A CA, a server certificate for 127.0.0.1 (SERVER_KEY) and a clientAuth one (EC P-256).
 
     EC P-256 on the client side: an RSA-2048 signature per handshake would make ``ab``
     (one thread) the bottleneck of the handshake measurement long before either server.
@@ -91,7 +96,7 @@ def make_material(folder: Path) -> Material:
 
     def build(
         subject: str,
-        key: ec.EllipticCurvePrivateKey,
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
         issuer: x509.Name,
         signer: object,
         **ext: bool,
@@ -120,7 +125,11 @@ def make_material(folder: Path) -> Material:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
     ca = build("bench CA", ca_key, ca_name, ca_key, ca=True)
-    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if SERVER_KEY == "rsa2048":
+        server_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        server_key = ec.generate_private_key(ec.SECP256R1())
     server = build("localhost", server_key, ca_name, ca_key, server=True)
     client_key = ec.generate_private_key(ec.SECP256R1())
     client = build("Erika Mustermann", client_key, ca_name, ca_key, client=True)
@@ -245,7 +254,13 @@ def nginx_front_block(port: int, upstream_port: int, material: Material) -> str:
 
 
 def gateway_command(
-    port: int, upstream_port: int, material: Material, *, loop: str, read_buffer: int
+    port: int,
+    upstream_port: int,
+    material: Material,
+    *,
+    loop: str,
+    read_buffer: int,
+    no_upstream: bool = False,
 ) -> list[str]:
     return [
         "taskset", "-c", SERVER_CPU, sys.executable, "-m", "bench.gateway_vs_nginx", "_gateway",
@@ -258,6 +273,7 @@ def gateway_command(
                 "ca": str(material.ca),
                 "loop": loop,
                 "read_buffer": read_buffer,
+                "no_upstream": no_upstream,
             }
         ),
     ]  # fmt: skip
@@ -291,6 +307,11 @@ def serve_gateway(spec: dict[str, object]) -> int:
         async def handle(request: web.Request) -> web.StreamResponse:
             return await forwarder(request, identity_headers=identity)
 
+        async def answer(request: web.Request) -> web.StreamResponse:
+            return web.Response(body=BODY.encode(), content_type="text/html")
+
+        if spec.get("no_upstream"):  # the serving code alone: what the upstream leg costs
+            handle = answer
         app = web.Application()
         app.cleanup_ctx.append(forwarder.pool_context)
         app.router.add_route("*", "/{tail:.*}", handle)
@@ -431,13 +452,15 @@ def idle_memory_per_connection(port: int, server_pid: int, material: Material) -
     return (after - before) / IDLE_CONNECTIONS
 
 
+ServerStarter = Callable[[], AbstractContextManager[subprocess.Popen[bytes]]]
+
 # --- the run ------------------------------------------------------------------------------
 
 
 @dataclass(kw_only=True)
 class Side:
     name: str
-    start: object  # () -> context manager yielding the server process
+    start: ServerStarter
     port: int
     keepalive: list[AbResult]
     handshakes: list[AbResult]
@@ -445,12 +468,12 @@ class Side:
 
     def measure_round(self, material: Material) -> None:
         url = f"https://127.0.0.1:{self.port}/portal/start"
-        with self.start() as proc:  # type: ignore[operator]
+        with self.start() as proc:
             self.keepalive.append(run_ab(url, material, keepalive=True, server_pid=proc.pid))
             self.handshakes.append(run_ab(url, material, keepalive=False, server_pid=proc.pid))
 
     def measure_memory(self, material: Material) -> None:
-        with self.start() as proc:  # type: ignore[operator]
+        with self.start() as proc:
             self.idle_bytes = idle_memory_per_connection(self.port, proc.pid, material)
 
 
@@ -469,13 +492,14 @@ def _per_cpu(results: list[AbResult]) -> float:
 
 def _fmt(side: Side, base: Side) -> str:
     k, h = side.keepalive, side.handshakes
+    memory = "-" if math.isnan(side.idle_bytes) else f"{side.idle_bytes / 1024:.1f} KB"
     return (
         f"| {side.name} | {_rate(k):,.0f} ({_rate(k) / _rate(base.keepalive):.2f}x) | "
         f"{_per_cpu(k):,.0f} ({_per_cpu(k) / _per_cpu(base.keepalive):.2f}x) | "
         f"{_median([r.p50_ms for r in k]):.0f} / {_median([r.p99_ms for r in k]):.0f} | "
         f"{_rate(h):,.0f} ({_rate(h) / _rate(base.handshakes):.2f}x) | "
         f"{_per_cpu(h):,.0f} ({_per_cpu(h) / _per_cpu(base.handshakes):.2f}x) | "
-        f"{side.idle_bytes / 1024:.1f} KB | "
+        f"{memory} | "
         f"{_median([r.server_cpu for r in k]):.0%} / {_median([r.ab_cpu for r in k]):.0%} | "
         f"{_median([r.server_cpu for r in h]):.0%} / {_median([r.ab_cpu for r in h]):.0%} | "
         f"{sum(r.failed for r in k + h)} |"
@@ -492,7 +516,10 @@ def main() -> None:
     import aiohttp.http_parser
 
     c_parser = aiohttp.http_parser.HttpRequestParser.__module__ != "aiohttp.http_parser"
-    print(f"aiohttp {aiohttp.__version__}, C parser: {c_parser}; {SECONDS}s per measurement")
+    print(
+        f"aiohttp {aiohttp.__version__}, C parser: {c_parser}; server key {SERVER_KEY}, "
+        f"client key ec-p256, TLS 1.3; {SECONDS}s per measurement, {ROUNDS} rounds"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
         folder = Path(tmp)
         material = make_material(folder)
@@ -505,7 +532,7 @@ def main() -> None:
         ):
             nginx_port = free_port()
 
-            def nginx() -> object:
+            def nginx() -> AbstractContextManager[subprocess.Popen[bytes]]:
                 block = nginx_front_block(nginx_port, upstream_port, material)
                 return running(
                     nginx_command(folder / "front", block, SERVER_CPU),
@@ -515,9 +542,14 @@ def main() -> None:
 
             gateway_port = free_port()
 
-            def gateway(loop: str, read_buffer: int) -> object:
+            def gateway(loop: str, read_buffer: int, no_upstream: bool = False) -> ServerStarter:
                 command = gateway_command(
-                    gateway_port, upstream_port, material, loop=loop, read_buffer=read_buffer
+                    gateway_port,
+                    upstream_port,
+                    material,
+                    loop=loop,
+                    read_buffer=read_buffer,
+                    no_upstream=no_upstream,
                 )
                 return lambda: running(command, gateway_port, folder / f"gw-{loop}.log", env)
 
@@ -541,13 +573,22 @@ def main() -> None:
                     handshakes=[],
                 ),
             ]
+            sides.append(
+                Side(
+                    name="(gateway serving code alone, no upstream leg)",
+                    start=gateway("asyncio", SSL_READ_BUFFER, no_upstream=True),
+                    port=gateway_port,
+                    keepalive=[],
+                    handshakes=[],
+                )
+            )
             # Interleaved rounds: machine noise (other work on the CPUs) hits every side.
             for _ in range(ROUNDS):
                 for side in sides:
                     side.measure_round(material)
-            for side in sides:
+            for side in sides[:-1]:
                 side.measure_memory(material)
-            with nginx() as proc:  # type: ignore[attr-defined]
+            with nginx() as proc:
                 ceiling = run_ab(
                     f"https://127.0.0.1:{nginx_port}/direct",
                     material,
