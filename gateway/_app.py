@@ -164,13 +164,18 @@ def policy_middleware() -> Any:
             normalised.path, request.method, settings.routes, settings.default_level
         )
         session = state.session
+        now = app[CLOCK]()
+        authenticated_at = session.authenticated_at if session is not None else None
+        if state.identity is not None and state.identity.cert_fingerprint is not None:
+            # The certificate's key is proven on this very connection: as fresh as it gets
+            # (the logins pages treat it the same way).
+            authenticated_at = now
         auth = RequestAuth(
             level=state.identity.level if state.identity is not None else Level.ANONYMOUS,
-            authenticated_at=session.authenticated_at if session is not None else None,
+            authenticated_at=authenticated_at,
             twofa_prompt_dismissed=session.twofa_prompt_dismissed if session else False,
             certificate_problem=isinstance(state.certificate, CertificateProblem),
         )
-        now = app[CLOCK]()
         decision = decide(
             auth=auth,
             requirement=requirement,

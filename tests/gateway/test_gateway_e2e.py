@@ -534,3 +534,29 @@ async def test_lookalikes_of_open_routes_are_not_open(
     response = await get(gw, server_tls, target)
     assert response.status in {401, 404}, (target, response.status)
     assert '"headers"' not in response.body
+
+
+async def test_fresh_login_routes(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS, clock
+) -> None:
+    """fresh_within: a password login ages; a presented certificate is fresh on every request."""
+    from gateway import SESSIONS
+
+    gw = await start_gateway(
+        routes=(
+            RouteRule(prefix="/konto", level=Level.BASIC, fresh_within=dt.timedelta(minutes=10)),
+        )
+    )
+    user = brokers.user()
+    new = gw.app[SESSIONS].start(user_id=user, level=Level.BASIC, method="password", now=clock())
+    cookie = [("Cookie", f"__Host-brokergate={new.cookie}")]
+    assert (await get(gw, server_tls, "/konto", headers=cookie)).status == 200
+    clock.advance(dt.timedelta(minutes=11))
+    stale = await get(gw, server_tls, "/konto", headers=cookie)
+    assert stale.status == 403 and "Zusätzliche Anmeldung" in stale.body
+    cert = brokers.issue(user)
+    assert (await get(gw, server_tls, "/konto", cert)).status == 200
+    clock.advance(dt.timedelta(minutes=9))  # the certificate session is 9+ min old ...
+    first = await get(gw, server_tls, "/konto", cert)
+    clock.advance(dt.timedelta(minutes=5))
+    assert first.status == 200 and (await get(gw, server_tls, "/konto", cert)).status == 200
