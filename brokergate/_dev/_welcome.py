@@ -29,7 +29,7 @@ def welcome_lines(layout: DevLayout, ports: DevPorts, report: BootstrapReport) -
     the mail, which the dev user reads in the sink)."""
     lines = []
     if report.created:
-        lines.append("first start: created " + "; ".join(report.created))
+        lines.append(f"created {len(report.created)} item(s): " + "; ".join(report.created))
     lines += [
         f"ready: {ports.gateway_url}/  (Ctrl-C stops everything)",
         f"demo broker {DEMO_BROKER.email} (broker number {DEMO_BROKER.broker_number}),"
@@ -37,7 +37,7 @@ def welcome_lines(layout: DevLayout, ports: DevPorts, report: BootstrapReport) -
         f"  PKCS#12:        {layout.relative(layout.demo_p12)}",
         f"  {password_mail_line(layout, report)}",
         f"  try it:         {curl_command(layout, ports)}",
-        "                  (PASSWORD: the one in that mail, e.g. abcd-efgh-jkmn-pqrs-tuvw)",
+        '                  (PASSWORD: the "Password:" line of that mail, also shown above)',
         f"  in a browser:   import {layout.relative(layout.server_ca_cert)} as an authority"
         " (Firefox: Settings > Privacy & Security > View Certificates > Authorities > Import),",
         f"                  then {layout.relative(layout.demo_p12)} under Your Certificates >"
