@@ -14,15 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, exists, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from renewal._reminder_writes import ReminderMail, claim_stages, link_mails, queue_reminder_mails
 from store import (
     Certificate,
     CertificateStatus,
-    MailOutbox,
-    MailStatus,
     Organisation,
     ReminderSent,
     User,
@@ -80,7 +78,6 @@ def _candidates_page(
     after: tuple[datetime, int] | None,
     limit: int,
 ) -> Sequence[Any]:
-    newer = aliased(Certificate)
     query = (
         select(
             Certificate.id,
@@ -100,13 +97,6 @@ def _candidates_page(
             Certificate.not_after > now,
             Certificate.not_after <= horizon,
             User.status != UserStatus.DISABLED,
-            # Superseded: the same user holds a valid certificate that lasts longer
-            # (a renewal): reminding about the old one would only confuse.
-            ~exists().where(
-                newer.user_id == Certificate.user_id,
-                newer.status == CertificateStatus.VALID,
-                newer.not_after > Certificate.not_after,
-            ),
         )
         .order_by(Certificate.not_after, Certificate.id)
         .limit(limit)
@@ -116,26 +106,46 @@ def _candidates_page(
         # transaction (no cursor held open, no OFFSET that grows with the table).
         last_not_after, last_id = after
         query = query.where(
+            # The plain >= is what the index range starts from (the OR alone is only a
+            # filter, which made every page re-read the window from its start).
+            Certificate.not_after >= last_not_after,
             or_(
                 Certificate.not_after > last_not_after,
                 and_(Certificate.not_after == last_not_after, Certificate.id > last_id),
-            )
+            ),
         )
     return session.execute(query).all()
 
 
-def _insert_ignoring_conflicts(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    raise RuntimeError(f"unsupported database dialect {dialect!r}")  # pragma: no cover
+def _latest_valid_expiry(session: Session, user_ids: Collection[int]) -> dict[int, datetime]:
+    """Per user, the latest not_after among their valid certificates.
+
+    A separate IN-list query on ``ix_certificates_user_id`` rather than a NOT EXISTS in the
+    page query: with stale planner statistics (a freshly loaded table) PostgreSQL chose a
+    bitmap AND over the (status, not_after) index for the anti-join, 500x slower.
+    """
+    latest: dict[int, datetime] = {}
+    for user_id, not_after in session.execute(
+        select(Certificate.user_id, func.max(Certificate.not_after))
+        .where(
+            Certificate.user_id.in_(list(user_ids)),
+            Certificate.status == CertificateStatus.VALID,
+        )
+        .group_by(Certificate.user_id)
+    ):
+        latest[user_id] = not_after
+    return latest
 
 
 def _queue_page(
     session: Session, rows: Sequence[Any], *, now: datetime, stages: Sequence[int]
 ) -> dict[int, int]:
+    # Superseded: the same user holds a valid certificate that lasts longer (a renewal);
+    # reminding about the old one would only confuse.
+    latest = _latest_valid_expiry(session, {r.user_id for r in rows})
+    rows = [r for r in rows if latest.get(r.user_id, r.not_after) <= r.not_after]
+    if not rows:
+        return {}
     ids = [r.id for r in rows]
     sent: dict[int, set[int]] = {}
     for cert_id, sent_stage in session.execute(
@@ -153,65 +163,39 @@ def _queue_page(
         return {}
     # Claim (certificate, stage) first: a concurrent scan that inserted it already wins and
     # this one skips it; only what *we* inserted gets a mail.
-    won = session.execute(
-        _insert_ignoring_conflicts(session, ReminderSent.__table__).returning(
-            ReminderSent.__table__.c.certificate_id
-        ),
-        [
-            {"certificate_id": cid, "stage_days": stage, "queued_at": now}
-            for cid, (_, stage) in due.items()
-        ],
-    ).scalars()
-    won_ids = sorted(set(won))
-    if not won_ids:
+    won = claim_stages(session, [(cid, stage) for cid, (_, stage) in due.items()], now)
+    if not won:
         return {}
     mails = []
-    for cid in won_ids:
+    for cid in sorted(won):
         r, stage = due[cid]
+        context = {
+            "name": r.name,
+            "serial": r.serial,
+            "not_after": r.not_after.isoformat(),
+            "broker_number": r.broker_number,
+            # As the CA names the PKCS#12 entry, so brokers recognise it in their store.
+            "friendly_name": f"{r.name} ({r.broker_number}) {r.not_after:%Y-%m-%d}",
+            "stage_days": stage,
+            "days_left": days_left(r.not_after, now),
+        }
         mails.append(
-            {
-                "created_at": now,
-                "kind": "reminder",
-                "to_addr": r.email,
-                "user_id": r.user_id,
-                "locale": r.locale,
-                "template": REMINDER_TEMPLATE,
-                "context": {
-                    "name": r.name,
-                    "serial": r.serial,
-                    "not_after": r.not_after.isoformat(),
-                    "broker_number": r.broker_number,
-                    # As the CA names the PKCS#12 entry, so brokers recognise it in their store.
-                    "friendly_name": f"{r.name} ({r.broker_number}) {r.not_after:%Y-%m-%d}",
-                    "stage_days": stage,
-                    "days_left": days_left(r.not_after, now),
-                },
-                "secret_sealed": None,
-                "dedupe_key": f"reminder:{cid}:{stage}",
-                "status": MailStatus.PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-            }
+            ReminderMail(
+                certificate_id=cid,
+                stage=stage,
+                to_addr=r.email,
+                user_id=r.user_id,
+                locale=r.locale,
+                context=context,
+            )
         )
-    outbox = MailOutbox.__table__
-    queued = session.execute(
-        _insert_ignoring_conflicts(session, outbox).returning(outbox.c.id, outbox.c.dedupe_key),
-        mails,
-    ).all()
     links = []
     by_stage: dict[int, int] = {}
-    for outbox_id, key in queued:
-        _, cid, stage = key.split(":")
-        links.append({"b_cid": int(cid), "b_stage": int(stage), "b_outbox": outbox_id})
-        by_stage[int(stage)] = by_stage.get(int(stage), 0) + 1
-    rs = ReminderSent.__table__
-    assert isinstance(rs, Table)
-    session.execute(
-        update(rs)
-        .where(rs.c.certificate_id == bindparam("b_cid"), rs.c.stage_days == bindparam("b_stage"))
-        .values(outbox_id=bindparam("b_outbox")),
-        links,
-    )
+    for outbox_id, key in queue_reminder_mails(session, mails, now, REMINDER_TEMPLATE):
+        _, cid_text, stage_text = key.split(":")
+        links.append((int(cid_text), int(stage_text), outbox_id))
+        by_stage[int(stage_text)] = by_stage.get(int(stage_text), 0) + 1
+    link_mails(session, links)
     return by_stage
 
 
