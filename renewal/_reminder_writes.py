@@ -1,7 +1,10 @@
-"""The three writes of a reminder page, per database: claim, queue the mails, link them.
+"""The two writes of a reminder page, per database: the mails, then the reminder rows.
 
-Both versions insert with ``ON CONFLICT DO NOTHING … RETURNING`` so that only the rows this
-transaction inserted come back (a concurrent scan's rows do not). SQLite takes a
+The mails go first, with ``ON CONFLICT DO NOTHING … RETURNING``: their ``dedupe_key``
+(``reminder:<certificate>:<stage>``) is unique, so only the mails this transaction
+inserted come back, and only those get a ``reminders_sent`` row (in the same
+transaction, pointing at its mail). A concurrent scan that inserted the same key first
+wins; ours skips it. SQLite takes a
 multi-row ``INSERT … VALUES`` (SQLAlchemy's insertmanyvalues). On PostgreSQL the same
 statement spent most of its time in the driver (splitting a huge SQL text, then escaping
 array elements one by one), so there each write is one short statement over
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, text, update
+from sqlalchemy import Table, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -39,29 +42,6 @@ class ReminderMail:
 
 def _naive_utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC).replace(tzinfo=None)
-
-
-def claim_stages(session: Session, pairs: Sequence[tuple[int, int]], now: datetime) -> set[int]:
-    """Insert (certificate, stage) rows; the certificate ids this transaction inserted."""
-    if session.get_bind().dialect.name == "postgresql":
-        won = session.execute(
-            text(
-                "INSERT INTO reminders_sent (certificate_id, stage_days, queued_at) "
-                "SELECT t.c, t.s, :now FROM json_to_recordset(CAST(:rows AS json)) "
-                "AS t(c integer, s integer) "
-                "ON CONFLICT DO NOTHING RETURNING certificate_id"
-            ),
-            {"now": _naive_utc(now), "rows": json.dumps([{"c": c, "s": s} for c, s in pairs])},
-        ).scalars()
-        return set(won)
-    table = ReminderSent.__table__
-    assert isinstance(table, Table)
-    return set(
-        session.execute(
-            sqlite.insert(table).on_conflict_do_nothing().returning(table.c.certificate_id),
-            [{"certificate_id": c, "stage_days": s, "queued_at": now} for c, s in pairs],
-        ).scalars()
-    )
 
 
 def queue_reminder_mails(
@@ -124,28 +104,29 @@ def queue_reminder_mails(
     return [(int(i), str(k)) for i, k in rows]
 
 
-def link_mails(session: Session, links: Sequence[tuple[int, int, int]]) -> None:
-    """Point each (certificate, stage) reminder row at its outbox row."""
-    if not links:
+def record_reminders(session: Session, sent: Sequence[tuple[int, int, int]], now: datetime) -> None:
+    """Insert the ``reminders_sent`` rows (certificate, stage, outbox id) of queued mails."""
+    if not sent:
         return
     if session.get_bind().dialect.name == "postgresql":
         session.execute(
             text(
-                "UPDATE reminders_sent AS r SET outbox_id = t.o "
-                "FROM json_to_recordset(CAST(:rows AS json)) AS t(c integer, s integer, o integer) "
-                "WHERE r.certificate_id = t.c AND r.stage_days = t.s"
+                "INSERT INTO reminders_sent (certificate_id, stage_days, queued_at, outbox_id) "
+                "SELECT t.c, t.s, :now, t.o FROM json_to_recordset(CAST(:rows AS json)) "
+                "AS t(c integer, s integer, o integer) ON CONFLICT DO NOTHING"
             ),
-            {"rows": json.dumps([{"c": c, "s": s, "o": o} for c, s, o in links])},
+            {
+                "now": _naive_utc(now),
+                "rows": json.dumps([{"c": c, "s": s, "o": o} for c, s, o in sent]),
+            },
         )
         return
     table = ReminderSent.__table__
     assert isinstance(table, Table)
     session.execute(
-        update(table)
-        .where(
-            table.c.certificate_id == bindparam("b_cid"),
-            table.c.stage_days == bindparam("b_stage"),
-        )
-        .values(outbox_id=bindparam("b_outbox")),
-        [{"b_cid": c, "b_stage": s, "b_outbox": o} for c, s, o in links],
+        sqlite.insert(table).on_conflict_do_nothing(),
+        [
+            {"certificate_id": c, "stage_days": s, "queued_at": now, "outbox_id": o}
+            for c, s, o in sent
+        ],
     )

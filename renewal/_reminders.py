@@ -1,9 +1,10 @@
 """Expiry reminders: which stage is due (pure) and the daily scan that queues them.
 
 Exactly once per certificate and stage, even when the scan re-runs, overlaps itself
-or runs on two machines: the ``reminders_sent`` row (unique on certificate and stage)
-and its outbox row are inserted together with ``INSERT … ON CONFLICT DO NOTHING``; only
-the transaction that inserted the reminder row queues the mail.
+or runs on two machines: stages already in ``reminders_sent`` (unique on certificate and
+stage) are never due again, and between overlapping scans the mail's unique
+``dedupe_key`` decides (``INSERT … ON CONFLICT DO NOTHING RETURNING``): only the scan
+that inserted the mail writes its ``reminders_sent`` row, in the same transaction.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ARRAY, Integer, and_, any_, bindparam, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from renewal._reminder_writes import ReminderMail, claim_stages, link_mails, queue_reminder_mails
+from renewal._reminder_writes import ReminderMail, queue_reminder_mails, record_reminders
 from store import (
     Certificate,
     CertificateStatus,
@@ -25,12 +26,13 @@ from store import (
     ReminderSent,
     User,
     UserStatus,
+    days_until_expiry,
     transaction,
 )
 
 log = logging.getLogger("renewal.reminders")
 
-PAGE_SIZE = 2000  # candidates per transaction: memory stays flat, transactions stay short
+PAGE_SIZE = 5000  # candidates per transaction: memory stays flat, transactions stay short
 REMINDER_TEMPLATE = "reminder"
 
 
@@ -54,9 +56,7 @@ def reminder_stage_due(
     return stage
 
 
-def days_left(not_after: datetime, now: datetime) -> int:
-    """Whole days until expiry (rounded down; 0 on the last day)."""
-    return max(0, (not_after - now) // timedelta(days=1))
+days_left = days_until_expiry  # the same arithmetic as the gateway's banner
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +117,14 @@ def _candidates_page(
     return session.execute(query).all()
 
 
+def _one_of(session: Session, column: Any, values: Collection[int]) -> Any:
+    """``column IN (…)``; on PostgreSQL ``= ANY(:array)``: one parameter instead of
+    thousands, which the driver otherwise spends its time converting."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(Integer)))
+    return column.in_(list(values))
+
+
 def _latest_valid_expiry(session: Session, user_ids: Collection[int]) -> dict[int, datetime]:
     """Per user, the latest not_after among their valid certificates.
 
@@ -128,7 +136,7 @@ def _latest_valid_expiry(session: Session, user_ids: Collection[int]) -> dict[in
     for user_id, not_after in session.execute(
         select(Certificate.user_id, func.max(Certificate.not_after))
         .where(
-            Certificate.user_id.in_(list(user_ids)),
+            _one_of(session, Certificate.user_id, user_ids),
             Certificate.status == CertificateStatus.VALID,
         )
         .group_by(Certificate.user_id)
@@ -147,27 +155,22 @@ def _queue_page(
     if not rows:
         return {}
     ids = [r.id for r in rows]
-    sent: dict[int, set[int]] = {}
+    already_sent: dict[int, set[int]] = {}
     for cert_id, sent_stage in session.execute(
         select(ReminderSent.certificate_id, ReminderSent.stage_days).where(
-            ReminderSent.certificate_id.in_(ids)
+            _one_of(session, ReminderSent.certificate_id, ids)
         )
     ):
-        sent.setdefault(cert_id, set()).add(sent_stage)
+        already_sent.setdefault(cert_id, set()).add(sent_stage)
     due: dict[int, tuple[Any, int]] = {}
     for r in rows:
-        stage_due = reminder_stage_due(r.not_after, now, stages, sent.get(r.id, ()))
+        stage_due = reminder_stage_due(r.not_after, now, stages, already_sent.get(r.id, ()))
         if stage_due is not None:
             due[r.id] = (r, stage_due)
     if not due:
         return {}
-    # Claim (certificate, stage) first: a concurrent scan that inserted it already wins and
-    # this one skips it; only what *we* inserted gets a mail.
-    won = claim_stages(session, [(cid, stage) for cid, (_, stage) in due.items()], now)
-    if not won:
-        return {}
     mails = []
-    for cid in sorted(won):
+    for cid in sorted(due):
         r, stage = due[cid]
         context = {
             "name": r.name,
@@ -189,13 +192,15 @@ def _queue_page(
                 context=context,
             )
         )
-    links = []
+    # The mail's unique dedupe key decides who queues it when scans overlap; only mails
+    # this transaction inserted get their reminders_sent row (same transaction).
+    sent: list[tuple[int, int, int]] = []
     by_stage: dict[int, int] = {}
     for outbox_id, key in queue_reminder_mails(session, mails, now, REMINDER_TEMPLATE):
         _, cid_text, stage_text = key.split(":")
-        links.append((int(cid_text), int(stage_text), outbox_id))
+        sent.append((int(cid_text), int(stage_text), outbox_id))
         by_stage[int(stage_text)] = by_stage.get(int(stage_text), 0) + 1
-    link_mails(session, links)
+    record_reminders(session, sent, now)
     return by_stage
 
 
