@@ -12,13 +12,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from brokergate import _cli_config, _cli_db
+from brokergate import _cli_ca, _cli_cert, _cli_config, _cli_db, _cli_user
 from brokergate._config import ConfigError, load_config
 from brokergate._context import CliContext, MissingSecret
 from brokergate._errors import DOMAIN_ERRORS
 
 # Each module adds one sub-command tree; its handlers receive (args, CliContext).
-COMMAND_MODULES: tuple[ModuleType, ...] = (_cli_config, _cli_db)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    _cli_ca,
+    _cli_user,
+    _cli_cert,
+    _cli_config,
+    _cli_db,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,11 +17,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import make_engine, session_factory, upgrade
+from ca import CASettings, CertificateAuthority, create_user
+from store import (
+    OUTBOX_PURPOSE,
+    MailOutbox,
+    Sealer,
+    User,
+    make_engine,
+    open_mail_secrets,
+    session_factory,
+    transaction,
+    upgrade,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get(
@@ -150,8 +161,9 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
         {
             "PYTHONPATH": str(REPO),
             "BROKERGATE_STORE__URL": f"sqlite:///{tmp_path / 'cli.db'}",
-            "BROKERGATE_STORE__SECRET_KEY": "test-secret-key-0123456789abcdef",
-            "BROKERGATE_CA__PASSPHRASE": "correct horse battery staple",
+            "BROKERGATE_STORE__SECRET_KEY": TEST_SECRET_KEY.decode(),
+            "BROKERGATE_CA__PASSPHRASE": TEST_PASSPHRASE,
+            "BROKERGATE_CA__CA_KEY_TYPE": "rsa2048",
         }
     )
     return env
@@ -174,3 +186,72 @@ def run_cli(cli_env: dict[str, str], tmp_path: Path) -> CliRunner:
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+# --- the CA (shared by the CA, gateway, logins and renewal tests) ---------------------------
+
+TEST_SECRET_KEY = b"test-secret-key-0123456789abcdef"
+TEST_PASSPHRASE = "correct horse battery staple"
+
+
+@pytest.fixture
+def ca_settings() -> CASettings:
+    # RSA-2048 CA keys keep the suite fast; the product default is RSA-3072.
+    return CASettings(passphrase=TEST_PASSPHRASE, ca_key_type="rsa2048")
+
+
+@pytest.fixture
+def authority(
+    sessions: sessionmaker[Session], clock: FakeClock, ca_settings: CASettings
+) -> CertificateAuthority:
+    """A CertificateAuthority on the parametrised store, generation 1 initialised."""
+    ca = CertificateAuthority(
+        settings=ca_settings,
+        sessions=sessions,
+        clock=clock,
+        outbox_sealer=Sealer(secret=TEST_SECRET_KEY, purpose=OUTBOX_PURPOSE),
+    )
+    ca.init("test:setup")
+    return ca
+
+
+UserFactory = Callable[..., User]
+
+
+@pytest.fixture
+def make_user(sessions: sessionmaker[Session], clock: FakeClock) -> UserFactory:
+    """Create a broker: ``make_user(email="a@example.org", broker="60/123/4567")``."""
+    counter = iter(range(1, 10_000))
+
+    def make(
+        email: str | None = None,
+        broker: str | None = None,
+        name: str = "Erika Mustermann",
+        locale: str = "de",
+    ) -> User:
+        n = next(counter)
+        with transaction(sessions) as session:
+            return create_user(
+                session,
+                broker_number=broker or f"60/{100 + n:03d}/{4500 + n:04d}",
+                email=email or f"broker{n}@example.org",
+                name=name,
+                locale=locale,
+                now=clock(),
+                actor="test:setup",
+            )
+
+    return make
+
+
+def password_mail_for(sessions: sessionmaker[Session], serial: str) -> str:
+    """The PKCS#12 password from the mail queued for certificate ``serial``."""
+    with transaction(sessions) as session:
+        rows = session.scalars(
+            select(MailOutbox).where(MailOutbox.kind == "certificate_password")
+        ).all()
+        for row in rows:
+            if row.context.get("serial") == serial:
+                sealer = Sealer(secret=TEST_SECRET_KEY, purpose=OUTBOX_PURPOSE)
+                return open_mail_secrets(row, sealer)["password"]
+    raise AssertionError(f"no password mail queued for {serial}")

@@ -1,0 +1,114 @@
+"""``brokergate user``: add, list and show brokers."""
+
+from __future__ import annotations
+
+import argparse
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from brokergate._context import CliContext
+from brokergate._output import print_json, print_table
+from ca import LOCALES, create_user, find_user
+from store import Certificate, User, UserRole, transaction
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    user = sub.add_parser("user", help="brokers: add, list, show")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="COMMAND")
+
+    p = user_sub.add_parser("add", help="add a broker (validated; duplicates refused)")
+    p.add_argument("--broker", required=True, metavar="NN/NNN/NNNN", help="broker number")
+    p.add_argument("--email", required=True, help="the broker's email address (unique)")
+    p.add_argument("--name", required=True, help="full name, as shown in the certificate")
+    p.add_argument("--locale", default="de", choices=LOCALES, help="language of mails and pages")
+    p.add_argument("--role", default=UserRole.BROKER.value, choices=[r.value for r in UserRole])
+    p.set_defaults(handler=_add)
+
+    p = user_sub.add_parser("list", help="list users")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_list)
+
+    p = user_sub.add_parser("show", help="show one user and their certificates")
+    p.add_argument("user", metavar="USER", help="user id or email")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_show)
+
+
+def _add(args: argparse.Namespace, ctx: CliContext) -> int:
+    with transaction(ctx.sessions) as session:
+        user = create_user(
+            session,
+            broker_number=args.broker,
+            email=args.email,
+            name=args.name,
+            locale=args.locale,
+            role=UserRole(args.role),
+            now=ctx.clock(),
+            actor=ctx.actor,
+        )
+        print(
+            f"added user {user.id}: {user.name} <{user.email}>, broker {args.broker}", file=ctx.out
+        )
+    return 0
+
+
+def user_summary(user: User) -> dict[str, object]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "broker_number": user.organisation.broker_number,
+        "locale": user.locale,
+        "role": user.role.value,
+        "status": user.status.value,
+        "created_at": user.created_at,
+        "last_login_at": user.last_login_at,
+        "last_login_method": user.last_login_method,
+    }
+
+
+def _list(args: argparse.Namespace, ctx: CliContext) -> int:
+    with transaction(ctx.sessions) as session:
+        users = [user_summary(u) for u in session.scalars(select(User).order_by(User.id))]
+    if args.json:
+        print_json(users, ctx.out)
+        return 0
+    print_table(
+        [(u["id"], u["broker_number"], u["email"], u["name"], u["status"]) for u in users],
+        ["ID", "BROKER", "EMAIL", "NAME", "STATUS"],
+        ctx.out,
+    )
+    return 0
+
+
+def _certificates_of(session: Session, user_id: int) -> list[Certificate]:
+    return list(
+        session.scalars(
+            select(Certificate).where(Certificate.user_id == user_id).order_by(Certificate.id)
+        )
+    )
+
+
+def _show(args: argparse.Namespace, ctx: CliContext) -> int:
+    with transaction(ctx.sessions) as session:
+        user = find_user(session, args.user)
+        summary = user_summary(user)
+        certs = [
+            {
+                "serial": c.serial,
+                "status": c.status.value,
+                "not_after": c.not_after,
+                "generation": c.generation_id,
+            }
+            for c in _certificates_of(session, user.id)
+        ]
+    if args.json:
+        print_json({**summary, "certificates": certs}, ctx.out)
+        return 0
+    for key, value in summary.items():
+        print(f"{key + ':':<19}{'-' if value is None else value}", file=ctx.out)
+    print(f"{'certificates:':<19}{len(certs) or 'none'}", file=ctx.out)
+    for c in certs:
+        print(f"  {c['serial']}  {c['status']:<8} until {c['not_after']:%Y-%m-%d}", file=ctx.out)
+    return 0

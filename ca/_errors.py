@@ -1,0 +1,118 @@
+"""Errors of the certificate authority. Each message says what was wrong and what to do.
+
+::
+
+    CAError (RuntimeError)
+    ├── CANotInitialised        no CA yet: run `brokergate ca init`
+    ├── CAAlreadyInitialised
+    ├── WrongPassphrase         the CA passphrase does not open the CA key
+    ├── UnknownUser
+    ├── UnknownCertificate
+    ├── UnknownGeneration
+    ├── GenerationInUse         retire refused while live certificates remain
+    ├── InvalidUserData (ValueError too)
+    │   ├── InvalidBrokerNumber
+    │   └── InvalidEmail
+    └── DuplicateUser
+"""
+
+from __future__ import annotations
+
+
+class CAError(RuntimeError):
+    """Base class of the CA's errors."""
+
+
+class CANotInitialised(CAError):
+    def __init__(self) -> None:
+        super().__init__("the CA is not initialised yet; run 'brokergate ca init' first")
+
+
+class CAAlreadyInitialised(CAError):
+    def __init__(self, generations: int) -> None:
+        super().__init__(
+            f"the CA is already initialised ({generations} generation(s)); use "
+            "'brokergate ca rotate' for a new issuing CA"
+        )
+
+
+class WrongPassphrase(CAError):
+    def __init__(self) -> None:
+        super().__init__(
+            "the CA passphrase does not open the CA private key; check "
+            "BROKERGATE_CA__PASSPHRASE or ca.passphrase_file (nothing was changed)"
+        )
+
+
+class MissingPassphrase(CAError):
+    def __init__(self) -> None:
+        super().__init__(
+            "no CA passphrase configured; set BROKERGATE_CA__PASSPHRASE or ca.passphrase_file"
+        )
+
+
+class UnknownUser(CAError):
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(f"no user {ref!r}; 'brokergate user list' shows the users")
+
+
+class UnknownCertificate(CAError):
+    def __init__(self, serial: str) -> None:
+        self.serial = serial
+        super().__init__(
+            f"no certificate with serial {serial!r}; 'brokergate cert list' shows them"
+        )
+
+
+class UnknownGeneration(CAError):
+    def __init__(self, generation: int) -> None:
+        super().__init__(
+            f"no CA generation {generation}; 'brokergate ca status' lists the generations"
+        )
+
+
+class GenerationInUse(CAError):
+    def __init__(self, generation: int, live: int) -> None:
+        self.generation = generation
+        self.live = live
+        super().__init__(
+            f"generation {generation} still has {live} live certificate(s); renew or revoke them "
+            "first, or pass --force to stop trusting them now"
+        )
+
+
+class InvalidGenerationState(CAError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class InvalidUserData(CAError, ValueError):
+    """A field of a new user is malformed."""
+
+
+class InvalidBrokerNumber(InvalidUserData):
+    def __init__(self, value: str) -> None:
+        self.value = value
+        super().__init__(
+            f"invalid broker number {value!r}: expected the format NN/NNN/NNNN, e.g. 60/123/4567"
+        )
+
+
+class InvalidEmail(InvalidUserData):
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        super().__init__(f"invalid email address {value!r}: {reason}")
+
+
+class InvalidLocale(InvalidUserData):
+    def __init__(self, value: str, known: tuple[str, ...]) -> None:
+        super().__init__(f"unknown locale {value!r}; use one of {', '.join(known)}")
+
+
+class DuplicateUser(CAError):
+    def __init__(self, email: str) -> None:
+        self.email = email
+        super().__init__(
+            f"a user with email {email!r} exists already; 'brokergate user show {email}' shows it"
+        )

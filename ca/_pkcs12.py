@@ -1,0 +1,76 @@
+"""PKCS#12 packaging of a broker's key and certificate, and the password that protects it.
+
+Profiles (see docs/ca.md for the choice of default):
+
+- ``compat``: key and certificates encrypted with pbeWithSHAAnd3-KeyTripleDES-CBC, SHA-1
+  MAC. The only scheme that Windows Server 2016 and older and older macOS keychains open
+  by double click (they reject AES PKCS#12 with a misleading "wrong password").
+- ``modern``: PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC) and a SHA-256 MAC.
+
+RC2-40 (openssl ``-legacy``) is never produced.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import (
+    PrivateFormat,
+    pkcs12,
+)
+
+from ca._keys import PrivateKey
+from ca._settings import P12Profile
+
+# Lower-case letters and digits without look-alikes (0/o, 1/l/i) and without y and z,
+# which swap places on German QWERTZ keyboards: brokers type this from an email.
+PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwx23456789"
+PASSWORD_GROUPS = 5
+PASSWORD_GROUP_LENGTH = 4
+# 20 symbols from 29 → log2(29) * 20 ≈ 97 bits, above the 80 bits we promise.
+PASSWORD_BITS = 97
+
+# KDF iterations: 2048, the default of OpenSSL and of Windows' own PFX export. The password
+# carries ~97 bits of entropy, so stretching adds nothing against guessing, while 50,000
+# rounds of the PKCS#12 SHA-1 KDF cost ~57 ms per file (more than RSA-2048 key generation)
+# and make old importers crawl.
+KDF_ROUNDS = 2048
+
+
+def generate_password() -> str:
+    """A random, human-typeable password like ``k7mq-x3fp-…`` (≈97 bits)."""
+    groups = [
+        "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_GROUP_LENGTH))
+        for _ in range(PASSWORD_GROUPS)
+    ]
+    return "-".join(groups)
+
+
+def pack_pkcs12(
+    *,
+    key: PrivateKey,
+    certificate: x509.Certificate,
+    chain: list[x509.Certificate],
+    friendly_name: str,
+    password: str,
+    profile: P12Profile,
+) -> bytes:
+    """The PKCS#12 bytes for ``certificate`` and ``key``, with the issuing chain included."""
+    if profile == "compat":
+        algorithm = pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC
+        mac: hashes.HashAlgorithm = hashes.SHA1()
+    else:
+        algorithm = pkcs12.PBES.PBESv2SHA256AndAES256CBC
+        mac = hashes.SHA256()
+    encryption = (
+        PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(KDF_ROUNDS)
+        .key_cert_algorithm(algorithm)
+        .hmac_hash(mac)
+        .build(password.encode())
+    )
+    return pkcs12.serialize_key_and_certificates(
+        friendly_name.encode(), key, certificate, chain, encryption
+    )
