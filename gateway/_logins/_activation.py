@@ -19,6 +19,12 @@ from gateway._logins._tokens import new_token, token_hash
 from store import ActivationToken, Sealer, User, UserStatus, queue_mail, record_audit, transaction
 
 ACTIVATION_PATH = "/activate"  # under the gateway's reserved prefix; the token follows
+_RESERVED_PREFIX = "/_gateway"  # gateway._settings.RESERVED_PREFIX (gw-core)
+
+
+def activation_link_base(public_url: str) -> str:
+    """The absolute URL an activation token is appended to."""
+    return f"{public_url.rstrip('/')}{_RESERVED_PREFIX}{ACTIVATION_PATH}/"
 
 
 @dataclass(frozen=True, kw_only=True)

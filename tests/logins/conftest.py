@@ -48,7 +48,7 @@ def tan_key() -> bytes:
     return derive_key(SECRET, TAN_KEY_PURPOSE)
 
 
-MakeUser = Callable[..., int]
+MakeAccount = Callable[..., int]
 
 
 @cache
@@ -58,7 +58,7 @@ def _hashed(password: str) -> str:
 
 
 @pytest.fixture
-def make_user(sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> MakeUser:
+def make_account(sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> MakeAccount:
     """Create a user (and its organisation if new); returns the user id."""
     counter = iter(range(1, 1000))
 

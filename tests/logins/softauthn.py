@@ -35,7 +35,9 @@ class SoftAuthenticator:
     origin: str
     rp_id: str
     user_verification: bool = True
-    key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
     credential_id: bytes = field(default_factory=lambda: os.urandom(32))
     sign_count: int = 0
     user_handle: bytes = b""
@@ -45,7 +47,12 @@ class SoftAuthenticator:
 
     def _client_data(self, kind: str, challenge: str, origin: str | None) -> bytes:
         return json.dumps(
-            {"type": kind, "challenge": challenge, "origin": origin or self.origin, "crossOrigin": False}
+            {
+                "type": kind,
+                "challenge": challenge,
+                "origin": origin or self.origin,
+                "crossOrigin": False,
+            }
         ).encode()
 
     def create(self, options_json: str, *, origin: str | None = None) -> str:
@@ -53,7 +60,13 @@ class SoftAuthenticator:
         self.user_handle = b64url_decode(options["user"]["id"])
         numbers = self.key.public_key().public_numbers()
         cose = cbor2.dumps(
-            {1: 2, 3: -7, -1: 1, -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big")}
+            {
+                1: 2,
+                3: -7,
+                -1: 1,
+                -2: numbers.x.to_bytes(32, "big"),
+                -3: numbers.y.to_bytes(32, "big"),
+            }
         )
         auth_data = (
             hashlib.sha256(options["rp"]["id"].encode()).digest()

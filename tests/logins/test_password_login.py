@@ -15,28 +15,41 @@ from gateway._logins import (
     LockedOut,
     LoginSettings,
     PasswordRejected,
+    _passwords,
     check_password,
     login_with_password,
     validate_new_password,
 )
-from gateway._logins import _passwords
 from store import User, UserRole, UserStatus, transaction
 from tests.conftest import FakeClock
-from tests.logins.conftest import PASSWORD, MakeUser, audit_events
+from tests.logins.conftest import PASSWORD, MakeAccount, audit_events
 
 
-def login(sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSettings, ident: str,
-          password: str, addr: str | None = "127.0.0.1"):  # type: ignore[no-untyped-def]
+def login(
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    settings: LoginSettings,
+    ident: str,
+    password: str,
+    addr: str | None = "127.0.0.1",
+):  # type: ignore[no-untyped-def]
     return login_with_password(
-        sessions, identifier=ident, password=password, client_addr=addr, settings=settings,
+        sessions,
+        identifier=ident,
+        password=password,
+        client_addr=addr,
+        settings=settings,
         now=clock(),
     )
 
 
 def test_right_password_logs_in_and_records_the_login(
-    sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSettings, make_user: MakeUser
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    uid = make_user(email="anna@example.org")
+    uid = make_account(email="anna@example.org")
     result = login(sessions, clock, settings, " Anna@Example.org ", PASSWORD)
     assert result.user_id == uid and not result.needs_second_factor
     with transaction(sessions) as s:
@@ -48,10 +61,13 @@ def test_right_password_logs_in_and_records_the_login(
 
 
 def test_unknown_user_and_wrong_password_look_the_same(
-    sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSettings,
-    make_user: MakeUser, monkeypatch: pytest.MonkeyPatch,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    settings: LoginSettings,
+    make_account: MakeAccount,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    make_user(email="anna@example.org")
+    make_account(email="anna@example.org")
     verified: list[str] = []
     real = _passwords._HASHER
 
@@ -79,17 +95,23 @@ def test_unknown_user_and_wrong_password_look_the_same(
 
 
 def test_account_without_password_is_refused_like_an_unknown_one(
-    sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSettings, make_user: MakeUser
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    make_user(email="new@example.org", password=None, status=UserStatus.PENDING)
+    make_account(email="new@example.org", password=None, status=UserStatus.PENDING)
     with pytest.raises(InvalidCredentials):
         login(sessions, clock, settings, "new@example.org", PASSWORD)
 
 
 def test_disabled_account_with_right_password_says_so(
-    sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSettings, make_user: MakeUser
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    make_user(email="gone@example.org", status=UserStatus.DISABLED)
+    make_account(email="gone@example.org", status=UserStatus.DISABLED)
     with pytest.raises(AccountNotActive):
         login(sessions, clock, settings, "gone@example.org", PASSWORD)
     with pytest.raises(InvalidCredentials):
@@ -97,9 +119,12 @@ def test_disabled_account_with_right_password_says_so(
 
 
 def test_account_lockout_says_until_when_and_ends(
-    sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSettings, make_user: MakeUser
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    make_user(email="anna@example.org")
+    make_account(email="anna@example.org")
     for _ in range(settings.failures_per_account - 1):
         with pytest.raises(InvalidCredentials):
             login(sessions, clock, settings, "anna@example.org", "guess", addr=None)
@@ -117,9 +142,12 @@ def test_account_lockout_says_until_when_and_ends(
 
 
 def test_success_resets_the_account_counter(
-    sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSettings, make_user: MakeUser
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    make_user(email="anna@example.org")
+    make_account(email="anna@example.org")
     for _ in range(settings.failures_per_account - 1):
         with pytest.raises(InvalidCredentials):
             login(sessions, clock, settings, "anna@example.org", "guess", addr=None)
@@ -139,10 +167,10 @@ def test_unknown_identifiers_lock_out_like_real_accounts(
 
 
 def test_client_address_is_throttled_across_accounts(
-    sessions: sessionmaker[Session], clock: FakeClock, make_user: MakeUser
+    sessions: sessionmaker[Session], clock: FakeClock, make_account: MakeAccount
 ) -> None:
     settings = LoginSettings(failures_per_address=4)
-    uid = make_user(email="anna@example.org")
+    uid = make_account(email="anna@example.org")
     for n in range(3):
         with pytest.raises(InvalidCredentials):
             login(sessions, clock, settings, f"spray{n}@example.org", "guess", addr="127.0.0.9")
@@ -155,21 +183,27 @@ def test_client_address_is_throttled_across_accounts(
 
 
 def test_broker_number_names_the_admin_or_the_only_user(
-    sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSettings, make_user: MakeUser
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    solo = make_user(email="solo@example.org", broker="70/111/2222")
+    solo = make_account(email="solo@example.org", broker="70/111/2222")
     assert login(sessions, clock, settings, "701112222", PASSWORD).user_id == solo
-    make_user(email="emp@example.org", broker="60/123/4567")
-    admin = make_user(email="head@example.org", broker="60/123/4567", role=UserRole.ADMIN)
+    make_account(email="emp@example.org", broker="60/123/4567")
+    admin = make_account(email="head@example.org", broker="60/123/4567", role=UserRole.ADMIN)
     assert login(sessions, clock, settings, "60/123/4567", PASSWORD).user_id == admin
     with pytest.raises(InvalidCredentials):
         login(sessions, clock, settings, "12/345/6789", PASSWORD)
 
 
 def test_outdated_hash_parameters_are_rehashed_on_login(
-    sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSettings, make_user: MakeUser
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    uid = make_user(email="anna@example.org", password=None)
+    uid = make_account(email="anna@example.org", password=None)
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
     with transaction(sessions) as s:
         user = s.get(User, uid)
@@ -183,9 +217,12 @@ def test_outdated_hash_parameters_are_rehashed_on_login(
 
 
 def test_second_factor_is_required_once_enrolled(
-    sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSettings, make_user: MakeUser
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    uid = make_user(email="anna@example.org")
+    uid = make_account(email="anna@example.org")
     with transaction(sessions) as s:
         user = s.get(User, uid)
         assert user is not None

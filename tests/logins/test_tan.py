@@ -25,27 +25,51 @@ from gateway._logins import (
 )
 from store import EmailTan, MailOutbox, Sealer, User, open_mail_secrets, transaction
 from tests.conftest import FakeClock
-from tests.logins.conftest import MakeUser, audit_events
+from tests.logins.conftest import MakeAccount, audit_events
 
 
 @pytest.fixture
-def tan_env(sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSettings,
-            tan_key: bytes, outbox_sealer: Sealer):  # type: ignore[no-untyped-def]
+def tan_env(
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    settings: LoginSettings,
+    tan_key: bytes,
+    outbox_sealer: Sealer,
+):  # type: ignore[no-untyped-def]
     class Env:
-        def start(self, broker: str = "60/123/4567", email: str = "anna@example.org",
-                  device: str | None = None, addr: str | None = "127.0.0.1",
-                  s: LoginSettings = settings) -> TanSent | DeviceRecognised:
+        def start(
+            self,
+            broker: str = "60/123/4567",
+            email: str = "anna@example.org",
+            device: str | None = None,
+            addr: str | None = "127.0.0.1",
+            s: LoginSettings = settings,
+        ) -> TanSent | DeviceRecognised:
             return start_broker_login(
-                sessions, broker_number=broker, email=email, device_token=device,
-                client_addr=addr, settings=s, tan_key=tan_key, mail_sealer=outbox_sealer,
+                sessions,
+                broker_number=broker,
+                email=email,
+                device_token=device,
+                client_addr=addr,
+                settings=s,
+                tan_key=tan_key,
+                mail_sealer=outbox_sealer,
                 now=clock(),
             )
 
-        def confirm(self, tan_id: int, tan: str, remember: bool = False,
-                    addr: str | None = "127.0.0.1"):  # type: ignore[no-untyped-def]
+        def confirm(
+            self, tan_id: int, tan: str, remember: bool = False, addr: str | None = "127.0.0.1"
+        ):  # type: ignore[no-untyped-def]
             return confirm_tan(
-                sessions, tan_id=tan_id, tan=tan, remember=remember, device_label="Firefox",
-                client_addr=addr, settings=settings, tan_key=tan_key, now=clock(),
+                sessions,
+                tan_id=tan_id,
+                tan=tan,
+                remember=remember,
+                device_label="Firefox",
+                client_addr=addr,
+                settings=settings,
+                tan_key=tan_key,
+                now=clock(),
             )
 
         def mailed_tan(self) -> str:
@@ -58,18 +82,29 @@ def tan_env(sessions: sessionmaker[Session], clock: FakeClock, settings: LoginSe
 
 
 def test_tan_is_mailed_through_the_outbox(
-    sessions: sessionmaker[Session], clock: FakeClock, make_user: MakeUser, tan_env, outbox_sealer: Sealer  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    make_account: MakeAccount,
+    tan_env,
+    outbox_sealer: Sealer,  # type: ignore[no-untyped-def]
 ) -> None:
-    uid = make_user(email="anna@example.org", name="Anna Muster", locale="nl")
+    uid = make_account(email="anna@example.org", name="Anna Muster", locale="nl")
     sent = tan_env.start(email=" ANNA@example.org ", broker="60 123 4567")
     assert isinstance(sent, TanSent)
     assert sent.user_id == uid and sent.expires_at == clock() + timedelta(minutes=15)
     with transaction(sessions) as s:
         (mail,) = s.scalars(select(MailOutbox)).all()
         assert (mail.kind, mail.template, mail.to_addr, mail.locale) == (
-            "email_tan", "email_tan", "anna@example.org", "nl"
+            "email_tan",
+            "email_tan",
+            "anna@example.org",
+            "nl",
         )
-        assert mail.context == {"name": "Anna Muster", "broker_number": "60/123/4567", "valid_minutes": 15}
+        assert mail.context == {
+            "name": "Anna Muster",
+            "broker_number": "60/123/4567",
+            "valid_minutes": 15,
+        }
         tan = open_mail_secrets(mail, outbox_sealer)["tan"]
         assert len(tan) == 8 and tan.isdigit()
         (row,) = s.scalars(select(EmailTan)).all()
@@ -77,9 +112,12 @@ def test_tan_is_mailed_through_the_outbox(
 
 
 def test_right_tan_logs_in_once(
-    sessions: sessionmaker[Session], clock: FakeClock, make_user: MakeUser, tan_env  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    make_account: MakeAccount,
+    tan_env,  # type: ignore[no-untyped-def]
 ) -> None:
-    uid = make_user(email="anna@example.org")
+    uid = make_account(email="anna@example.org")
     sent = tan_env.start()
     tan = tan_env.mailed_tan()
     clock.advance(timedelta(minutes=14, seconds=59))
@@ -94,9 +132,11 @@ def test_right_tan_logs_in_once(
 
 
 def test_tan_expires_after_15_minutes(
-    clock: FakeClock, make_user: MakeUser, tan_env  # type: ignore[no-untyped-def]
+    clock: FakeClock,
+    make_account: MakeAccount,
+    tan_env,  # type: ignore[no-untyped-def]
 ) -> None:
-    make_user(email="anna@example.org")
+    make_account(email="anna@example.org")
     sent = tan_env.start()
     tan = tan_env.mailed_tan()
     clock.advance(timedelta(minutes=15))
@@ -106,9 +146,12 @@ def test_tan_expires_after_15_minutes(
 
 
 def test_wrong_entries_use_up_the_tan(
-    sessions: sessionmaker[Session], make_user: MakeUser, tan_env, settings: LoginSettings  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
+    make_account: MakeAccount,
+    tan_env,
+    settings: LoginSettings,  # type: ignore[no-untyped-def]
 ) -> None:
-    make_user(email="anna@example.org")
+    make_account(email="anna@example.org")
     sent = tan_env.start()
     tan = tan_env.mailed_tan()
     wrong = f"{(int(tan) + 1) % 10**8:08d}"
@@ -122,14 +165,21 @@ def test_wrong_entries_use_up_the_tan(
         tan_env.confirm(sent.tan_id, tan)
     assert exc.value.why == "exhausted"
     events = audit_events(sessions, "login.tan.confirm")
-    assert len(events) == settings.tan_max_attempts + 1 and all(e.outcome == "failed" for e in events)
-    assert tan not in str([e.details for e in events]) and wrong not in str([e.details for e in events])
+    assert len(events) == settings.tan_max_attempts + 1 and all(
+        e.outcome == "failed" for e in events
+    )
+    assert tan not in str([e.details for e in events]) and wrong not in str(
+        [e.details for e in events]
+    )
 
 
 def test_resend_is_throttled_and_only_the_newest_tan_counts(
-    clock: FakeClock, make_user: MakeUser, tan_env, settings: LoginSettings  # type: ignore[no-untyped-def]
+    clock: FakeClock,
+    make_account: MakeAccount,
+    tan_env,
+    settings: LoginSettings,  # type: ignore[no-untyped-def]
 ) -> None:
-    make_user(email="anna@example.org")
+    make_account(email="anna@example.org")
     first = tan_env.start()
     first_tan = tan_env.mailed_tan()
     clock.advance(timedelta(seconds=30))
@@ -145,9 +195,12 @@ def test_resend_is_throttled_and_only_the_newest_tan_counts(
 
 
 def test_mails_per_window_are_capped(
-    clock: FakeClock, make_user: MakeUser, tan_env, settings: LoginSettings  # type: ignore[no-untyped-def]
+    clock: FakeClock,
+    make_account: MakeAccount,
+    tan_env,
+    settings: LoginSettings,  # type: ignore[no-untyped-def]
 ) -> None:
-    make_user(email="anna@example.org")
+    make_account(email="anna@example.org")
     start = clock()
     for _ in range(settings.tan_mails_per_window):
         tan_env.start()
@@ -158,10 +211,12 @@ def test_mails_per_window_are_capped(
 
 
 def test_invalid_broker_number_and_unknown_email(
-    sessions: sessionmaker[Session], make_user: MakeUser, tan_env  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
+    make_account: MakeAccount,
+    tan_env,  # type: ignore[no-untyped-def]
 ) -> None:
-    make_user(email="anna@example.org", broker="60/123/4567")
-    make_user(email="bert@example.org", broker="70/111/2222")
+    make_account(email="anna@example.org", broker="60/123/4567")
+    make_account(email="bert@example.org", broker="70/111/2222")
     for bad in ("70/", "12/345/6789", "not a number"):
         with pytest.raises(InvalidBrokerNumber):
             tan_env.start(broker=bad)
@@ -175,9 +230,10 @@ def test_invalid_broker_number_and_unknown_email(
 
 
 def test_failures_lock_the_client_address(
-    make_user: MakeUser, tan_env  # type: ignore[no-untyped-def]
+    make_account: MakeAccount,
+    tan_env,  # type: ignore[no-untyped-def]
 ) -> None:
-    make_user(email="anna@example.org")
+    make_account(email="anna@example.org")
     settings = LoginSettings(failures_per_address=3)
     for _ in range(3):
         with pytest.raises(InvalidBrokerNumber):
@@ -188,17 +244,22 @@ def test_failures_lock_the_client_address(
 
 
 def test_remembered_device_skips_the_tan_for_30_days(
-    sessions: sessionmaker[Session], clock: FakeClock, make_user: MakeUser, tan_env  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    make_account: MakeAccount,
+    tan_env,  # type: ignore[no-untyped-def]
 ) -> None:
-    uid = make_user(email="anna@example.org")
-    other = make_user(email="bert@example.org", broker="70/111/2222")
+    uid = make_account(email="anna@example.org")
+    other = make_account(email="bert@example.org", broker="70/111/2222")
     sent = tan_env.start()
     token = tan_env.confirm(sent.tan_id, tan_env.mailed_tan(), remember=True).device_token
     assert token
     clock.advance(timedelta(days=29))
     assert tan_env.start(device=token) == DeviceRecognised(user_id=uid)
     # The token is bound to its user: the other broker still gets a TAN.
-    assert isinstance(tan_env.start(broker="70/111/2222", email="bert@example.org", device=token), TanSent)
+    assert isinstance(
+        tan_env.start(broker="70/111/2222", email="bert@example.org", device=token), TanSent
+    )
     clock.advance(timedelta(days=1))
     assert isinstance(tan_env.start(device=token), TanSent)
     with transaction(sessions) as s:
@@ -208,9 +269,12 @@ def test_remembered_device_skips_the_tan_for_30_days(
 
 
 def test_revoked_device_needs_a_tan_again(
-    sessions: sessionmaker[Session], clock: FakeClock, make_user: MakeUser, tan_env  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    make_account: MakeAccount,
+    tan_env,  # type: ignore[no-untyped-def]
 ) -> None:
-    uid = make_user(email="anna@example.org")
+    uid = make_account(email="anna@example.org")
     sent = tan_env.start()
     token = tan_env.confirm(sent.tan_id, tan_env.mailed_tan(), remember=True).device_token
     with transaction(sessions) as s:
@@ -220,13 +284,15 @@ def test_revoked_device_needs_a_tan_again(
 
 
 def test_continue_without_email_gives_a_restricted_login(
-    sessions: sessionmaker[Session], clock: FakeClock, make_user: MakeUser
+    sessions: sessionmaker[Session], clock: FakeClock, make_account: MakeAccount
 ) -> None:
-    make_user(email="anna@example.org", broker="60/123/4567")
+    make_account(email="anna@example.org", broker="60/123/4567")
     login = restricted_login(
         sessions, broker_number="601234567", email="max@muster.de", client_addr="::1", now=clock()
     )
     assert login.broker_number == "60/123/4567"
     with pytest.raises(InvalidBrokerNumber):
-        restricted_login(sessions, broker_number="12/345/6789", email="", client_addr=None, now=clock())
+        restricted_login(
+            sessions, broker_number="12/345/6789", email="", client_addr=None, now=clock()
+        )
     assert [e.outcome for e in audit_events(sessions, "login.restricted")] == ["ok", "failed"]

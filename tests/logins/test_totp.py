@@ -23,26 +23,41 @@ from gateway._logins import (
 from gateway._logins._totp import matching_step, time_step
 from store import Sealer, User, transaction
 from tests.conftest import FakeClock
-from tests.logins.conftest import MakeUser, audit_events
+from tests.logins.conftest import MakeAccount, audit_events
 
 
 def code_at(secret: str, clock: FakeClock, steps: int = 0) -> str:
     return pyotp.TOTP(secret).at(clock() + timedelta(seconds=30 * steps))
 
 
-def enrol(sessions: sessionmaker[Session], clock: FakeClock, sealer: Sealer, uid: int) -> tuple[str, list[str]]:
-    enrolment = begin_enrolment(sessions, user_id=uid, sealer=sealer, issuer="brokergate", now=clock())
+def enrol(
+    sessions: sessionmaker[Session], clock: FakeClock, sealer: Sealer, uid: int
+) -> tuple[str, list[str]]:
+    enrolment = begin_enrolment(
+        sessions, user_id=uid, sealer=sealer, issuer="brokergate", now=clock()
+    )
     codes = confirm_enrolment(
         sessions, user_id=uid, code=code_at(enrolment.secret, clock), sealer=sealer, now=clock()
     )
     return enrolment.secret, codes
 
 
-def second(sessions: sessionmaker[Session], clock: FakeClock, sealer: Sealer, settings: LoginSettings,
-           uid: int, code: str) -> str:
+def second(
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    sealer: Sealer,
+    settings: LoginSettings,
+    uid: int,
+    code: str,
+) -> str:
     return verify_second_factor(
-        sessions, user_id=uid, code=code, client_addr="127.0.0.1", sealer=sealer,
-        settings=settings, now=clock(),
+        sessions,
+        user_id=uid,
+        code=code,
+        client_addr="127.0.0.1",
+        sealer=sealer,
+        settings=settings,
+        now=clock(),
     )
 
 
@@ -64,13 +79,21 @@ def test_matching_step_window_and_replay_guard(clock: FakeClock) -> None:
 
 
 def test_enrolment_shows_qr_and_key_and_needs_a_first_code(
-    sessions: sessionmaker[Session], clock: FakeClock, totp_sealer: Sealer, make_user: MakeUser
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    totp_sealer: Sealer,
+    make_account: MakeAccount,
 ) -> None:
-    uid = make_user(email="anna@example.org")
-    enrolment = begin_enrolment(sessions, user_id=uid, sealer=totp_sealer, issuer="brokergate", now=clock())
+    uid = make_account(email="anna@example.org")
+    enrolment = begin_enrolment(
+        sessions, user_id=uid, sealer=totp_sealer, issuer="brokergate", now=clock()
+    )
     assert enrolment.uri.startswith("otpauth://totp/brokergate:anna%40example.org?")
     assert "issuer=brokergate" in enrolment.uri and f"secret={enrolment.secret}" in enrolment.uri
-    assert enrolment.qr_svg.startswith("<svg") and "<title>brokergate: anna@example.org</title>" in enrolment.qr_svg
+    assert (
+        enrolment.qr_svg.startswith("<svg")
+        and "<title>brokergate: anna@example.org</title>" in enrolment.qr_svg
+    )
     assert enrolment.manual_key.replace(" ", "") == enrolment.secret
     with transaction(sessions) as s:
         user = s.get(User, uid)
@@ -82,7 +105,11 @@ def test_enrolment_shows_qr_and_key_and_needs_a_first_code(
     with pytest.raises(SecondFactorInvalid):
         confirm_enrolment(sessions, user_id=uid, code="000000", sealer=totp_sealer, now=clock())
     codes = confirm_enrolment(
-        sessions, user_id=uid, code=code_at(enrolment.secret, clock), sealer=totp_sealer, now=clock()
+        sessions,
+        user_id=uid,
+        code=code_at(enrolment.secret, clock),
+        sealer=totp_sealer,
+        now=clock(),
     )
     assert len(codes) == 10 and len(set(codes)) == 10
     assert all(len(c) == 19 and c.count("-") == 3 for c in codes)
@@ -92,10 +119,13 @@ def test_enrolment_shows_qr_and_key_and_needs_a_first_code(
 
 
 def test_login_code_is_accepted_once(
-    sessions: sessionmaker[Session], clock: FakeClock, totp_sealer: Sealer, settings: LoginSettings,
-    make_user: MakeUser,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    totp_sealer: Sealer,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    uid = make_user()
+    uid = make_account()
     secret, _ = enrol(sessions, clock, totp_sealer, uid)
     clock.advance(timedelta(seconds=30))
     code = code_at(secret, clock)
@@ -113,10 +143,13 @@ def test_login_code_is_accepted_once(
 
 
 def test_recovery_codes_are_single_use(
-    sessions: sessionmaker[Session], clock: FakeClock, totp_sealer: Sealer, settings: LoginSettings,
-    make_user: MakeUser,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    totp_sealer: Sealer,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    uid = make_user()
+    uid = make_account()
     _, codes = enrol(sessions, clock, totp_sealer, uid)
     typed = codes[3].lower().replace("-", " ")  # brokers type them in any case and spacing
     assert second(sessions, clock, totp_sealer, settings, uid, typed) == "recovery-code"
@@ -129,10 +162,13 @@ def test_recovery_codes_are_single_use(
 
 
 def test_wrong_codes_lock_the_account(
-    sessions: sessionmaker[Session], clock: FakeClock, totp_sealer: Sealer, settings: LoginSettings,
-    make_user: MakeUser,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    totp_sealer: Sealer,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    uid = make_user()
+    uid = make_account()
     secret, _ = enrol(sessions, clock, totp_sealer, uid)
     clock.advance(timedelta(minutes=2))
     for _ in range(settings.failures_per_account - 1):
@@ -151,10 +187,13 @@ def test_wrong_codes_lock_the_account(
 
 
 def test_reset_removes_totp_and_recovery_codes(
-    sessions: sessionmaker[Session], clock: FakeClock, totp_sealer: Sealer, settings: LoginSettings,
-    make_user: MakeUser,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    totp_sealer: Sealer,
+    settings: LoginSettings,
+    make_account: MakeAccount,
 ) -> None:
-    uid = make_user()
+    uid = make_account()
     secret, codes = enrol(sessions, clock, totp_sealer, uid)
     with transaction(sessions) as s:
         assert reset_totp(s, user_id=uid, actor="ops:alice", now=clock()) is True
@@ -171,9 +210,12 @@ def test_reset_removes_totp_and_recovery_codes(
 
 
 def test_secret_sealed_with_another_key_cannot_be_used(
-    sessions: sessionmaker[Session], clock: FakeClock, totp_sealer: Sealer, make_user: MakeUser
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    totp_sealer: Sealer,
+    make_account: MakeAccount,
 ) -> None:
-    uid = make_user()
+    uid = make_account()
     begin_enrolment(sessions, user_id=uid, sealer=totp_sealer, issuer="brokergate", now=clock())
     other = Sealer(secret=b"another-secret-key-0123456789", purpose="totp")
     from store import SealError
