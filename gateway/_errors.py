@@ -4,7 +4,10 @@
 
     GatewayError (Exception)           status + page key, rendered by the error middleware
     ├── UpstreamUnavailable            502: the portal cannot be reached
-    └── UpstreamTimeout                504: the portal did not answer in time
+    ├── UpstreamTimeout                504: the portal did not answer in time
+    ├── PathRejected                   400: an ambiguous path spelling (encoded /, NUL, \\ …)
+    ├── CsrfRejected                   403: a form without the session's CSRF token
+    └── StoreUnavailable               503: the database cannot be reached; we fail closed
 """
 
 from __future__ import annotations
@@ -29,3 +32,22 @@ class UpstreamUnavailable(GatewayError):
 class UpstreamTimeout(GatewayError):
     status = 504
     page = "upstream_timeout"
+
+
+class PathRejected(GatewayError):
+    """The request path is spelt in a way different servers read differently (docs/gateway.md)."""
+
+    status = 400
+    page = "bad_path"
+
+
+class CsrfRejected(GatewayError):
+    status = 403
+    page = "csrf"
+
+
+class StoreUnavailable(GatewayError):
+    """The store cannot be read, so identity and revocation state are unknown: fail closed."""
+
+    status = 503
+    page = "store_unavailable"

@@ -2,8 +2,57 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
+
+from gateway._errors import PathRejected
+from gateway._paths import normalise_path
+from store import Level
+
+RESERVED_PREFIX = "/_gateway"  # the gateway's own pages; never forwarded upstream
+COOKIE_PREFIX = "__Host-"  # RFC 6265bis §4.1.3.2: Secure, Path=/, no Domain, set over HTTPS
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteRule:
+    """One line of the route policy: paths starting with ``prefix`` need ``level``.
+
+    Matching is case-insensitive on the normalised path (docs/gateway.md "Route policy");
+    the longest matching prefix wins, and a rule naming the request's method beats one
+    without methods at the same prefix.
+    """
+
+    prefix: str = field(metadata={"help": "Normalised path prefix, e.g. /antrag (no trailing /)"})
+    level: Level = field(metadata={"help": "Minimum level: anonymous, restricted, basic, strong"})
+    methods: tuple[str, ...] = field(
+        default=(), metadata={"help": "Only for these methods (empty: every method)"}
+    )
+    fresh_within: timedelta | None = field(
+        default=None,
+        metadata={"help": "Also require a factor presented within this time (step-up)"},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.prefix.startswith("/"):
+            raise ValueError(f"route prefix {self.prefix!r} must start with /")
+        if self.prefix != "/" and self.prefix.endswith("/"):
+            raise ValueError(f"route prefix {self.prefix!r}: write it without the trailing /")
+        try:
+            canonical = normalise_path(self.prefix).path
+        except PathRejected as exc:
+            raise ValueError(f"route prefix {self.prefix!r}: {exc.detail}") from None
+        if canonical != self.prefix:
+            raise ValueError(
+                f"route prefix {self.prefix!r} is not in normal form; write {canonical!r}"
+            )
+        if self.prefix.lower().startswith(RESERVED_PREFIX):
+            raise ValueError(f"route prefix {self.prefix!r} is inside the gateway's own pages")
+        object.__setattr__(self, "methods", tuple(m.upper() for m in self.methods))
+        if self.fresh_within is not None and self.fresh_within <= timedelta(0):
+            raise ValueError("fresh_within must be longer than 0s")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,5 +77,179 @@ class GatewaySettings:
     )
 
     def __post_init__(self) -> None:
+        self._check_proxy_settings()
+        self._check_core_settings()
         if not 0 < self.port < 65536:
             raise ValueError("port must be between 1 and 65535")
+
+    # --- proxy, terminator, serving (gw-proxy)
+    trusted_proxies: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "Networks (CIDR) of TLS terminators / proxies in front of the gateway; only "
+            "their client-certificate and X-Forwarded-* headers are believed (empty: none)"
+        },
+    )
+    terminator_format: Literal["none", "nginx", "haproxy", "envoy"] = field(
+        default="none",
+        metadata={
+            "help": "Where the client certificate comes from: none = the gateway's own TLS "
+            "handshake; nginx ($ssl_client_escaped_cert), haproxy (base64 DER), envoy (XFCC)"
+        },
+    )
+    client_cert_header: str = field(
+        default="",
+        metadata={
+            "help": "Header carrying the client certificate in terminator mode (empty: "
+            "X-SSL-Client-Cert for nginx/haproxy, X-Forwarded-Client-Cert for envoy)"
+        },
+    )
+    upstream_connect_timeout: timedelta = field(
+        default=timedelta(seconds=5),
+        metadata={"help": "Time to open a connection to the upstream before the 502 page"},
+    )
+    upstream_read_timeout: timedelta = field(
+        default=timedelta(seconds=60),
+        metadata={
+            "help": "Longest wait for the upstream's response headers, or between two chunks "
+            "of its body, before the 504 page"
+        },
+    )
+    upstream_pool_size: int = field(
+        default=100,
+        metadata={"help": "Most open connections to the upstream per worker process (keep-alive)"},
+    )
+    workers: int = field(
+        default=1,
+        metadata={"help": "Gateway processes sharing the listening port (SO_REUSEPORT)"},
+    )
+    shutdown_grace: timedelta = field(
+        default=timedelta(seconds=30),
+        metadata={"help": "On SIGTERM: how long in-flight requests may take to finish"},
+    )
+    metrics_host: str = field(
+        default="127.0.0.1",
+        metadata={"help": "Address of the Prometheus /metrics listener (keep it internal)"},
+    )
+    metrics_port: int = field(
+        default=9464,
+        metadata={
+            "help": "Port of the /metrics listener; worker N (from 0) uses metrics_port + N; "
+            "0 disables it"
+        },
+    )
+
+    def _check_proxy_settings(self) -> None:
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {network!r} is not an IP address or network like "
+                    "127.0.0.1/32 or 10.0.0.0/8"
+                ) from None
+        if self.terminator_format != "none" and not self.trusted_proxies:
+            raise ValueError(
+                f"terminator_format = {self.terminator_format!r} needs trusted_proxies: the "
+                "addresses of the terminator whose certificate header may be believed"
+            )
+        if self.upstream_pool_size < 1:
+            raise ValueError("upstream_pool_size must be at least 1")
+        if not 1 <= self.workers <= 256:
+            raise ValueError("workers must be between 1 and 256")
+        if not 0 <= self.metrics_port < 65536:
+            raise ValueError("metrics_port must be between 0 (off) and 65535")
+        for name in ("upstream_connect_timeout", "upstream_read_timeout", "shutdown_grace"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be longer than 0s")
+
+    # --- identity, sessions, route policy (gw-core)
+    routes: tuple[RouteRule, ...] = field(
+        default=(),
+        metadata={
+            "help": "Route policy: [[gateway.routes]] tables with prefix, level, optional "
+            "methods and fresh_within; see docs/gateway.md"
+        },
+    )
+    default_level: Level = field(
+        default=Level.BASIC,
+        metadata={"help": "Level needed by every path no route names"},
+    )
+    idle_timeout: timedelta = field(
+        default=timedelta(minutes=15),
+        metadata={"help": "A session ends after this long without activity"},
+    )
+    absolute_timeout: timedelta = field(
+        default=timedelta(hours=12),
+        metadata={"help": "A session ends this long after it began, active or not"},
+    )
+    inactivity_exempt_paths: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "Path prefixes whose requests do not count as activity (background "
+            "polling must not keep a session alive)"
+        },
+    )
+    twofa_deadline: str = field(
+        default="",
+        metadata={
+            "help": "Until this UTC time (e.g. 2027-03-31T00:00:00Z) a basic user may skip "
+            "the 2FA prompt with 'Not now'; empty: no grace period, strong routes enforced"
+        },
+    )
+    certificate_requires_password: bool = field(
+        default=False,
+        metadata={
+            "help": "The certificate counts only as second factor after a password "
+            "(no single sign-on); default off, as in the portal manual"
+        },
+    )
+    session_cookie_name: str = field(
+        default="__Host-brokergate",
+        metadata={"help": "Name of the session cookie (must start with __Host-)"},
+    )
+    revocation_refresh_interval: timedelta = field(
+        default=timedelta(seconds=2),
+        metadata={
+            "help": "How often each replica polls the store for revocations, user and "
+            "session changes (at most 2s, so revocation holds everywhere within 5s)"
+        },
+    )
+    assertion_lifetime: timedelta = field(
+        default=timedelta(seconds=60),
+        metadata={"help": "Lifetime of the signed identity assertion sent upstream"},
+    )
+
+    @property
+    def twofa_deadline_at(self) -> datetime | None:
+        """The parsed :attr:`twofa_deadline` (aware UTC), or None when no grace is given."""
+        if not self.twofa_deadline:
+            return None
+        value = datetime.fromisoformat(self.twofa_deadline.replace("Z", "+00:00"))
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def _check_core_settings(self) -> None:
+        if not self.session_cookie_name.startswith(COOKIE_PREFIX):
+            raise ValueError(f"session_cookie_name must start with {COOKIE_PREFIX}")
+        if self.idle_timeout <= timedelta(0) or self.absolute_timeout <= timedelta(0):
+            raise ValueError("idle_timeout and absolute_timeout must be longer than 0s")
+        if self.idle_timeout > self.absolute_timeout:
+            raise ValueError("idle_timeout must not be longer than absolute_timeout")
+        if not timedelta(0) < self.revocation_refresh_interval <= timedelta(seconds=2):
+            raise ValueError(
+                "revocation_refresh_interval must be between 0s and 2s (revocation must "
+                "hold on every replica within 5s)"
+            )
+        if not timedelta(seconds=5) <= self.assertion_lifetime <= timedelta(minutes=10):
+            raise ValueError("assertion_lifetime must be between 5s and 10m")
+        for path in self.inactivity_exempt_paths:
+            if not path.startswith("/"):
+                raise ValueError(f"inactivity_exempt_paths: {path!r} must start with /")
+        if self.twofa_deadline:
+            try:
+                self.twofa_deadline_at  # noqa: B018 - parse to validate
+            except ValueError:
+                raise ValueError(
+                    f"twofa_deadline {self.twofa_deadline!r} is not a time like "
+                    "2027-03-31T00:00:00Z"
+                ) from None
