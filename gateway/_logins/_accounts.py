@@ -7,7 +7,7 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store import Organisation, User, UserRole
+from store import Organisation, User, UserRole, UserStatus
 
 # The portal's format NN/NNN/NNNN (seed 001: "Beispiel: 60/123/4567"), as ca stores it.
 BROKER_NUMBER = re.compile(r"^\d{2}/\d{3}/\d{4}$")
@@ -55,3 +55,17 @@ def find_user_for_login(session: Session, identifier: str) -> User | None:
     if len(admins) == 1:
         return admins[0]
     return users[0] if len(users) == 1 else None
+
+
+def primary_user(session: Session, org: Organisation) -> User | None:
+    """The user a firm-level (restricted) session is attributed to: the head-office admin,
+    else the first active user of the firm."""
+    users = list(
+        session.scalars(
+            select(User)
+            .where(User.organisation_id == org.id, User.status == UserStatus.ACTIVE)
+            .order_by(User.id)
+        )
+    )
+    admins = [u for u in users if u.role == UserRole.ADMIN]
+    return (admins or users or [None])[0]

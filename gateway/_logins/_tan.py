@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway._logins import _ratelimit as rl
-from gateway._logins._accounts import find_organisation, normalise_email
+from gateway._logins._accounts import find_organisation, normalise_email, primary_user
 from gateway._logins._devices import recognise_device, remember_device
 from gateway._logins._errors import (
     AccountNotActive,
@@ -68,11 +68,14 @@ class TanConfirmed:
 class RestrictedLogin:
     """Broker number without a confirmed email: calculators yes, applications no (seed 001).
 
-    Nobody proved to be a particular user, so the session carries the broker number only.
+    Nobody proved to be a particular user. The session is attributed to the firm's primary
+    user (``user_id``) because the upstream identifies the firm through it, but only at
+    ``restricted``: the account pages (``basic``) and the login history stay out of reach.
     """
 
     broker_number: str
     organisation_id: int
+    user_id: int
 
 
 def new_tan() -> str:
@@ -367,7 +370,8 @@ def restricted_login(
     with transaction(sessions) as session:
         _address_guard(session, client_addr, now)
         org = find_organisation(session, broker_number)
-        if org is None:
+        user = primary_user(session, org) if org is not None else None
+        if org is None or user is None:
             _audit_fail(session, "login.restricted", "invalid_broker_number", client_addr, now)
             failure = InvalidBrokerNumber(broker_number)
         else:
@@ -376,8 +380,11 @@ def restricted_login(
                 actor="anonymous",
                 action="login.restricted",
                 now=now,
+                user_id=user.id,
                 client_addr=client_addr,
                 details={"broker_number": org.broker_number, "email_given": bool(email.strip())},
             )
-            return RestrictedLogin(broker_number=org.broker_number, organisation_id=org.id)
+            return RestrictedLogin(
+                broker_number=org.broker_number, organisation_id=org.id, user_id=user.id
+            )
     raise failure

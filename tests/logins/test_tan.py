@@ -286,11 +286,11 @@ def test_revoked_device_needs_a_tan_again(
 def test_continue_without_email_gives_a_restricted_login(
     sessions: sessionmaker[Session], clock: FakeClock, make_account: MakeAccount
 ) -> None:
-    make_account(email="anna@example.org", broker="60/123/4567")
+    uid = make_account(email="anna@example.org", broker="60/123/4567")
     login = restricted_login(
         sessions, broker_number="601234567", email="max@muster.de", client_addr="::1", now=clock()
     )
-    assert login.broker_number == "60/123/4567"
+    assert login.broker_number == "60/123/4567" and login.user_id == uid
     with pytest.raises(InvalidBrokerNumber):
         restricted_login(
             sessions, broker_number="12/345/6789", email="", client_addr=None, now=clock()
