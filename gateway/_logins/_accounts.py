@@ -68,4 +68,6 @@ def primary_user(session: Session, org: Organisation) -> User | None:
         )
     )
     admins = [u for u in users if u.role == UserRole.ADMIN]
-    return (admins or users or [None])[0]
+    if admins:
+        return admins[0]
+    return users[0] if users else None
