@@ -52,8 +52,8 @@ CATALOGS = web.AppKey("catalogs", Catalogs)
 JINJA = web.AppKey("jinja", jinja2.Environment)
 LOGIN_OPTIONS = web.AppKey("login_options", list[LoginOption])
 # Set by the auth middleware; read here without importing it (no cycle).
-PAGE_LANGUAGE_HINT = "gateway.user_locale"
-PAGE_CSRF = "gateway.csrf"
+PAGE_LANGUAGE_HINT = web.RequestKey("gateway.user_locale", str)
+PAGE_CSRF = web.RequestKey("gateway.csrf", str)
 
 
 def make_environment(extra_dirs: tuple[Path, ...] = ()) -> jinja2.Environment:

@@ -91,4 +91,4 @@ FORWARD: web.AppKey[Forwarder] = web.AppKey("forward")
 CERTIFICATE_SOURCE: web.AppKey[CertificateSource] = web.AppKey("certificate_source")
 TLS_CONTEXT: web.AppKey[ssl.SSLContext | None] = web.AppKey("tls_context")
 REFRESH_TASK = web.AppKey("refresh_task", asyncio.Task[None])
-REQUEST_STATE = "gateway.request_state"
+REQUEST_STATE = web.RequestKey("gateway.request_state", RequestState)
