@@ -52,7 +52,7 @@ async def test_wrong_password_then_lockout_message(gateway: Any, browser_for: An
     assert 'role="alert"' in body and 'aria-describedby="form-error"' in body
     status, body, _ = await login(b, "nobody@example.org", "wrong")
     assert status == 401 and "The email address, broker number or password is wrong." in body
-    for _ in range(3):
+    for _ in range(4):
         await login(b, "anna@example.org", "wrong")
     status, body, _ = await login(b, "anna@example.org", PASSWORD)
     assert status == 401 and "Too many failed attempts" in body and "2026-11-25 09:15 UTC" in body
