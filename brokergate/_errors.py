@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ca import CAError
 from gateway._logins import LoginError
+from renewal import RenewalError
 from store import StoreError
 
-DOMAIN_ERRORS: tuple[type[Exception], ...] = (CAError, LoginError, StoreError)
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (CAError, LoginError, RenewalError, StoreError)
