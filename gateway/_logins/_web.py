@@ -25,7 +25,12 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway._auth import request_state
-from gateway._logins._certificates import Authority, current_certificate
+from gateway._logins._certificates import (
+    Authority,
+    current_certificate,
+    note_certificate_used,
+    supersede_replaced,
+)
 from gateway._logins._passkeys import RelyingParty, relying_party
 from gateway._logins._settings import LoginSettings
 from gateway._logins._tan import TAN_KEY_PURPOSE
@@ -203,14 +208,20 @@ def format_date(value: datetime | None, language: str) -> str:
 # --- expiry banner (seed 000: a reminder in the portal about two months before expiry)
 
 
-def banner_middleware() -> Any:
-    """Factory: on the gateway's own pages, find out whether the broker's certificate expires
-    within 60 days; ``base.html`` shows the banner through the ``expiry_banner()`` global."""
+def logins_middleware() -> Any:
+    """Factory, innermost middleware:
+
+    * at a certificate single sign-on (a new session opened by certificate), note the
+      certificate's first use and supersede the certificate it renewed;
+    * on the gateway's own pages, find out whether the broker's certificate expires within
+      60 days; ``base.html`` shows the banner through the ``expiry_banner()`` global.
+    """
 
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = _BANNER.set(None)
         try:
+            await _note_certificate_login(request)
             if request.path.startswith(P) and not request.path.startswith(f"{P}/static/"):
                 await _compute_banner(request)
             return await handler(request)
@@ -218,6 +229,33 @@ def banner_middleware() -> Any:
             _BANNER.reset(token)
 
     return impl
+
+
+async def _note_certificate_login(request: web.Request) -> None:
+    try:
+        state = request_state(request)
+    except RuntimeError:
+        return
+    identity = state.identity
+    if not state.new_cookie or identity is None or identity.cert_fingerprint is None:
+        return  # only when the auth middleware just opened (or rotated to) a certificate session
+    c = ctx(request)
+    fingerprint, now = identity.cert_fingerprint, now_of(request)
+
+    def run() -> None:
+        with transaction(factory(request)) as session:
+            user_id = note_certificate_used(session, fingerprint=fingerprint, now=now)
+            authority = c.authority(factory(request))
+            if user_id is not None and authority is not None:
+                supersede_replaced(
+                    session,
+                    authority=authority,
+                    grace=c.settings.superseded_grace,
+                    now=now,
+                    user_id=user_id,
+                )
+
+    await asyncio.to_thread(run)
 
 
 async def _compute_banner(request: web.Request) -> None:
@@ -288,7 +326,7 @@ def setup_logins(
         )
         jinja = app[JINJA]
         jinja.globals["expiry_banner"] = expiry_banner
-        app.middlewares.append(banner_middleware())
+        app.middlewares.append(logins_middleware())
         app[LOGIN_OPTIONS].extend(
             [
                 LoginOption(label_key="logins.option.password", url=f"{P}/login/password"),

@@ -83,7 +83,9 @@ def make_server_tls(folder: Path) -> ServerTLS:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    tls = ServerTLS(ca=folder / "server-ca.pem", cert=folder / "server.pem", key=folder / "server-key.pem")
+    tls = ServerTLS(
+        ca=folder / "server-ca.pem", cert=folder / "server.pem", key=folder / "server-key.pem"
+    )
     tls.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     tls.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     tls.key.write_bytes(
@@ -124,21 +126,32 @@ async def upstream() -> AsyncIterator[str]:
 def make_forwarder(upstream_url: str) -> Callable[..., Any]:
     """A buffering forwarder (the real one is gw-proxy's); strips client identity headers."""
 
-    async def forward(request: web.Request, *, identity_headers: dict[str, str]) -> web.StreamResponse:
+    async def forward(
+        request: web.Request, *, identity_headers: dict[str, str]
+    ) -> web.StreamResponse:
         headers = {
             k: v
             for k, v in request.headers.items()
             if not is_identity_header(k)
-            and k.lower() not in {"host", "connection", "transfer-encoding", "content-length", "cookie"}
+            and k.lower()
+            not in {"host", "connection", "transfer-encoding", "content-length", "cookie"}
         }
         headers.update(identity_headers)
         timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as client, client.request(
-            request.method, upstream_url + request.raw_path, headers=headers,
-            data=await request.read(),
-        ) as response:
-            return web.Response(body=await response.read(), status=response.status,
-                                content_type=response.content_type)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as client,
+            client.request(
+                request.method,
+                upstream_url + request.raw_path,
+                headers=headers,
+                data=await request.read(),
+            ) as response,
+        ):
+            return web.Response(
+                body=await response.read(),
+                status=response.status,
+                content_type=response.content_type,
+            )
 
     return forward
 
@@ -160,21 +173,28 @@ class Browser:
     gateway: Gateway
     client: aiohttp.ClientSession
     last: str = ""
+    raw: bytes = b""
     history: list[str] = field(default_factory=list)
 
     async def get(self, path: str, **kw: Any) -> tuple[int, str]:
-        async with self.client.get(self.gateway.url + path, allow_redirects=kw.pop("follow", True), **kw) as r:
+        async with self.client.get(
+            self.gateway.url + path, allow_redirects=kw.pop("follow", True), **kw
+        ) as r:
             self.last = await r.text()
             self.history.append(str(r.url))
             return r.status, self.last
 
-    async def post(self, path: str, data: dict[str, str], *, follow: bool = True,
-                   csrf: bool = True) -> tuple[int, str, aiohttp.ClientResponse]:
+    async def post(
+        self, path: str, data: dict[str, str], *, follow: bool = True, csrf: bool = True
+    ) -> tuple[int, str, aiohttp.ClientResponse]:
         form = dict(data)
         if csrf and "csrf" not in form:
             form["csrf"] = self.csrf()
-        async with self.client.post(self.gateway.url + path, data=form, allow_redirects=follow) as r:
+        async with self.client.post(
+            self.gateway.url + path, data=form, allow_redirects=follow
+        ) as r:
             body = await r.read()
+            self.raw = body
             self.last = body.decode("utf-8", "replace")
             return r.status, self.last, r
 
@@ -195,8 +215,13 @@ def login_settings() -> LoginSettings:
 
 @pytest.fixture
 async def gateway(
-    authority: CertificateAuthority, ca_settings: CASettings, server_tls: ServerTLS,
-    db_url: str, upstream: str, clock: Any, login_settings: LoginSettings,
+    authority: CertificateAuthority,
+    ca_settings: CASettings,
+    server_tls: ServerTLS,
+    db_url: str,
+    upstream: str,
+    clock: Any,
+    login_settings: LoginSettings,
     sessions: sessionmaker[Session],
 ) -> AsyncIterator[Callable[..., Any]]:
     """``await gateway(**gateway_settings)`` → a running gateway with the login pages."""
@@ -215,7 +240,9 @@ async def gateway(
 
         def make_authority(factory: sessionmaker[Session]) -> CertificateAuthority:
             return CertificateAuthority(
-                settings=ca_settings, sessions=factory, clock=clock,
+                settings=ca_settings,
+                sessions=factory,
+                clock=clock,
                 outbox_sealer=Sealer(secret=TEST_SECRET_KEY, purpose=OUTBOX_PURPOSE),
             )
 
@@ -225,12 +252,23 @@ async def gateway(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         sock.close()
-        settings = GatewaySettings(upstream_url=upstream, public_url=f"https://127.0.0.1:{port}", **overrides)
+        settings = GatewaySettings(
+            upstream_url=upstream, public_url=f"https://127.0.0.1:{port}", **overrides
+        )
         app = create_app(
-            settings=settings, store_url=db_url, secret_key=TEST_SECRET_KEY,
-            forward=make_forwarder(upstream), clock=clock, tls_context=tls_context,
-            extensions=[setup_logins(settings=login_settings, secret_key=TEST_SECRET_KEY,
-                                     make_authority=make_authority)],
+            settings=settings,
+            store_url=db_url,
+            secret_key=TEST_SECRET_KEY,
+            forward=make_forwarder(upstream),
+            clock=clock,
+            tls_context=tls_context,
+            extensions=[
+                setup_logins(
+                    settings=login_settings,
+                    secret_key=TEST_SECRET_KEY,
+                    make_authority=make_authority,
+                )
+            ],
         )
         runner = web.AppRunner(app)
         await runner.setup()
@@ -249,7 +287,9 @@ async def gateway(
 async def browser_for() -> AsyncIterator[Callable[..., Browser]]:
     clients: list[aiohttp.ClientSession] = []
 
-    def make(gateway: Gateway, *, cert: tuple[Path, Path] | None = None, language: str = "de") -> Browser:
+    def make(
+        gateway: Gateway, *, cert: tuple[Path, Path] | None = None, language: str = "de"
+    ) -> Browser:
         context = ssl.create_default_context(cafile=str(gateway.tls.ca))
         if cert is not None:
             context.load_cert_chain(str(cert[0]), str(cert[1]))
@@ -265,3 +305,43 @@ async def browser_for() -> AsyncIterator[Callable[..., Browser]]:
     yield make
     for client in clients:
         await client.close()
+
+
+# --- mail: a real SMTP server and the renewal package's delivery (renders the real mails)
+
+
+@dataclass(kw_only=True)
+class Mailbox:
+    server: Any
+    deliver_once: Callable[[], Any]
+
+    async def deliver(self) -> list[Any]:
+        """Deliver what the outbox holds now; returns every message received so far."""
+        await self.deliver_once()
+        return list(self.server.sink.messages)
+
+    async def last_text(self) -> str:
+        messages = await self.deliver()
+        assert messages, "no mail arrived"
+        body = messages[-1].get_body(preferencelist=("plain",))
+        assert body is not None
+        return str(body.get_content())
+
+
+@pytest.fixture
+def mailbox(sessions: sessionmaker[Session], clock: Any) -> Any:
+    from renewal import MailRenderer, OutboxDelivery
+    from tests.renewal.conftest import SmtpServer, SmtpSink, free_port, mail_settings
+
+    server = SmtpServer(port=free_port(), sink=SmtpSink())
+    server.start()
+    delivery = OutboxDelivery(
+        sessions=sessions,
+        settings=mail_settings(server.port),
+        renderer=MailRenderer(public_url="https://127.0.0.1"),
+        sealer=Sealer(secret=TEST_SECRET_KEY, purpose=OUTBOX_PURPOSE),
+        clock=clock,
+        jitter=lambda: 0.0,
+    )
+    yield Mailbox(server=server, deliver_once=delivery.deliver_due)
+    server.stop()
