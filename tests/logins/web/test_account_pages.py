@@ -192,12 +192,12 @@ async def test_expiry_banner_on_gateway_pages_within_60_days(
     b = browser_for(gw)
     uid = await logged_in(b, make_user, sessions)
     issued = authority.issue_certificate(uid, "test")
-    status, body = await b.get("/_gateway/account")
+    _status, body = await b.get("/_gateway/account")
     assert 'class="banner"' not in body
     clock.advance(issued.not_after - clock() - timedelta(days=59))
     await login(b, "anna@example.org")  # the clock jump ended the session
     for path in ("/_gateway/account", "/_gateway/2fa/prompt"):
-        status, body = await b.get(path)
+        _status, body = await b.get(path)
         assert 'class="banner"' in body and "Ihr Zertifikat läuft am" in body, path
     _status, body = await browser_for(gw).get("/_gateway/login/password")
     assert 'class="banner"' not in body  # nobody logged in
