@@ -129,8 +129,8 @@ class Chrome:
     async def screenshot(self, path: Path) -> None:
         await self.run(self.driver.save_screenshot, str(path))
 
-    async def wait_for_download(self, suffix: str, timeout: float = 20) -> Path:
-        for _ in range(int(timeout * 10)):
+    async def wait_for_download(self, suffix: str, seconds: float = 20) -> Path:
+        for _ in range(int(seconds * 10)):
             files = [p for p in self.downloads.iterdir() if p.name.endswith(suffix)]
             if files:
                 return files[0]

@@ -6,6 +6,7 @@ event loop; every WebDriver call goes through a worker thread with a timeout.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -76,7 +77,7 @@ async def test_download_import_with_pk12util_then_sso_without_prompt(
     page = await first.open("/antrag")
     assert "Anmelden" in page and "Vermittlernummer und E-Mail (TAN)" in page
     shots = Path(os.environ.get(SHOTS_ENV) or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
     await first.screenshot(shots / "login.png")
     page = await password_login(first, "anna@example.org", "/antrag")
     assert "Zwei-Faktor-Authentifizierung aktivieren" in page and "Nicht jetzt" in page
