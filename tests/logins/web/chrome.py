@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.virtual_authenticator import VirtualAuthenticatorOptions
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -136,6 +137,33 @@ class Chrome:
                 return files[0]
             await asyncio.sleep(0.1)
         raise AssertionError(f"no {suffix} download in {self.downloads}")
+
+    def add_passkey_authenticator(self) -> None:
+        """A virtual platform authenticator (CDP WebAuthn domain) with resident keys and UV."""
+        self.driver.add_virtual_authenticator(
+            VirtualAuthenticatorOptions(
+                protocol="ctap2",
+                transport="internal",
+                has_resident_key=True,
+                has_user_verification=True,
+                is_user_verified=True,
+            )
+        )
+
+    async def wait_for_url(self, fragment: str, seconds: float = 20) -> str:
+        """Wait until script-driven navigation reached a URL containing ``fragment``."""
+        for _ in range(int(seconds * 10)):
+            if fragment in await self.url():
+                await self.run(
+                    lambda: WebDriverWait(self.driver, COMMAND_TIMEOUT).until(
+                        lambda d: d.execute_script("return document.readyState") == "complete"
+                    )
+                )
+                return await self.source()
+            await asyncio.sleep(0.1)
+        raise AssertionError(
+            f"never reached {fragment}; at {await self.url()}: {(await self.source())[:2000]}"
+        )
 
     def close(self) -> None:
         if not self._closed:

@@ -227,7 +227,8 @@ async def gateway(
     """``await gateway(**gateway_settings)`` → a running gateway with the login pages."""
     runners: list[web.AppRunner] = []
 
-    async def start(**overrides: Any) -> Gateway:
+    async def start(*, host: str = "127.0.0.1", **overrides: Any) -> Gateway:
+        """``host``: the name brokers type (WebAuthn needs a domain: pass "localhost")."""
         overrides.setdefault("revocation_refresh_interval", dt.timedelta(seconds=0.2))
         overrides.setdefault("routes", ROUTES)
         with sessions() as db:
@@ -253,7 +254,7 @@ async def gateway(
         port = sock.getsockname()[1]
         sock.close()
         settings = GatewaySettings(
-            upstream_url=upstream, public_url=f"https://127.0.0.1:{port}", **overrides
+            upstream_url=upstream, public_url=f"https://{host}:{port}", **overrides
         )
         app = create_app(
             settings=settings,
@@ -276,7 +277,7 @@ async def gateway(
         site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls_context)
         await site.start()
         runner_holder["runner"] = runner
-        return Gateway(url=f"https://127.0.0.1:{port}", app=app, tls=server_tls)
+        return Gateway(url=f"https://{host}:{port}", app=app, tls=server_tls)
 
     yield start
     for runner in runners:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pyotp
 import pytest
+from selenium.webdriver.common.by import By
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import load_trust_material
@@ -199,3 +200,39 @@ async def test_tan_login_restricted_refusal_and_idle_logout(
     clock.advance(timedelta(minutes=16))
     page = await chrome.open("/antrag")
     assert "x-brokergate-level" not in page and "Anmelden" in page
+
+
+async def test_passkey_registration_and_login_with_a_virtual_authenticator(
+    gateway: Any,
+    make_user: Any,
+    sessions: sessionmaker[Session],
+    chromes: list[Chrome],
+    tmp_path: Path,
+    clock: FakeClock,
+) -> None:
+    # WebAuthn refuses IP addresses as relying party: the broker types "localhost".
+    gw = await gateway(
+        host="localhost",
+        twofa_deadline=(clock() + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    uid = make_user(email="dora@example.org").id
+    set_password(sessions, uid)
+    chrome = start_chrome(home=tmp_path / "c", base=gw.url, language="en")
+    chromes.append(chrome)
+    nss_db(chrome.home, gw.tls.ca)
+    await chrome.run(chrome.add_passkey_authenticator)
+    await password_login(chrome, "dora@example.org", "/antrag")
+    await chrome.click("button[value=not_now]")
+    await chrome.open("/_gateway/account")
+    await chrome.fill("passkey-name", "Test laptop")
+    await chrome.run(lambda: chrome.driver.find_element(By.ID, "passkey-register").click())
+    page = await chrome.wait_for_url("done=passkey_added")
+    assert "Your passkey has been added." in page and "Test laptop" in page
+    await chrome.click("form[action$='/_gateway/logout'] button")
+
+    await chrome.open("/_gateway/login/passkey?next=/vertrag")
+    await chrome.run(lambda: chrome.driver.find_element(By.ID, "passkey-login").click())
+    page = await chrome.wait_for_url("/vertrag")
+    headers = upstream_json(page)["headers"]
+    assert headers["x-brokergate-level"] == "strong" and headers["x-brokergate-method"] == "passkey"
+    assert headers["x-brokergate-user-id"] == str(uid)
