@@ -48,6 +48,7 @@ HANDSHAKE_RESULTS = (
 LOGIN_METHODS = ("certificate", "totp", "passkey", "email-tan", "password")
 LOGIN_OUTCOMES = ("success", "failure", "locked")
 
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 EXPIRY_WINDOW = timedelta(days=60)  # the renewal reminder goes out two months before expiry
 DEFAULT_METRICS_PORT = 9464  # Prometheus' registered default-port range for exporters
 # Upstream latency buckets: a portal page is 5 ms … a few seconds; the top bucket sits near
@@ -111,6 +112,7 @@ class GatewayMetrics:
         self._min_refresh_interval = min_refresh_interval
         self._monotonic = monotonic
         self._last_refresh: float | None = None
+        self._latency_children: dict[str, Histogram] = {}
         # Pre-create the label children so dashboards see zeros rather than gaps.
         for result in HANDSHAKE_RESULTS:
             self.handshakes.labels(result=result)
@@ -134,8 +136,15 @@ class GatewayMetrics:
 
     def observe_upstream(self, seconds: float, *, status: int | None) -> None:
         """Record one upstream round trip; ``status=None`` means no response (error/timeout)."""
-        status_class = f"{status // 100}xx" if status is not None else "error"
-        self.upstream_latency.labels(status_class=status_class).observe(seconds)
+        status_class = (
+            _STATUS_CLASSES.get(status // 100, "other") if status is not None else "error"
+        )
+        child = self._latency_children.get(status_class)
+        if child is None:  # labels() costs a lock and a tuple per call: once per class
+            child = self._latency_children[status_class] = self.upstream_latency.labels(
+                status_class=status_class
+            )
+        child.observe(seconds)
 
     def refresh_from_store(
         self,

@@ -19,7 +19,9 @@ def test_every_key_exists_in_every_language() -> None:
     reference = catalogs.keys("de")
     assert reference, "the German catalog is empty"
     for language in LANGUAGES:
-        assert catalogs.keys(language) == reference, f"{language}: {catalogs.keys(language) ^ reference}"
+        assert catalogs.keys(language) == reference, (
+            f"{language}: {catalogs.keys(language) ^ reference}"
+        )
 
 
 def test_every_catalog_file_exists_in_every_language() -> None:
@@ -30,7 +32,9 @@ def test_every_catalog_file_exists_in_every_language() -> None:
 def test_placeholders_match_across_languages() -> None:
     catalogs = load_catalogs()
     for key in catalogs.keys("de"):
-        fields = {lang: set(re.findall(r"\{(\w+)\}", catalogs.messages[lang][key])) for lang in LANGUAGES}
+        fields = {
+            lang: set(re.findall(r"\{(\w+)\}", catalogs.messages[lang][key])) for lang in LANGUAGES
+        }
         assert fields["de"] == fields["en"] == fields["nl"], key
 
 
@@ -81,8 +85,7 @@ def test_translate_falls_back_to_german_then_key(tmp_path: Path) -> None:
 
 def test_composed_keys_exist() -> None:
     """Keys built at run time: every problem kind, error page and level has its texts."""
-    from gateway import ProblemKind
-    from gateway import _errors
+    from gateway import ProblemKind, _errors
     from store import Level
 
     keys = load_catalogs().keys("de")
@@ -90,7 +93,9 @@ def test_composed_keys_exist() -> None:
         for part in ("title", "body", "action"):
             assert f"certificate.{kind.value}.{part}" in keys
     pages = {"error", "not_found"} | {
-        cls.page for cls in vars(_errors).values() if isinstance(cls, type) and issubclass(cls, _errors.GatewayError)
+        cls.page
+        for cls in vars(_errors).values()
+        if isinstance(cls, type) and issubclass(cls, _errors.GatewayError)
     }
     for page in pages:
         assert f"error.{page}.title" in keys and f"error.{page}.body" in keys

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import PathRejected, RouteRule, required_for
-from store import Level
 from gateway._paths import normalise_path
+from store import Level
 
 RULES = (
     RouteRule(prefix="/antrag", level=Level.STRONG),
@@ -69,9 +69,20 @@ def test_rejects_ambiguous_spellings(raw: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["/antrag", "/ANTRAG", "/Antrag/x", "//antrag", "/./antrag", "/public/../antrag",
-     "/public/%2e%2e/antrag", "/public/..;/antrag", "/public;x/..;y/antrag", "/%41NTRAG",
-     "/rechner/../antrag/neu", "/antrag;jsessionid=1"],
+    [
+        "/antrag",
+        "/ANTRAG",
+        "/Antrag/x",
+        "//antrag",
+        "/./antrag",
+        "/public/../antrag",
+        "/public/%2e%2e/antrag",
+        "/public/..;/antrag",
+        "/public;x/..;y/antrag",
+        "/%41NTRAG",
+        "/rechner/../antrag/neu",
+        "/antrag;jsessionid=1",
+    ],
 )
 def test_spellings_of_a_protected_path_need_its_level(raw: str) -> None:
     path = normalise_path(raw).path
@@ -79,12 +90,18 @@ def test_spellings_of_a_protected_path_need_its_level(raw: str) -> None:
 
 
 def test_negative_public_stays_public() -> None:
-    assert required_for(normalise_path("/public/x").path, "GET", RULES, Level.BASIC).level is Level.ANONYMOUS
+    assert (
+        required_for(normalise_path("/public/x").path, "GET", RULES, Level.BASIC).level
+        is Level.ANONYMOUS
+    )
 
 
 segment = st.text(alphabet=string.ascii_letters + string.digits + "-_.~;=%", min_size=0, max_size=8)
 raw_paths = st.lists(
-    st.one_of(segment, st.sampled_from(["..", ".", "%2e%2e", "%2E.", "", "antrag", "ANTRAG", "public", "..;"])),
+    st.one_of(
+        segment,
+        st.sampled_from(["..", ".", "%2e%2e", "%2E.", "", "antrag", "ANTRAG", "public", "..;"]),
+    ),
     min_size=0,
     max_size=8,
 ).map(lambda parts: "/" + "/".join(parts))
@@ -136,3 +153,18 @@ def test_arbitrary_text_is_normalised_or_rejected(text: str) -> None:
         return
     assert result.path.startswith("/")
     assert all(ord(c) >= 0x20 and c != "\\" for c in result.path)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(raw_paths, st.text(max_size=30).map(lambda t: "/" + t)))
+def test_fast_path_agrees_with_full_normalisation(raw: str) -> None:
+    from gateway._paths import _normalise
+
+    raw_path, _, query = raw.partition("?")
+    try:
+        slow = _normalise(raw_path, query)
+    except PathRejected:
+        with pytest.raises(PathRejected):
+            normalise_path(raw)
+        return
+    assert normalise_path(raw) == slow

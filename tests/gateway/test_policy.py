@@ -45,27 +45,71 @@ def auth(level: Level, **kw: object) -> RequestAuth:
 
 def test_decisions() -> None:
     strong = Requirement(level=Level.STRONG)
-    assert decide(auth=auth(Level.STRONG), requirement=strong, now=NOW, twofa_deadline=None).outcome is Outcome.ALLOW
-    assert decide(auth=RequestAuth(level=Level.ANONYMOUS), requirement=strong, now=NOW, twofa_deadline=None).outcome is Outcome.LOGIN
-    assert decide(auth=auth(Level.BASIC), requirement=strong, now=NOW, twofa_deadline=None).outcome is Outcome.STEP_UP
-    assert decide(auth=auth(Level.RESTRICTED), requirement=Requirement(level=Level.BASIC), now=NOW, twofa_deadline=None).outcome is Outcome.STEP_UP
+    assert (
+        decide(auth=auth(Level.STRONG), requirement=strong, now=NOW, twofa_deadline=None).outcome
+        is Outcome.ALLOW
+    )
+    assert (
+        decide(
+            auth=RequestAuth(level=Level.ANONYMOUS),
+            requirement=strong,
+            now=NOW,
+            twofa_deadline=None,
+        ).outcome
+        is Outcome.LOGIN
+    )
+    assert (
+        decide(auth=auth(Level.BASIC), requirement=strong, now=NOW, twofa_deadline=None).outcome
+        is Outcome.STEP_UP
+    )
+    assert (
+        decide(
+            auth=auth(Level.RESTRICTED),
+            requirement=Requirement(level=Level.BASIC),
+            now=NOW,
+            twofa_deadline=None,
+        ).outcome
+        is Outcome.STEP_UP
+    )
     problem = RequestAuth(level=Level.ANONYMOUS, certificate_problem=True)
-    assert decide(auth=problem, requirement=strong, now=NOW, twofa_deadline=None).outcome is Outcome.CERTIFICATE_PROBLEM
+    assert (
+        decide(auth=problem, requirement=strong, now=NOW, twofa_deadline=None).outcome
+        is Outcome.CERTIFICATE_PROBLEM
+    )
     # anonymous routes stay open even with a broken certificate
-    assert decide(auth=problem, requirement=Requirement(level=Level.ANONYMOUS), now=NOW, twofa_deadline=None).outcome is Outcome.ALLOW
+    assert (
+        decide(
+            auth=problem,
+            requirement=Requirement(level=Level.ANONYMOUS),
+            now=NOW,
+            twofa_deadline=None,
+        ).outcome
+        is Outcome.ALLOW
+    )
 
 
 def test_twofa_grace_until_deadline() -> None:
     strong = Requirement(level=Level.STRONG)
     basic = auth(Level.BASIC)
     dismissed = auth(Level.BASIC, twofa_prompt_dismissed=True)
-    assert decide(auth=basic, requirement=strong, now=NOW, twofa_deadline=DEADLINE).outcome is Outcome.TWOFA_PROMPT
+    assert (
+        decide(auth=basic, requirement=strong, now=NOW, twofa_deadline=DEADLINE).outcome
+        is Outcome.TWOFA_PROMPT
+    )
     grace = decide(auth=dismissed, requirement=strong, now=NOW, twofa_deadline=DEADLINE)
     assert grace.outcome is Outcome.ALLOW and grace.grace
     after = DEADLINE + dt.timedelta(seconds=1)
-    assert decide(auth=dismissed, requirement=strong, now=after, twofa_deadline=DEADLINE).outcome is Outcome.STEP_UP
+    assert (
+        decide(auth=dismissed, requirement=strong, now=after, twofa_deadline=DEADLINE).outcome
+        is Outcome.STEP_UP
+    )
     # restricted users get no grace
-    assert decide(auth=auth(Level.RESTRICTED), requirement=strong, now=NOW, twofa_deadline=DEADLINE).outcome is Outcome.STEP_UP
+    assert (
+        decide(
+            auth=auth(Level.RESTRICTED), requirement=strong, now=NOW, twofa_deadline=DEADLINE
+        ).outcome
+        is Outcome.STEP_UP
+    )
 
 
 def test_freshness() -> None:
@@ -73,9 +117,15 @@ def test_freshness() -> None:
     ok = RequestAuth(level=Level.STRONG, authenticated_at=NOW - dt.timedelta(minutes=9))
     stale = RequestAuth(level=Level.STRONG, authenticated_at=NOW - dt.timedelta(minutes=11))
     assert decide(auth=ok, requirement=fresh, now=NOW, twofa_deadline=None).outcome is Outcome.ALLOW
-    assert decide(auth=stale, requirement=fresh, now=NOW, twofa_deadline=None).outcome is Outcome.STEP_UP
+    assert (
+        decide(auth=stale, requirement=fresh, now=NOW, twofa_deadline=None).outcome
+        is Outcome.STEP_UP
+    )
     never = RequestAuth(level=Level.STRONG, authenticated_at=None)
-    assert decide(auth=never, requirement=fresh, now=NOW, twofa_deadline=None).outcome is Outcome.STEP_UP
+    assert (
+        decide(auth=never, requirement=fresh, now=NOW, twofa_deadline=None).outcome
+        is Outcome.STEP_UP
+    )
 
 
 @pytest.mark.parametrize(
@@ -101,4 +151,6 @@ def test_settings_validation() -> None:
         GatewaySettings(revocation_refresh_interval=dt.timedelta(seconds=3))
     with pytest.raises(ValueError, match="twofa_deadline"):
         GatewaySettings(twofa_deadline="next spring")
-    assert GatewaySettings(twofa_deadline="2027-03-31T00:00:00Z").twofa_deadline_at == dt.datetime(2027, 3, 31, tzinfo=dt.UTC)
+    assert GatewaySettings(twofa_deadline="2027-03-31T00:00:00Z").twofa_deadline_at == dt.datetime(
+        2027, 3, 31, tzinfo=dt.UTC
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine
@@ -10,10 +11,11 @@ from sqlalchemy import Engine
 from gateway import Sessions, csrf_ok
 from gateway._sessions import TOUCH_INTERVAL, SessionVerdict, session_id_for, session_verdict
 from gateway._settings import GatewaySettings
-from store import Level, WebSession, session_factory
-from tests.gateway.conftest import PKI
+from store import Level, User, WebSession, session_factory
 
-SETTINGS = GatewaySettings(idle_timeout=dt.timedelta(minutes=15), absolute_timeout=dt.timedelta(hours=12))
+SETTINGS = GatewaySettings(
+    idle_timeout=dt.timedelta(minutes=15), absolute_timeout=dt.timedelta(hours=12)
+)
 
 
 @pytest.fixture
@@ -22,8 +24,8 @@ def store(engine: Engine) -> Sessions:
 
 
 @pytest.fixture
-def user_id(pki: PKI) -> int:
-    return pki.make_user(email="s@example.org", broker="12/345/0001")
+def user_id(make_user: Callable[..., User]) -> int:
+    return make_user(email="s@example.org").id
 
 
 def test_start_and_load(store: Sessions, engine: Engine, user_id: int, clock) -> None:
@@ -65,7 +67,9 @@ def test_idle_timeout_and_touch(store: Sessions, engine: Engine, user_id: int, c
         assert db.get(WebSession, new.state.id).ended_at is not None  # type: ignore[union-attr]
 
 
-def test_touch_on_another_replica_is_seen_before_idle_expiry(store: Sessions, engine: Engine, user_id: int, clock) -> None:
+def test_touch_on_another_replica_is_seen_before_idle_expiry(
+    store: Sessions, engine: Engine, user_id: int, clock
+) -> None:
     new = store.start(user_id=user_id, level=Level.BASIC, method="password", now=clock())
     assert store.load(new.cookie, clock()) is not None  # cached here
     other = Sessions(factory=session_factory(engine), settings=SETTINGS)
@@ -99,7 +103,9 @@ def test_absolute_timeout(store: Sessions, user_id: int, clock) -> None:
     assert state.absolute_expires_at == new.state.created_at + dt.timedelta(hours=12)
 
 
-def test_logout_everywhere_reaches_other_replicas(store: Sessions, engine: Engine, user_id: int, clock) -> None:
+def test_logout_everywhere_reaches_other_replicas(
+    store: Sessions, engine: Engine, user_id: int, clock
+) -> None:
     a = store.start(user_id=user_id, level=Level.BASIC, method="password", now=clock())
     b = store.start(user_id=user_id, level=Level.STRONG, method="totp", now=clock())
     other = Sessions(factory=session_factory(engine), settings=SETTINGS)
@@ -112,11 +118,26 @@ def test_logout_everywhere_reaches_other_replicas(store: Sessions, engine: Engin
 
 
 def test_certificate_binding_verdict(store: Sessions, user_id: int, clock) -> None:
-    new = store.start(user_id=user_id, level=Level.STRONG, method="certificate", now=clock(), cert_fingerprint="ab" * 32)
+    new = store.start(
+        user_id=user_id,
+        level=Level.STRONG,
+        method="certificate",
+        now=clock(),
+        cert_fingerprint="ab" * 32,
+    )
     kwargs = {"now": clock(), "idle_timeout": SETTINGS.idle_timeout}
-    assert session_verdict(new.state, presented_fingerprint="ab" * 32, **kwargs) is SessionVerdict.ACTIVE  # type: ignore[arg-type]
-    assert session_verdict(new.state, presented_fingerprint=None, **kwargs) is SessionVerdict.CERTIFICATE_GONE  # type: ignore[arg-type]
-    assert session_verdict(new.state, presented_fingerprint="cd" * 32, **kwargs) is SessionVerdict.CERTIFICATE_GONE  # type: ignore[arg-type]
+    assert (
+        session_verdict(new.state, presented_fingerprint="ab" * 32, **kwargs)
+        is SessionVerdict.ACTIVE
+    )  # type: ignore[arg-type]
+    assert (
+        session_verdict(new.state, presented_fingerprint=None, **kwargs)
+        is SessionVerdict.CERTIFICATE_GONE
+    )  # type: ignore[arg-type]
+    assert (
+        session_verdict(new.state, presented_fingerprint="cd" * 32, **kwargs)
+        is SessionVerdict.CERTIFICATE_GONE
+    )  # type: ignore[arg-type]
 
 
 def test_csrf(store: Sessions, user_id: int, clock) -> None:
@@ -128,7 +149,14 @@ def test_csrf(store: Sessions, user_id: int, clock) -> None:
 
 
 def test_update_data_and_not_now(store: Sessions, engine: Engine, user_id: int, clock) -> None:
-    new = store.start(user_id=None, level=Level.ANONYMOUS, method=None, now=clock(), authenticated=False, data={"pending": 1})
+    new = store.start(
+        user_id=None,
+        level=Level.ANONYMOUS,
+        method=None,
+        now=clock(),
+        authenticated=False,
+        data={"pending": 1},
+    )
     assert new.state.authenticated_at is None
     state = store.update(new.state, now=clock(), data={"pending": 2}, twofa_prompt_dismissed=True)
     other = Sessions(factory=session_factory(engine), settings=SETTINGS)

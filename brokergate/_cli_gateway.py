@@ -1,0 +1,63 @@
+"""``brokergate gateway serve``: run the mTLS gateway (N workers, graceful drain)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from brokergate._context import CliContext, MissingSecret
+from gateway._serve import ServeOptions, serve
+from gateway._service import gateway_app_factory, ssl_context_factory, store_metrics_refresh
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gw = sub.add_parser("gateway", help="the mTLS gateway in front of the portal")
+    gw_sub = gw.add_subparsers(dest="gateway_command", required=True, metavar="COMMAND")
+    p = gw_sub.add_parser(
+        "serve",
+        help="serve HTTPS until SIGTERM/SIGINT, then finish in-flight requests and stop",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes sharing the port (default: gateway.workers)",
+    )
+    p.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run the workers on uvloop instead of asyncio's loop (docs/benchmarks.md)",
+    )
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
+    config = ctx.config
+    if not config.store.secret_key:
+        raise MissingSecret(
+            "store.secret_key",
+            "BROKERGATE_STORE__SECRET_KEY (or store.secret_key_file in the config file)",
+        )
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        print("brokergate: --workers must be between 1 and 256", file=ctx.err)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    options = ServeOptions.from_settings(config.gateway, workers=args.workers)
+    if args.uvloop:
+        options = ServeOptions(**{**options.__dict__, "event_loop": "uvloop"})
+    settings = config.gateway
+    mode = "TLS" if settings.terminator_format == "none" else f"behind {settings.terminator_format}"
+    print(
+        f"brokergate gateway: {options.workers} worker(s) on {settings.host}:{settings.port}"
+        f" ({mode}), upstream {settings.upstream_url}",
+        file=ctx.out,
+        flush=True,
+    )
+    return serve(
+        options,
+        app_factory=gateway_app_factory(
+            settings=settings, store_url=config.store.url, secret_key=config.store.secret_key
+        ),
+        ssl_context_factory=ssl_context_factory(settings=settings, store_url=config.store.url),
+        metrics_refresh=store_metrics_refresh(settings),
+    )

@@ -1,0 +1,79 @@
+"""Wiring of the proxy and terminator mode into ``create_app``.
+
+::
+
+    forwarder = ProxyForwarder(settings, metrics=metrics)
+    app = create_app(..., forward=forwarder,
+                     certificate_source=certificate_source_for(settings))
+    app.cleanup_ctx.append(forwarder.pool_context)   # opens and closes the upstream pool
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from gateway._auth import tls_certificate_source
+from gateway._metrics import GatewayMetrics
+from gateway._proxy import proxy_request
+from gateway._settings import GatewaySettings
+from gateway._state import CertificateSource
+from gateway._terminator import certificate_from_terminator, forwarded_certificate_headers
+from gateway._trusted import parse_networks
+from gateway._upstream import Upstream, make_upstream
+
+
+class ProxyForwarder:
+    """``await forwarder(request, identity_headers=...)``; owns one upstream pool per app.
+
+    The pool is opened by :meth:`pool_context` (append it to the app's ``cleanup_ctx``) in
+    the app's own event loop, and closed on the app's shutdown.
+    """
+
+    def __init__(self, settings: GatewaySettings, *, metrics: GatewayMetrics | None = None):
+        self._settings = settings
+        self._metrics = metrics
+        self._trusted = parse_networks(settings.trusted_proxies)
+        self._strip = forwarded_certificate_headers(settings)
+        self._upstream: Upstream | None = None
+
+    async def pool_context(self, app: web.Application) -> AsyncIterator[None]:
+        self._upstream = make_upstream(
+            self._settings.upstream_url,
+            connect_timeout=self._settings.upstream_connect_timeout,
+            read_timeout=self._settings.upstream_read_timeout,
+            pool_size=self._settings.upstream_pool_size,
+        )
+        try:
+            yield
+        finally:
+            upstream, self._upstream = self._upstream, None
+            await upstream.client.close()
+
+    async def __call__(
+        self, request: web.Request, *, identity_headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        if self._upstream is None:
+            raise RuntimeError("ProxyForwarder.pool_context is not in the app's cleanup_ctx")
+        return await proxy_request(
+            request,
+            upstream=self._upstream,
+            identity_headers=identity_headers,
+            trusted_proxies=self._trusted,
+            strip_headers=self._strip,
+            metrics=self._metrics,
+        )
+
+
+def certificate_source_for(settings: GatewaySettings) -> CertificateSource:
+    """Direct mode: the TLS connection; terminator mode: the trusted terminator's header."""
+    if settings.terminator_format == "none":
+        return tls_certificate_source
+
+    def from_terminator(request: web.Request) -> bytes | None:
+        cert = certificate_from_terminator(request, settings)
+        return cert.public_bytes(Encoding.DER) if cert is not None else None
+
+    return from_terminator

@@ -1,0 +1,281 @@
+"""The reverse proxy: one request (or WebSocket) from the client to the upstream and back.
+
+Bodies are streamed both ways through aiohttp's flow-controlled streams: the request body
+is handed to the client session as the server's StreamReader (reading pauses the socket
+when its buffer is full) and the response body is written chunk by chunk with
+``StreamResponse.write`` (which waits for the socket to drain). Memory per request is a few
+64 KiB buffers however large the body is.
+
+Errors before the response has started become :class:`UpstreamUnavailable` (502) or
+:class:`UpstreamTimeout` (504), which the error middleware renders as pages. Once the
+status line has been sent a page is impossible; the client connection is then aborted so
+the broker's browser sees a broken download rather than a silently truncated file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection, Mapping, Sequence
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway._errors import UpstreamTimeout, UpstreamUnavailable
+from gateway._forward_headers import downstream_response_headers, upstream_request_headers
+from gateway._metrics import GatewayMetrics
+from gateway._trusted import IPNetwork, is_trusted_peer, peer_text
+from gateway._upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+SMALL_BODY = 64 * 1024  # bodies up to this (with Content-Length) are sent in one write
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+# aiohttp's ws_connect sets these itself; copying the browser's would clash.
+_WS_HANDSHAKE_HEADERS = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+        "content-length",
+    }
+)
+# Close codes an endpoint may send (RFC 6455 §7.4.1 and the IANA registry; 3000-4999 for
+# libraries and applications); 1005/1006/1015 are "reserved, never sent", so they become 1011.
+_SENDABLE_CLOSE_CODES = (
+    frozenset(range(1000, 1004)) | frozenset(range(1007, 1015)) | frozenset(range(3000, 5000))
+)
+
+
+def upstream_url(upstream: Upstream, path_qs: str) -> URL:
+    """``path_qs`` (an already-encoded request target) appended to the upstream base URL."""
+    base = str(upstream.base_url).rstrip("/")
+    # encoded=True: forward the target exactly as received (or as the route policy
+    # normalised it); re-quoting could turn %2F into / and reach a different resource.
+    return URL(base + path_qs, encoded=True)
+
+
+def _is_websocket_upgrade(request: web.Request) -> bool:
+    connection = request.headers.get("Connection", "").lower()
+    return (
+        request.method == "GET"
+        and request.headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in (token.strip() for token in connection.split(","))
+    )
+
+
+async def proxy_request(
+    request: web.Request,
+    *,
+    upstream: Upstream,
+    identity_headers: Mapping[str, str],
+    trusted_proxies: Sequence[IPNetwork] = (),
+    strip_headers: Collection[str] = (),
+    path_qs: str | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> web.StreamResponse:
+    """Forward ``request`` to the upstream and stream the answer back.
+
+    Args:
+        request: the client's request.
+        upstream: the pool (``app[UPSTREAM_KEY]``).
+        identity_headers: the gateway's identity headers (``X-Brokergate-…``) for this
+            request; empty for an anonymous request. Client-sent copies are always removed.
+        trusted_proxies: peers whose X-Forwarded-* headers are kept and extended.
+        strip_headers: further request headers never to forward (e.g. the terminator's
+            client-certificate header).
+        path_qs: the request target to forward (e.g. the route policy's normalised path);
+            defaults to the raw target the client sent.
+        metrics: where to record upstream latency.
+
+    Raises:
+        UpstreamUnavailable: the upstream could not be reached or broke the exchange.
+        UpstreamTimeout: it did not connect or answer within the configured timeouts.
+    """
+    headers = upstream_request_headers(
+        request.headers,
+        identity_headers=identity_headers,
+        peer=peer_text(request),
+        peer_trusted=is_trusted_peer(request, trusted_proxies),
+        scheme=request.scheme,
+        host=request.headers.get("Host"),
+        strip=strip_headers,
+    )
+    url = upstream_url(upstream, path_qs if path_qs is not None else request.raw_path)
+    if _is_websocket_upgrade(request):
+        return await _proxy_websocket(request, upstream=upstream, url=url, headers=headers)
+    return await _proxy_http(request, upstream=upstream, url=url, headers=headers, metrics=metrics)
+
+
+async def _proxy_http(
+    request: web.Request,
+    *,
+    upstream: Upstream,
+    url: URL,
+    headers: CIMultiDict[str],
+    metrics: GatewayMetrics | None,
+) -> web.StreamResponse:
+    started = time.monotonic()
+    # request.content is the server's flow-controlled StreamReader: aiohttp's client reads
+    # it chunk by chunk, so an upload is never held in memory.
+    body = request.content if request.body_exists else None
+    try:
+        upstream_response = await upstream.client.request(
+            request.method,
+            url,
+            headers=headers,
+            data=body,
+            allow_redirects=False,  # redirects go to the browser unchanged
+        )
+    except TimeoutError as exc:  # ServerTimeoutError and ConnectionTimeoutError included
+        _observe(metrics, started, None)
+        raise UpstreamTimeout(f"{request.method} {url}: no answer in time ({exc!r})") from exc
+    except aiohttp.ClientError as exc:
+        _observe(metrics, started, None)
+        raise UpstreamUnavailable(f"{request.method} {url}: {exc!r}") from exc
+    _observe(metrics, started, upstream_response.status)
+    try:
+        length = upstream_response.content_length
+        if (
+            length is not None
+            and length <= SMALL_BODY
+            and request.method != "HEAD"
+            and upstream_response.status not in _NO_BODY_STATUSES
+        ):
+            return await _small_response(request, upstream_response, url)
+        return await _streamed_response(request, upstream_response, url)
+    finally:
+        upstream_response.release()
+
+
+async def _small_response(
+    request: web.Request, upstream_response: aiohttp.ClientResponse, url: URL
+) -> web.StreamResponse:
+    """A body of known, small length: read it, send status, headers and body in one write.
+
+    Most portal pages are a few KB; one TLS record instead of three (headers, body, end)
+    is the largest single saving per request. Memory stays bounded by SMALL_BODY.
+    """
+    try:
+        body = await upstream_response.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        # Nothing sent to the client yet: this can still be a page.
+        if isinstance(exc, TimeoutError):
+            raise UpstreamTimeout(f"{request.method} {url}: body not in time ({exc!r})") from exc
+        raise UpstreamUnavailable(f"{request.method} {url}: body broke off ({exc!r})") from exc
+    return web.Response(
+        status=upstream_response.status,
+        reason=upstream_response.reason,
+        # aiohttp sets Content-Length from the body (the same value).
+        headers=downstream_response_headers(upstream_response.headers, drop=("content-length",)),
+        body=body,
+    )
+
+
+async def _streamed_response(
+    request: web.Request, upstream_response: aiohttp.ClientResponse, url: URL
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=upstream_response.status,
+        reason=upstream_response.reason,
+        headers=downstream_response_headers(upstream_response.headers),
+    )
+    try:
+        await response.prepare(request)
+    except ConnectionResetError:  # the client left while the upstream was answering
+        return response
+    try:
+        async for chunk in upstream_response.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        # ClientConnectionResetError (the client left) is a ClientError too. Status
+        # already sent: no error page possible. Abort so the browser notices.
+        log.info("%s %s broke off mid-body: %r", request.method, url, exc)
+        if request.transport is not None:
+            request.transport.abort()
+    return response
+
+
+def _observe(metrics: GatewayMetrics | None, started: float, status: int | None) -> None:
+    if metrics is not None:
+        metrics.observe_upstream(time.monotonic() - started, status=status)
+
+
+async def _proxy_websocket(
+    request: web.Request, *, upstream: Upstream, url: URL, headers: CIMultiDict[str]
+) -> web.StreamResponse:
+    """Connect upstream first (so a dead upstream is a 502 page), then relay both ways."""
+    protocols = tuple(
+        token.strip()
+        for value in request.headers.getall("Sec-WebSocket-Protocol", ())
+        for token in value.split(",")
+        if token.strip()
+    )
+    ws_headers = CIMultiDict(
+        (name, value)
+        for name, value in headers.items()
+        if name.lower() not in _WS_HANDSHAKE_HEADERS
+    )
+    ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    try:
+        upstream_ws = await upstream.client.ws_connect(
+            ws_url,
+            headers=ws_headers,
+            protocols=protocols,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
+            autoping=True,
+            max_msg_size=0,  # relay whatever the two ends agree on; each end enforces its own
+        )
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"WebSocket {url}: no answer in time ({exc!r})") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnavailable(f"WebSocket {url}: {exc!r}") from exc
+    async with upstream_ws:
+        client_ws = web.WebSocketResponse(
+            protocols=(upstream_ws.protocol,) if upstream_ws.protocol else (),
+            autoping=True,
+            max_msg_size=0,
+        )
+        await client_ws.prepare(request)
+        to_upstream = asyncio.create_task(_relay(client_ws, upstream_ws))
+        to_client = asyncio.create_task(_relay(upstream_ws, client_ws))
+        done, pending = await asyncio.wait(
+            (to_upstream, to_client), return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()  # surface unexpected errors in the log
+        if not client_ws.closed:
+            await client_ws.close(code=_close_code(upstream_ws.close_code))
+        return client_ws
+
+
+def _close_code(code: int | None) -> int:
+    return code if code in _SENDABLE_CLOSE_CODES else 1011 if code is not None else 1000
+
+
+async def _relay(
+    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+) -> None:
+    """Copy messages from ``source`` to ``sink`` until ``source`` closes; then close ``sink``."""
+    async for message in source:
+        if sink.closed:
+            return
+        if message.type is WSMsgType.TEXT:
+            await sink.send_str(message.data)
+        elif message.type is WSMsgType.BINARY:
+            await sink.send_bytes(message.data)
+        elif message.type is WSMsgType.ERROR:
+            break
+    if not sink.closed:
+        await sink.close(code=_close_code(source.close_code))

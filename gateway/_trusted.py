@@ -1,0 +1,68 @@
+"""Which peers are trusted proxies (terminators, load balancers) whose headers we believe.
+
+Shared by the reverse proxy (X-Forwarded-* chain) and terminator mode (client-certificate
+header). The peer is the TCP peer of the connection, never anything a header says.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+from aiohttp import web
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_networks(networks: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """``("127.0.0.1", "10.0.0.0/8")`` → networks; a bare address is a /32 or /128.
+
+    Raises:
+        ValueError: naming the entry that is not an address or network.
+    """
+    parsed = []
+    for text in networks:
+        try:
+            parsed.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or network (CIDR)") from None
+    return tuple(parsed)
+
+
+def peer_address(request: web.Request) -> IPAddress | None:
+    """The TCP peer's address (IPv4-mapped IPv6 unwrapped), or None for a unix socket."""
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    if not isinstance(peername, tuple) or not peername:
+        return None
+    try:
+        address = ipaddress.ip_address(peername[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # A dual-stack socket reports 127.0.0.1 as ::ffff:127.0.0.1; match it as IPv4.
+        return address.ipv4_mapped
+    return address
+
+
+def peer_text(request: web.Request) -> str | None:
+    """The TCP peer's address as text for X-Forwarded-For (IPv4-mapped IPv6 unwrapped).
+
+    String work only: this runs on every proxied request, and parsing into an
+    ``ipaddress`` object costs more than the rest of the header rewrite.
+    """
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    if not isinstance(peername, tuple) or not peername:
+        return None
+    host = str(peername[0])
+    return host[7:] if host.startswith("::ffff:") and "." in host else host
+
+
+def is_trusted_peer(request: web.Request, networks: Sequence[IPNetwork]) -> bool:
+    """True only if the connection's peer lies in one of ``networks``."""
+    if not networks:
+        return False
+    address = peer_address(request)
+    return address is not None and any(address in network for network in networks)

@@ -1,0 +1,95 @@
+"""The upstream connection pool: one aiohttp ClientSession per app, owned by its cleanup_ctx.
+
+Usage::
+
+    app.cleanup_ctx.append(upstream_context(settings))
+    ...
+    upstream = request.app[UPSTREAM_KEY]
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from gateway._settings import GatewaySettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class Upstream:
+    """Where requests go and the pool they go through. The cleanup_ctx owns ``client``."""
+
+    base_url: URL  # scheme://host:port with an optional path prefix, no query
+    client: aiohttp.ClientSession
+    timeout: aiohttp.ClientTimeout
+
+
+UPSTREAM_KEY = web.AppKey("brokergate_upstream", Upstream)
+
+
+def make_upstream(
+    upstream_url: str,
+    *,
+    connect_timeout: timedelta,
+    read_timeout: timedelta,
+    pool_size: int,
+) -> Upstream:
+    """Open the pool (call inside a running event loop); the caller closes ``client``."""
+    base_url = URL(upstream_url)
+    if base_url.scheme not in ("http", "https") or not base_url.host:
+        raise ValueError(f"upstream_url {upstream_url!r} must be http(s)://host[:port][/prefix]")
+    if base_url.query_string or base_url.fragment:
+        raise ValueError(f"upstream_url {upstream_url!r} must not have a query or fragment")
+    connector = aiohttp.TCPConnector(
+        limit=pool_size,
+        limit_per_host=pool_size,
+        # The upstream is one fixed host: cache its address for the life of the process
+        # instead of resolving it again every 10 s (aiohttp's default).
+        ttl_dns_cache=None,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None,  # a long download is fine as long as bytes keep coming
+        connect=connect_timeout.total_seconds(),  # pool wait + TCP connect
+        sock_connect=connect_timeout.total_seconds(),
+        sock_read=read_timeout.total_seconds(),  # headers, and the gap between body chunks
+    )
+    client = aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,  # set once here: a per-request ClientTimeout costs on every request
+        # SECURITY: never keep cookies in the shared pool; a Set-Cookie for one broker
+        # would otherwise be sent upstream on the next broker's request.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        # Bodies pass through byte for byte: Content-Encoding and Content-Length stay true.
+        auto_decompress=False,
+        # Do not invent headers the browser did not send (User-Agent, Accept, Accept-Encoding).
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        # Upstream URLs are built from already-encoded request targets; keep them as sent.
+        requote_redirect_url=False,
+    )
+    return Upstream(base_url=base_url, client=client, timeout=timeout)
+
+
+def upstream_context(
+    settings: GatewaySettings,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx that opens the pool under ``app[UPSTREAM_KEY]`` and closes it on shutdown."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        upstream = make_upstream(
+            settings.upstream_url,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            pool_size=settings.upstream_pool_size,
+        )
+        app[UPSTREAM_KEY] = upstream
+        try:
+            yield
+        finally:
+            await upstream.client.close()
+
+    return context

@@ -1,0 +1,123 @@
+"""Run the shipped deploy/nginx/brokergate.conf with a real nginx on loopback (tests, bench)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_CONFIG = REPO / "deploy" / "nginx" / "brokergate.conf"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _replace_once(text: str, pattern: str, replacement: str) -> str:
+    new, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
+    if count != 1:
+        raise AssertionError(f"deploy/nginx/brokergate.conf: {pattern!r} matched {count} times")
+    return new
+
+
+def adapted_config(*, listen_port: int, cert: Path, key: Path, gateway_port: int) -> str:
+    """The shipped file with only its ADAPT lines changed to loopback test values."""
+    text = SHIPPED_CONFIG.read_text(encoding="utf-8")
+    text = _replace_once(text, r"^(\s*)listen 443 ssl;", rf"\1listen 127.0.0.1:{listen_port} ssl;")
+    text = _replace_once(text, r"^(\s*)ssl_certificate\s+\S+;", rf"\1ssl_certificate {cert};")
+    text = _replace_once(
+        text, r"^(\s*)ssl_certificate_key\s+\S+;", rf"\1ssl_certificate_key {key};"
+    )
+    text = _replace_once(
+        text, r"^(\s*)server 127\.0\.0\.1:8443;", rf"\1server 127.0.0.1:{gateway_port};"
+    )
+    return text
+
+
+def main_config(prefix: Path, *, include: Path, workers: int = 1, extra_http: str = "") -> str:
+    return f"""
+worker_processes {workers};
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    {extra_http}
+    include {include};
+}}
+"""
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextmanager
+def running_nginx(
+    prefix: Path,
+    *,
+    server_config: str,
+    listen_port: int,
+    workers: int = 1,
+    cpu: int | None = None,
+    extra_http: str = "",
+) -> Iterator[subprocess.Popen[bytes]]:
+    """nginx in the foreground with a private prefix; stopped (and waited for) on exit."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    include = prefix / "brokergate.conf"
+    include.write_text(server_config, encoding="utf-8")
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        main_config(prefix, include=include, workers=workers, extra_http=extra_http),
+        encoding="utf-8",
+    )
+    check = subprocess.run(
+        [NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, timeout=30
+    )
+    if check.returncode != 0:
+        raise RuntimeError(f"nginx -t failed: {check.stderr.decode()}")
+    command = [NGINX, "-p", str(prefix), "-c", str(conf)]
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
+    with (prefix / "stderr.log").open("wb") as stderr:
+        proc = subprocess.Popen(command, stderr=stderr)
+    try:
+        try:
+            wait_for_port(listen_port, proc)
+        except RuntimeError as exc:
+            log = (prefix / "stderr.log").read_text(errors="replace")
+            raise RuntimeError(f"nginx did not start: {exc}\n{log}") from None
+        yield proc
+    finally:
+        proc.terminate()  # SIGTERM: fast shutdown of master and workers
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
