@@ -150,10 +150,10 @@ class Chrome:
             )
         )
 
-    async def wait_for_url(self, fragment: str, seconds: float = 20) -> str:
-        """Wait until script-driven navigation reached a URL containing ``fragment``."""
+    async def wait_for_url(self, path: str, seconds: float = 20) -> str:
+        """Wait until script-driven navigation reached ``path`` (with its query, if given)."""
         for _ in range(int(seconds * 10)):
-            if fragment in await self.url():
+            if (await self.url()).split("#")[0] == self.base + path:
                 await self.run(
                     lambda: WebDriverWait(self.driver, COMMAND_TIMEOUT).until(
                         lambda d: d.execute_script("return document.readyState") == "complete"

@@ -226,7 +226,7 @@ async def test_passkey_registration_and_login_with_a_virtual_authenticator(
     await chrome.open("/_gateway/account")
     await chrome.fill("passkey-name", "Test laptop")
     await chrome.run(lambda: chrome.driver.find_element(By.ID, "passkey-register").click())
-    page = await chrome.wait_for_url("done=passkey_added")
+    page = await chrome.wait_for_url("/_gateway/account?done=passkey_added")
     assert "Your passkey has been added." in page and "Test laptop" in page
     await chrome.click("form[action$='/_gateway/logout'] button")
 
