@@ -162,7 +162,7 @@ class Chrome:
                 return await self.source()
             await asyncio.sleep(0.1)
         raise AssertionError(
-            f"never reached {fragment}; at {await self.url()}: {(await self.source())[:2000]}"
+            f"never reached {path}; at {await self.url()}: {(await self.source())[:2000]}"
         )
 
     def close(self) -> None:
