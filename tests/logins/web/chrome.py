@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.virtual_authenticator import VirtualAuthenticatorOptions
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 T = TypeVar("T")
@@ -112,7 +112,17 @@ class Chrome:
         def do() -> None:
             old = self.driver.find_element(By.TAG_NAME, "html")
             self.driver.find_element(By.CSS_SELECTOR, css).click()
-            WebDriverWait(self.driver, COMMAND_TIMEOUT).until(expected_conditions.staleness_of(old))
+
+            def gone(_driver: Any) -> bool:
+                # Chromium reports a replaced document either as a stale element or, in a race,
+                # as "Node ... does not belong to the document": both mean the page changed.
+                try:
+                    old.is_enabled()
+                except WebDriverException:  # StaleElementReferenceException is a subclass
+                    return True
+                return False
+
+            WebDriverWait(self.driver, COMMAND_TIMEOUT).until(gone)
             WebDriverWait(self.driver, COMMAND_TIMEOUT).until(
                 lambda d: d.execute_script("return document.readyState") == "complete"
             )
