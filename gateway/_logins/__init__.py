@@ -86,6 +86,7 @@ from gateway._logins._totp import (
     remaining_recovery_codes,
     reset_totp,
 )
+from gateway._logins._web import ca_authority_factory, setup_logins
 
 __all__ = [
     "ACTIVATION_PATH",
@@ -127,6 +128,7 @@ __all__ = [
     "activate",
     "authentication_options",
     "begin_enrolment",
+    "ca_authority_factory",
     "change_password",
     "check_activation",
     "check_password",
@@ -154,6 +156,7 @@ __all__ = [
     "restricted_login",
     "revoke_devices",
     "send_activation",
+    "setup_logins",
     "start_broker_login",
     "validate_new_password",
     "verify_second_factor",

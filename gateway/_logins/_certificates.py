@@ -32,10 +32,16 @@ SUPERSEDE_ACTOR = "system:renewal"
 
 
 class IssuedLike(Protocol):
-    pkcs12: bytes
-    serial: str
-    not_after: datetime
-    certificate_id: int
+    """What we read of ``ca.IssuedCertificate`` (a frozen dataclass: read-only members)."""
+
+    @property
+    def pkcs12(self) -> bytes: ...
+    @property
+    def serial(self) -> str: ...
+    @property
+    def not_after(self) -> datetime: ...
+    @property
+    def certificate_id(self) -> int: ...
 
 
 class Authority(Protocol):

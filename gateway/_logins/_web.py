@@ -298,6 +298,28 @@ def expiry_banner() -> Markup:
     return _BANNER.get() or Markup("")
 
 
+def ca_authority_factory(
+    *, ca_settings: Any, secret_key: bytes, clock: Callable[[], datetime]
+) -> Callable[[sessionmaker[Session]], Authority] | None:
+    """``make_authority`` for :func:`setup_logins` from ``config.ca``; ``None`` without a CA
+    passphrase (the gateway then offers no certificate download)."""
+    if not getattr(ca_settings, "passphrase", ""):
+        return None
+
+    def make(factory: sessionmaker[Session]) -> Authority:
+        from ca import CertificateAuthority  # the gateway needs the CA's key only for downloads
+
+        authority: Authority = CertificateAuthority(
+            settings=ca_settings,
+            sessions=factory,
+            clock=clock,
+            outbox_sealer=Sealer(secret=secret_key, purpose=OUTBOX_PURPOSE),
+        )
+        return authority
+
+    return make
+
+
 def setup_logins(
     *,
     settings: LoginSettings,

@@ -304,3 +304,23 @@ async def test_activation_page_sets_the_password(
         user = s.get(User, uid)
         assert user is not None and user.password_hash is not None
     assert hash_password  # imported for set_password's module
+
+
+def test_ca_authority_factory_needs_a_passphrase(
+    ca_settings: Any, sessions: sessionmaker[Session]
+) -> None:
+    from ca import CASettings, CertificateAuthority
+    from gateway._logins import ca_authority_factory
+    from store import system_clock
+    from tests.conftest import TEST_SECRET_KEY
+
+    assert (
+        ca_authority_factory(
+            ca_settings=CASettings(), secret_key=TEST_SECRET_KEY, clock=system_clock
+        )
+        is None
+    )
+    make = ca_authority_factory(
+        ca_settings=ca_settings, secret_key=TEST_SECRET_KEY, clock=system_clock
+    )
+    assert make is not None and isinstance(make(sessions), CertificateAuthority)
