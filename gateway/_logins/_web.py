@@ -86,6 +86,9 @@ LOGINS = web.AppKey("logins", LoginContext)
 _BANNER: contextvars.ContextVar[Markup | None] = contextvars.ContextVar(
     "logins_banner", default=None
 )
+_NAV: contextvars.ContextVar[Markup | None] = contextvars.ContextVar("logins_nav", default=None)
+# Our stylesheet travels with the banner/menu: the core's pages do not link it.
+_STYLE = Markup('<link rel="stylesheet" href="{}/static/logins.css">').format(P)
 
 
 # --- small helpers for handlers
@@ -219,7 +222,7 @@ def logins_middleware() -> Any:
 
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
-        token = _BANNER.set(None)
+        token, nav_token = _BANNER.set(None), _NAV.set(None)
         try:
             await _note_certificate_login(request)
             if request.path.startswith(P) and not request.path.startswith(f"{P}/static/"):
@@ -227,6 +230,7 @@ def logins_middleware() -> Any:
             return await handler(request)
         finally:
             _BANNER.reset(token)
+            _NAV.reset(nav_token)
 
     return impl
 
@@ -268,6 +272,19 @@ async def _compute_banner(request: web.Request) -> None:
     if identity is None or not identity.level.satisfies(Level.BASIC):
         return
     now = now_of(request)
+    from gateway._pages import CATALOGS
+
+    language = page_language(request)
+    catalogs = request.app[CATALOGS]
+    # seed 000: "Mein Konto / Abmelden" in the portal's menu.
+    _NAV.set(
+        _STYLE
+        + Markup('<nav class="account-nav" aria-label="{}"><a href="{}">{}</a></nav>').format(
+            catalogs.translate(language, "logins.nav.label"),
+            f"{P}/account",
+            catalogs.translate(language, "logins.nav.account"),
+        )
+    )
 
     def lookup() -> datetime | None:
         with transaction(factory(request)) as session:
@@ -277,17 +294,14 @@ async def _compute_banner(request: web.Request) -> None:
     not_after = await asyncio.to_thread(lookup)
     if not_after is None:
         return
-    language = page_language(request)
-    from gateway._pages import CATALOGS
-
-    catalogs = request.app[CATALOGS]
     days = max(0, (not_after - now).days)
     text = catalogs.translate(
         language, "banner.expiring", date=format_date(not_after, language), days=days
     )
     link = catalogs.translate(language, "banner.renew")
     _BANNER.set(
-        Markup(
+        _STYLE
+        + Markup(
             '<div class="banner" role="status"><p>{}</p><p><a href="{}">{}</a></p></div>'
         ).format(text, f"{P}/account#certificate", link)
     )
@@ -296,6 +310,11 @@ async def _compute_banner(request: web.Request) -> None:
 def expiry_banner() -> Markup:
     """Jinja global used by ``base.html``: the banner for this request, or nothing."""
     return _BANNER.get() or Markup("")
+
+
+def account_nav() -> Markup:
+    """Jinja global used by ``base.html``: the "My account" link while a broker is logged in."""
+    return _NAV.get() or Markup("")
 
 
 def ca_authority_factory(
@@ -348,6 +367,7 @@ def setup_logins(
         )
         jinja = app[JINJA]
         jinja.globals["expiry_banner"] = expiry_banner
+        jinja.globals["account_nav"] = account_nav
         app.middlewares.append(logins_middleware())
         app[LOGIN_OPTIONS].extend(
             [

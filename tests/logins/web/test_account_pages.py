@@ -196,11 +196,12 @@ async def test_expiry_banner_on_gateway_pages_within_60_days(
     assert 'class="banner"' not in body
     clock.advance(issued.not_after - clock() - timedelta(days=59))
     await login(b, "anna@example.org")  # the clock jump ended the session
-    for path in ("/_gateway/account", "/_gateway/2fa/prompt"):
+    for path in ("/_gateway/account", "/_gateway/2fa/prompt", "/_gateway/step-up"):
         _status, body = await b.get(path)
         assert 'class="banner"' in body and "Ihr Zertifikat läuft am" in body, path
+        assert "Mein Konto / Abmelden" in body  # seed 000's menu entry
     _status, body = await browser_for(gw).get("/_gateway/login/password")
-    assert 'class="banner"' not in body  # nobody logged in
+    assert 'class="banner"' not in body and "Mein Konto" not in body  # nobody logged in
 
 
 async def test_last_login_is_shown(
