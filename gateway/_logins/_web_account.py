@@ -177,7 +177,9 @@ async def download_submit(request: web.Request) -> web.StreamResponse:
         )
     except LoginError as exc:
         return await account_page(request, error=error_text(request, exc), status=429)
-    broker = _FILENAME_SAFE.sub("-", request_state(request).identity.broker_number)  # type: ignore[union-attr]
+    identity = request_state(request).identity
+    assert identity is not None  # require_fresh let us through
+    broker = _FILENAME_SAFE.sub("-", identity.broker_number)
     filename = f"broker-certificate-{broker}-{issued.not_after:%Y-%m-%d}.p12"
     return web.Response(
         body=issued.pkcs12,
