@@ -7,6 +7,7 @@ import argparse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from brokergate._cli_logins import register_user_commands
 from brokergate._context import CliContext
 from brokergate._output import print_json, print_table
 from ca import LOCALES, create_user, find_user
@@ -38,6 +39,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("user", metavar="USER", help="user id or email")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_show)
+
+    register_user_commands(user_sub)  # resend-activation, reset-totp (fallback logins)
 
 
 def _add(args: argparse.Namespace, ctx: CliContext) -> int:

@@ -31,6 +31,7 @@ from typing import Any
 
 from ca import CASettings
 from gateway import GatewaySettings
+from gateway._logins import LoginSettings
 from renewal import MailSettings, RenewalSettings
 from store import StoreSettings
 
@@ -45,6 +46,7 @@ class Config:
     store: StoreSettings = field(default_factory=StoreSettings)
     ca: CASettings = field(default_factory=CASettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    logins: LoginSettings = field(default_factory=LoginSettings)
     renewal: RenewalSettings = field(default_factory=RenewalSettings)
     mail: MailSettings = field(default_factory=MailSettings)
     source: str = "(built-in defaults)"
@@ -54,6 +56,7 @@ SECTIONS: dict[str, type[Any]] = {
     "store": StoreSettings,
     "ca": CASettings,
     "gateway": GatewaySettings,
+    "logins": LoginSettings,
     "renewal": RenewalSettings,
     "mail": MailSettings,
 }

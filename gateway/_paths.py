@@ -102,7 +102,9 @@ def normalise_path(raw_target: str) -> NormalisedPath:
     """
     raw_path, _, query = raw_target.partition("?")
     if _PLAIN.fullmatch(raw_path):
-        return NormalisedPath(path=raw_path, forward=raw_target, query=query)
+        # An empty query ("/a?") is forwarded without its "?", as the full normalisation does.
+        forward = f"{raw_path}?{query}" if query else raw_path
+        return NormalisedPath(path=raw_path, forward=forward, query=query)
     return _normalise(raw_path, query)
 
 

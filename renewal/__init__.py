@@ -24,15 +24,8 @@ from renewal._errors import (
     UnknownTemplate,
 )
 from renewal._message import build_message, message_id_for
-from renewal._outbox import (
-    MailSummary,
-    WorkerId,
-    count_by_status,
-    get_mail,
-    list_mails,
-    requeue_mail,
-    retry_delay,
-)
+from renewal._ops import MailSummary, count_by_status, get_mail, list_mails, requeue_mail
+from renewal._outbox import WorkerId, retry_delay
 from renewal._process import RenewalJobs, build_scheduler, run_until_stopped
 from renewal._reminders import ReminderReport, days_left, queue_due_reminders, reminder_stage_due
 from renewal._render import TEMPLATES, MailRenderer, RenderedMail

@@ -24,7 +24,8 @@ LOCALES = ("de", "en", "nl")
 DEFAULT_LOCALE = "de"  # the brokers' portal is German first (seeds 000, 001)
 # Path of the account page, below gateway.public_url (where brokers download a renewal).
 ACCOUNT_PATH = "/_gateway/account"
-# Used only when an activation row carries a bare token instead of the full link.
+# Used only when an activation row carries a bare token instead of the full link; the
+# logins code builds the same form (<public_url>/_gateway/activate/<token>).
 ACTIVATION_PATH = "/_gateway/activate"
 SECRET_MASK = "••••••"
 
@@ -146,12 +147,12 @@ class MailRenderer:
         _, required_secrets = TEMPLATES.get(template, ((), ()))
         secrets = dict.fromkeys(required_secrets, SECRET_MASK)
         if template == "activation":
-            secrets["link"] = f"{self.public_url}{ACTIVATION_PATH}?token={SECRET_MASK}"
+            secrets["link"] = f"{self.public_url}{ACTIVATION_PATH}/{SECRET_MASK}"
         return self.render(template=template, locale=locale, context=context, secrets=secrets)
 
     def _activation_link(self, secrets: Mapping[str, str]) -> str:
         if "link" in secrets:
             return secrets["link"]
         if "token" in secrets:
-            return f"{self.public_url}{ACTIVATION_PATH}?token={quote(secrets['token'], safe='')}"
+            return f"{self.public_url}{ACTIVATION_PATH}/{quote(secrets['token'], safe='')}"
         raise MissingMailValue("activation", "missing secret link (or token)")

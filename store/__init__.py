@@ -6,6 +6,7 @@
 from store._audit import record_audit
 from store._engine import make_engine, session_factory, transaction
 from store._errors import SchemaOutOfDate, SealError, StoreError
+from store._expiry import days_until_expiry, reminder_banner_due
 from store._migrate import current_revisions, ensure_current, head_revisions, upgrade
 from store._models import (
     ActivationToken,
@@ -74,12 +75,14 @@ __all__ = [
     "UserStatus",
     "WebSession",
     "current_revisions",
+    "days_until_expiry",
     "ensure_current",
     "head_revisions",
     "make_engine",
     "open_mail_secrets",
     "queue_mail",
     "record_audit",
+    "reminder_banner_due",
     "session_factory",
     "system_clock",
     "transaction",

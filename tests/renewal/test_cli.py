@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select, update
@@ -156,3 +158,41 @@ def test_renewal_run_needs_its_secrets(run_cli: CliRunner, cli_engine: Engine) -
 def test_renewal_run_refuses_an_old_schema(run_cli: CliRunner) -> None:
     result = run_cli("renewal", "run", "--once")
     assert result.code == 1 and "brokergate db upgrade" in result.err
+
+
+def test_cert_issue_then_mail_pending_then_renewal_delivers(
+    run_cli: CliRunner, tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    """Issue 2's promise: the password mail is visible as queued, then delivered."""
+    assert run_cli("db", "upgrade").code == 0
+    assert run_cli("ca", "init").code == 0
+    added = run_cli(
+        "user",
+        "add",
+        "--broker",
+        "60/123/4567",
+        "--email",
+        "erika@example.org",
+        "--name",
+        "Erika Mustermann",
+    )
+    assert added.code == 0, added.err
+    issued = run_cli("cert", "issue", "erika@example.org", "--out", str(tmp_path / "e.p12"))
+    assert issued.code == 0, issued.err
+    pending = run_cli("mail", "pending")
+    assert pending.code == 0, pending.err
+    assert "certificate_password" in pending.out and "erika@example.org" in pending.out
+    assert "sealed" in pending.out
+    sent = run_cli(
+        "renewal", "run", "--once", env={"BROKERGATE_MAIL__SMTP_PORT": str(smtp_server.port)}
+    )
+    assert sent.code == 0, sent.err
+    [msg] = smtp_server.sink.messages
+    text = msg.get_body(preferencelist=("plain",))
+    assert text is not None
+    password = re.search(r"Passwort: (\S+)", text.get_content())
+    assert password is not None
+    # Never printed by any command along the way.
+    for result in (added, issued, pending, sent):
+        assert password.group(1) not in result.out + result.err
+    assert "no mail is waiting" in run_cli("mail", "pending").out

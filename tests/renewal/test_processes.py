@@ -145,9 +145,15 @@ def test_two_processes_deliver_each_mail_exactly_once(
     tmp_path: Path,
 ) -> None:
     n = 120
-    ids = queue_many(sessions, n)
     smtp_server.sink.rcpt_delay = 0.03  # a server that takes its time: both workers get work
     a, b = start_renewal("a"), start_renewal("b")
+    # Both must be up before the mails appear, or a slow start would leave one idle.
+    wait_for(
+        lambda: all("started as worker" in (tmp_path / f"{p}.log").read_text() for p in ("a", "b")),
+        timeout=60,
+        what="both processes to start",
+    )
+    ids = queue_many(sessions, n)
     wait_for(
         lambda: counts(sessions).get(MailStatus.SENT, 0) == n, timeout=120, what="all mails sent"
     )

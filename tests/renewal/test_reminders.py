@@ -12,7 +12,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from renewal import days_left, queue_due_reminders, reminder_stage_due
-from store import CertificateStatus, MailOutbox, ReminderSent, UserStatus, transaction
+from store import (
+    CertificateStatus,
+    MailOutbox,
+    ReminderSent,
+    UserStatus,
+    days_until_expiry,
+    reminder_banner_due,
+    transaction,
+)
 from tests.conftest import FakeClock
 from tests.renewal.conftest import CertFactory
 
@@ -159,3 +167,20 @@ def test_rerun_and_overlapping_scans_queue_nothing_new(
         n_reminders = s.scalar(select(func.count()).select_from(ReminderSent))
     assert n_mails == n_reminders == len(pairs) == 20 + sum(r.queued for r in reports)
     assert sum(r.queued for r in reports) > 0
+
+
+@pytest.mark.parametrize(
+    ("left", "shown"),
+    [
+        (timedelta(days=61), False),
+        (timedelta(days=60, seconds=1), False),
+        (timedelta(days=60), True),  # the banner starts with the first reminder mail
+        (timedelta(days=3), True),
+        (timedelta(seconds=1), True),
+        (timedelta(0), False),  # expired: the gateway shows its expired page instead
+        (-DAY, False),
+    ],
+)
+def test_reminder_banner_due_for_the_account_page(left: timedelta, shown: bool) -> None:
+    assert reminder_banner_due(NOW + left, NOW, max(STAGES)) is shown
+    assert days_until_expiry(NOW + left, NOW) == max(0, left // DAY)

@@ -1,0 +1,139 @@
+"""Errors of the login services; the pages turn ``key`` (+ ``params``) into translated text.
+
+::
+
+    LoginError (Exception)
+    ├── InvalidCredentials      wrong identifier or password (never says which)
+    ├── LockedOut               too many failures; ``until`` says when to try again
+    ├── SecondFactorInvalid     TOTP or recovery code wrong, or a code used twice
+    ├── InvalidBrokerNumber     seed 001: "This broker number is invalid."
+    ├── UnknownEmail            seed 001: the email is not the one registered for the number
+    ├── AccountNotActive        the account is pending activation or disabled
+    ├── TanInvalid              TAN wrong, expired, already used or out of attempts
+    ├── TooSoon                 a mail (TAN, activation) or download was requested too often
+    ├── ActivationInvalid       activation link unknown, used or expired
+    ├── PasswordRejected        a new password breaks the rules (``reason``)
+    ├── EnrolmentError          TOTP/passkey enrolment in the wrong state
+    └── PasskeyRejected         the WebAuthn ceremony failed verification
+
+``str(error)`` is English for logs and the CLI; it never contains a secret.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+class LoginError(Exception):
+    """Base class: ``key`` names the message in the translations, ``params`` fill it in."""
+
+    key: str = "error.generic"
+
+    def __init__(self, message: str, **params: Any) -> None:
+        self.params = params
+        super().__init__(message)
+
+
+class InvalidCredentials(LoginError):
+    key = "error.invalid_credentials"
+
+    def __init__(self) -> None:
+        super().__init__("the email/broker number or the password is wrong")
+
+
+class LockedOut(LoginError):
+    key = "error.locked_out"
+
+    def __init__(self, until: datetime) -> None:
+        self.until = until
+        super().__init__(
+            f"too many failed attempts; try again after {until:%Y-%m-%d %H:%M} UTC", until=until
+        )
+
+
+class SecondFactorInvalid(LoginError):
+    key = "error.second_factor_invalid"
+
+    def __init__(self) -> None:
+        super().__init__("the code is wrong, expired or was already used")
+
+
+class InvalidBrokerNumber(LoginError):
+    key = "error.invalid_broker_number"
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        super().__init__(f"this broker number is invalid: {value!r}")
+
+
+class UnknownEmail(LoginError):
+    key = "error.unknown_email"
+
+    def __init__(self, email: str, broker_number: str) -> None:
+        self.email = email
+        self.broker_number = broker_number
+        super().__init__(
+            f"{email!r} is not the email address registered for broker number {broker_number}",
+            email=email,
+        )
+
+
+class AccountNotActive(LoginError):
+    key = "error.account_not_active"
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        super().__init__(f"the account is {status}; it cannot log in", status=status)
+
+
+class TanInvalid(LoginError):
+    key = "error.tan_invalid"
+
+    def __init__(self, why: str) -> None:
+        self.why = why  # "wrong", "expired", "used", "exhausted", "unknown": for the audit only
+        super().__init__(f"the TAN is not valid ({why}); request a new one")
+
+
+class TooSoon(LoginError):
+    key = "error.too_soon"
+
+    def __init__(self, what: str, until: datetime) -> None:
+        self.what = what
+        self.until = until
+        super().__init__(
+            f"{what} was requested too often; try again after {until:%Y-%m-%d %H:%M:%S} UTC",
+            until=until,
+        )
+
+
+class ActivationInvalid(LoginError):
+    key = "error.activation_invalid"
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+        super().__init__(f"the activation link is not valid ({why}); ask for a new one")
+
+
+class PasswordRejected(LoginError):
+    key = "error.password_rejected"
+
+    def __init__(self, reason: str, **params: Any) -> None:
+        self.reason = reason  # a message key suffix: "too_short", "mismatch", ...
+        super().__init__(f"the new password is not accepted: {reason}", reason=reason, **params)
+
+
+class EnrolmentError(LoginError):
+    key = "error.enrolment"
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(problem)
+
+
+class PasskeyRejected(LoginError):
+    key = "error.passkey_rejected"
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"the passkey could not be verified: {problem}")

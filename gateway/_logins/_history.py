@@ -1,0 +1,28 @@
+"""Last login time and method (seed 004: brokers are told to check it)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from store import User
+
+# Values of users.last_login_method (String(16)) and of the gateway's method header.
+METHOD_CERTIFICATE = "certificate"
+METHOD_PASSWORD = "password"
+METHOD_TOTP = "totp"
+METHOD_RECOVERY = "recovery-code"
+METHOD_PASSKEY = "passkey"
+METHOD_EMAIL_TAN = "email-tan"
+METHOD_DEVICE = "device"  # broker number + email on a browser remembered after a TAN
+
+
+def record_login(user: User, method: str, now: datetime) -> None:
+    """Shift the last login to ``previous_*`` and note this one (caller's transaction).
+
+    The account page shows the *previous* login, the one before the broker's current
+    session: that is the one a broker can recognise as not theirs.
+    """
+    user.previous_login_at = user.last_login_at
+    user.previous_login_method = user.last_login_method
+    user.last_login_at = now
+    user.last_login_method = method

@@ -1,0 +1,425 @@
+"""The login and account pages: wiring into the gateway app, and what every handler shares.
+
+``create_app(..., extensions=[setup_logins(settings=..., secret_key=..., ca_settings=...)])``
+adds the routes under ``/_gateway/`` (before the catch-all), the login options of the
+login page, a middleware that shows the certificate-expiry banner on the gateway's pages,
+and the services' state under ``app[LOGINS]``.
+
+Handlers run the blocking services in threads (``asyncio.to_thread``) and use the core's
+session API (``complete_login``, ``require_csrf``, ``render_page``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from markupsafe import Markup
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway._auth import request_state
+from gateway._logins._certificates import (
+    Authority,
+    current_certificate,
+    note_certificate_used,
+    supersede_replaced,
+)
+from gateway._logins._passkeys import RelyingParty, relying_party
+from gateway._logins._settings import LoginSettings
+from gateway._logins._tan import TAN_KEY_PURPOSE
+from gateway._logins._tokens import derive_key
+from gateway._logins._totp import TOTP_PURPOSE
+from gateway._pages import JINJA, PAGE_CSRF, page_language, safe_next
+from gateway._settings import RESERVED_PREFIX
+from gateway._state import CLOCK, FACTORY, SESSIONS, SETTINGS
+from store import OUTBOX_PURPOSE, Level, Sealer, transaction
+
+P = RESERVED_PREFIX
+# Pages of ours that need script (WebAuthn): the core's CSP allows none, these allow 'self'.
+SCRIPT_CSP = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+PENDING_KEY = "logins.pending"  # session data: the user between password and second factor
+PENDING_TTL_SECONDS = 300
+CHALLENGE_KEY_ACCOUNT = "logins.register_challenge"  # session data: passkey registration
+
+
+@dataclass(kw_only=True)
+class LoginContext:
+    """Everything the pages need besides the core's app state. Built once per app."""
+
+    settings: LoginSettings
+    secret_key: bytes = field(repr=False)
+    make_authority: Callable[[sessionmaker[Session]], Authority] | None
+    rp: RelyingParty
+    _authority: Authority | None = None
+
+    @property
+    def outbox_sealer(self) -> Sealer:
+        return Sealer(secret=self.secret_key, purpose=OUTBOX_PURPOSE)
+
+    @property
+    def totp_sealer(self) -> Sealer:
+        return Sealer(secret=self.secret_key, purpose=TOTP_PURPOSE)
+
+    @property
+    def tan_key(self) -> bytes:
+        return derive_key(self.secret_key, TAN_KEY_PURPOSE)
+
+    def authority(self, factory: sessionmaker[Session]) -> Authority | None:
+        if self.make_authority is None:
+            return None
+        if self._authority is None:
+            self._authority = self.make_authority(factory)
+        return self._authority
+
+
+LOGINS = web.AppKey("logins", LoginContext)
+_BANNER: contextvars.ContextVar[Markup | None] = contextvars.ContextVar(
+    "logins_banner", default=None
+)
+_NAV: contextvars.ContextVar[Markup | None] = contextvars.ContextVar("logins_nav", default=None)
+# Our stylesheet travels with the banner/menu: the core's pages do not link it.
+_STYLE = Markup('<link rel="stylesheet" href="{}/static/logins.css">').format(P)
+
+
+# --- small helpers for handlers
+
+
+def ctx(request: web.Request) -> LoginContext:
+    return request.app[LOGINS]
+
+
+def factory(request: web.Request) -> sessionmaker[Session]:
+    return request.app[FACTORY]
+
+
+def now_of(request: web.Request) -> datetime:
+    return request.app[CLOCK]()
+
+
+def client_addr(request: web.Request) -> str | None:
+    return request.remote
+
+
+def next_of(source: Mapping[str, Any]) -> str:
+    value = source.get("next")
+    return safe_next(value if isinstance(value, str) else None)
+
+
+def form_text(form: Mapping[str, Any], name: str, limit: int = 1024) -> str:
+    value = form.get(name)
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def redirect(location: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(location)
+
+
+def page_url(path: str, **params: str) -> str:
+    """``path`` with query parameters (empty values and ``next=/`` left out)."""
+    query = {k: v for k, v in params.items() if v and not (k == "next" and v == "/")}
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+async def ensure_session(request: web.Request) -> None:
+    """Make sure a (pre-login, anonymous) session exists, so forms carry a CSRF token."""
+    state = request_state(request)
+    if state.session is not None:
+        return
+    new = await asyncio.to_thread(
+        request.app[SESSIONS].start,
+        user_id=None,
+        level=Level.ANONYMOUS,
+        method=None,
+        now=now_of(request),
+        client_addr=client_addr(request),
+        authenticated=False,
+    )
+    state.session = new.state
+    state.new_cookie = new.cookie
+    state.clear_cookie = False
+    request[PAGE_CSRF] = new.state.csrf_token
+
+
+async def update_session_data(request: web.Request, **changes: Any) -> None:
+    state = request_state(request)
+    assert state.session is not None
+    data = {**state.session.data, **changes}
+    data = {k: v for k, v in data.items() if v is not None}
+    state.session = await asyncio.to_thread(
+        request.app[SESSIONS].update, state.session, now=now_of(request), data=data
+    )
+
+
+def user_level(request: web.Request) -> Level:
+    identity = request_state(request).identity
+    return identity.level if identity is not None else Level.ANONYMOUS
+
+
+def is_fresh(request: web.Request) -> bool:
+    """A factor was presented within ``fresh_login`` — or the certificate is on this request."""
+    state = request_state(request)
+    if state.identity is not None and state.identity.cert_fingerprint is not None:
+        return True  # SECURITY: the certificate's key is proven on this very connection
+    session = state.session
+    if session is None or session.authenticated_at is None:
+        return False
+    return now_of(request) - session.authenticated_at <= ctx(request).settings.fresh_login
+
+
+def require_user(request: web.Request, *, level: Level = Level.BASIC) -> int:
+    """The logged-in user's id at ``level`` or more; otherwise off to the login/step-up page."""
+    state = request_state(request)
+    here = request.path_qs
+    if state.identity is None:
+        raise redirect(page_url(f"{P}/login", next=here))
+    if not state.identity.level.satisfies(level):
+        raise redirect(page_url(f"{P}/step-up", next=here, level=level.value))
+    return state.identity.user_id
+
+
+def require_fresh(request: web.Request, *, level: Level, back: str) -> int:
+    """Like :func:`require_user`, and the login must be fresh (else the re-auth page)."""
+    user_id = require_user(request, level=level)
+    if not is_fresh(request):
+        raise redirect(page_url(f"{P}/reauth", next=back, level=level.value))
+    return user_id
+
+
+def format_time(value: datetime | None, language: str) -> str:
+    if value is None:
+        return ""
+    pattern = "%Y-%m-%d %H:%M UTC" if language == "en" else "%d.%m.%Y %H:%M UTC"
+    return value.strftime(pattern)
+
+
+def format_date(value: datetime | None, language: str) -> str:
+    if value is None:
+        return ""
+    return value.strftime("%Y-%m-%d" if language == "en" else "%d.%m.%Y")
+
+
+# --- expiry banner (seed 000: a reminder in the portal about two months before expiry)
+
+
+def logins_middleware() -> Any:
+    """Factory, innermost middleware:
+
+    * at a certificate single sign-on (a new session opened by certificate), note the
+      certificate's first use and supersede the certificate it renewed;
+    * on the gateway's own pages, find out whether the broker's certificate expires within
+      60 days; ``base.html`` shows the banner through the ``expiry_banner()`` global.
+    """
+
+    @web.middleware
+    async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
+        token, nav_token = _BANNER.set(None), _NAV.set(None)
+        try:
+            await _note_certificate_login(request)
+            if request.path.startswith(P) and not request.path.startswith(f"{P}/static/"):
+                await _compute_banner(request)
+            return await handler(request)
+        finally:
+            _BANNER.reset(token)
+            _NAV.reset(nav_token)
+
+    return impl
+
+
+async def _note_certificate_login(request: web.Request) -> None:
+    try:
+        state = request_state(request)
+    except RuntimeError:
+        return
+    identity = state.identity
+    if not state.new_cookie or identity is None or identity.cert_fingerprint is None:
+        return  # only when the auth middleware just opened (or rotated to) a certificate session
+    c = ctx(request)
+    fingerprint, now = identity.cert_fingerprint, now_of(request)
+
+    def run() -> None:
+        with transaction(factory(request)) as session:
+            user_id = note_certificate_used(session, fingerprint=fingerprint, now=now)
+            authority = c.authority(factory(request))
+            if user_id is not None and authority is not None:
+                supersede_replaced(
+                    session,
+                    authority=authority,
+                    grace=c.settings.superseded_grace,
+                    now=now,
+                    user_id=user_id,
+                )
+
+    await asyncio.to_thread(run)
+
+
+async def _compute_banner(request: web.Request) -> None:
+    try:
+        state = request_state(request)
+    except RuntimeError:
+        return
+    identity = state.identity
+    # Restricted sessions are attributed to the firm, not proven to be this user: no banner.
+    if identity is None or not identity.level.satisfies(Level.BASIC):
+        return
+    now = now_of(request)
+    from gateway._pages import CATALOGS
+
+    language = page_language(request)
+    catalogs = request.app[CATALOGS]
+    # seed 000: "Mein Konto / Abmelden" in the portal's menu.
+    _NAV.set(
+        _STYLE
+        + Markup('<nav class="account-nav" aria-label="{}"><a href="{}">{}</a></nav>').format(
+            catalogs.translate(language, "logins.nav.label"),
+            f"{P}/account",
+            catalogs.translate(language, "logins.nav.account"),
+        )
+    )
+
+    def lookup() -> datetime | None:
+        with transaction(factory(request)) as session:
+            view = current_certificate(session, identity.user_id, now)
+            return view.not_after if view is not None and view.expiring else None
+
+    not_after = await asyncio.to_thread(lookup)
+    if not_after is None:
+        return
+    days = max(0, (not_after - now).days)
+    text = catalogs.translate(
+        language, "banner.expiring", date=format_date(not_after, language), days=days
+    )
+    link = catalogs.translate(language, "banner.renew")
+    _BANNER.set(
+        _STYLE
+        + Markup(
+            '<div class="banner" role="status"><p>{}</p><p><a href="{}">{}</a></p></div>'
+        ).format(text, f"{P}/account#certificate", link)
+    )
+
+
+def expiry_banner() -> Markup:
+    """Jinja global used by ``base.html``: the banner for this request, or nothing."""
+    return _BANNER.get() or Markup("")
+
+
+def account_nav() -> Markup:
+    """Jinja global used by ``base.html``: the "My account" link while a broker is logged in."""
+    return _NAV.get() or Markup("")
+
+
+def ca_authority_factory(
+    *, ca_settings: Any, secret_key: bytes, clock: Callable[[], datetime]
+) -> Callable[[sessionmaker[Session]], Authority] | None:
+    """``make_authority`` for :func:`setup_logins` from ``config.ca``; ``None`` without a CA
+    passphrase (the gateway then offers no certificate download)."""
+    if not getattr(ca_settings, "passphrase", ""):
+        return None
+
+    def make(factory: sessionmaker[Session]) -> Authority:
+        from ca import CertificateAuthority  # the gateway needs the CA's key only for downloads
+
+        authority: Authority = CertificateAuthority(
+            settings=ca_settings,
+            sessions=factory,
+            clock=clock,
+            outbox_sealer=Sealer(secret=secret_key, purpose=OUTBOX_PURPOSE),
+        )
+        return authority
+
+    return make
+
+
+def setup_logins(
+    *,
+    settings: LoginSettings,
+    secret_key: bytes,
+    make_authority: Callable[[sessionmaker[Session]], Authority] | None = None,
+) -> Callable[[web.Application], None]:
+    """The ``create_app`` extension that adds the login and account pages.
+
+    Args:
+        settings: the ``[logins]`` section.
+        secret_key: the application secret (seals TOTP secrets and mail secrets, keys TANs).
+        make_authority: builds the ``ca.CertificateAuthority`` from the app's session factory
+            (e.g. ``lambda f: CertificateAuthority(settings=config.ca, sessions=f,
+            clock=clock, outbox_sealer=...)``); ``None``: no certificate downloads here.
+    """
+
+    def setup(app: web.Application) -> None:
+        from gateway._logins import _web_account, _web_login
+        from gateway._pages import LOGIN_OPTIONS, LoginOption
+
+        app[LOGINS] = LoginContext(
+            settings=settings,
+            secret_key=secret_key,
+            make_authority=make_authority,
+            rp=relying_party(app[SETTINGS].public_url, settings.passkey_rp_name),
+        )
+        jinja = app[JINJA]
+        jinja.globals["expiry_banner"] = expiry_banner
+        jinja.globals["account_nav"] = account_nav
+        app.middlewares.append(logins_middleware())
+        app[LOGIN_OPTIONS].extend(
+            [
+                LoginOption(label_key="logins.option.password", url=f"{P}/login/password"),
+                LoginOption(label_key="logins.option.passkey", url=f"{P}/login/passkey"),
+                LoginOption(label_key="logins.option.broker", url=f"{P}/login/broker"),
+            ]
+        )
+        _web_login.add_routes(app.router)
+        _web_account.add_routes(app.router)
+
+    return setup
+
+
+# --- rendering
+
+
+def see_other(location: str) -> web.Response:
+    """A 303 as a returned response (cookies can be added to it)."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def error_text(request: web.Request, error: Exception) -> str:
+    """The translated message of a LoginError (times in the page's language)."""
+    from gateway._logins._errors import LoginError
+    from gateway._pages import CATALOGS
+
+    language = page_language(request)
+    catalogs = request.app[CATALOGS]
+    if not isinstance(error, LoginError):
+        return catalogs.translate(language, "error.generic")
+    params: dict[str, object] = {}
+    for name, value in error.params.items():
+        params[name] = format_time(value, language) if isinstance(value, datetime) else value
+    key = error.key
+    if key == "error.password_rejected":
+        key = f"error.password_rejected.{params.pop('reason')}"
+    return catalogs.translate(language, key, **params)
+
+
+def show(
+    request: web.Request,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status: int = 200,
+    script: bool = False,
+) -> web.Response:
+    """Render ``logins/<template>``; ``script=True`` allows our own JavaScript (WebAuthn)."""
+    from gateway._pages import render_page
+
+    response = render_page(request, f"logins/{template}", context, status=status)
+    if script:
+        response.headers["Content-Security-Policy"] = SCRIPT_CSP
+    return response
