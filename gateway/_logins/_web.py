@@ -29,7 +29,6 @@ from gateway._logins._certificates import (
     Authority,
     current_certificate,
     note_certificate_used,
-    supersede_replaced,
 )
 from gateway._logins._passkeys import RelyingParty, relying_party
 from gateway._logins._settings import LoginSettings
@@ -251,13 +250,7 @@ async def _note_certificate_login(request: web.Request) -> None:
             user_id = note_certificate_used(session, fingerprint=fingerprint, now=now)
             authority = c.authority(factory(request))
             if user_id is not None and authority is not None:
-                supersede_replaced(
-                    session,
-                    authority=authority,
-                    grace=c.settings.superseded_grace,
-                    now=now,
-                    user_id=user_id,
-                )
+                authority.supersede_replaced(session=session, user_id=user_id)
 
     await asyncio.to_thread(run)
 

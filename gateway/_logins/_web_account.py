@@ -12,13 +12,13 @@ from typing import Any
 
 from aiohttp import web
 
+from ca import CASettings
 from gateway._auth import complete_login, request_state, require_csrf
 from gateway._logins._activation import change_password
 from gateway._logins._certificates import (
     certificate_overview,
     download_certificate,
     revoke_own_certificate,
-    supersede_replaced,
 )
 from gateway._logins._devices import list_devices, revoke_devices
 from gateway._logins._errors import LoginError
@@ -69,13 +69,7 @@ def _load_account(request: web.Request, user_id: int) -> dict[str, Any]:
     if authority is not None:
         # Renewed certificates: the old one goes as soon as the new one has been used.
         with transaction(factory(request)) as session:
-            supersede_replaced(
-                session,
-                authority=authority,
-                grace=c.settings.superseded_grace,
-                now=now,
-                user_id=user_id,
-            )
+            authority.supersede_replaced(session=session, user_id=user_id)
     with transaction(factory(request)) as session:
         user = session.get(User, user_id)
         assert user is not None
@@ -110,6 +104,12 @@ def _load_account(request: web.Request, user_id: int) -> dict[str, Any]:
         }
 
 
+def _grace_days(request: web.Request) -> int:
+    authority = ctx(request).authority(factory(request))
+    grace = authority.superseded_grace if authority else CASettings().superseded_grace
+    return grace.days
+
+
 async def account_page(
     request: web.Request, *, error: str | None = None, notice: str | None = None, status: int = 200
 ) -> web.Response:
@@ -130,6 +130,7 @@ async def account_page(
             "fmt_time": lambda v: format_time(v, language),
             "fmt_date": lambda v: format_date(v, language),
             "settings": ctx(request).settings,
+            "superseded_grace_days": _grace_days(request),
         },
         status=status,
         script=True,
