@@ -156,6 +156,7 @@ def gateway_app(
             identity_headers=identity,
             trusted_proxies=trusted,
             strip_headers=strip,
+            gateway_cookies=(settings.session_cookie_name,),
             metrics=metrics,
         )
 
