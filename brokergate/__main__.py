@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from brokergate import _cli_ca, _cli_cert, _cli_config, _cli_db, _cli_gateway, _cli_user
+from brokergate import (
+    _cli_ca,
+    _cli_cert,
+    _cli_config,
+    _cli_db,
+    _cli_gateway,
+    _cli_mail,
+    _cli_renewal,
+    _cli_user,
+)
 from brokergate._config import ConfigError, load_config
 from brokergate._context import CliContext, MissingSecret
 from brokergate._errors import DOMAIN_ERRORS
@@ -25,6 +34,8 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     _cli_config,
     _cli_db,
     _cli_gateway,
+    _cli_mail,
+    _cli_renewal,
 )
 
 

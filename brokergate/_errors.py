@@ -6,6 +6,7 @@ Each package keeps its own error tree; add its base class here when it grows one
 from __future__ import annotations
 
 from ca import CAError
+from renewal import RenewalError
 from store import StoreError
 
-DOMAIN_ERRORS: tuple[type[Exception], ...] = (CAError, StoreError)
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (CAError, RenewalError, StoreError)

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -163,13 +164,18 @@ def policy_middleware() -> Any:
             normalised.path, request.method, settings.routes, settings.default_level
         )
         session = state.session
+        now = app[CLOCK]()
+        authenticated_at = session.authenticated_at if session is not None else None
+        if state.identity is not None and state.identity.cert_fingerprint is not None:
+            # The certificate's key is proven on this very connection: as fresh as it gets
+            # (the logins pages treat it the same way).
+            authenticated_at = now
         auth = RequestAuth(
             level=state.identity.level if state.identity is not None else Level.ANONYMOUS,
-            authenticated_at=session.authenticated_at if session is not None else None,
+            authenticated_at=authenticated_at,
             twofa_prompt_dismissed=session.twofa_prompt_dismissed if session else False,
             certificate_problem=isinstance(state.certificate, CertificateProblem),
         )
-        now = app[CLOCK]()
         decision = decide(
             auth=auth,
             requirement=requirement,
@@ -274,7 +280,7 @@ async def twofa_not_now_handler(request: web.Request) -> web.StreamResponse:
     now = app[CLOCK]()
     next_path = safe_next(form.get("next") if isinstance(form.get("next"), str) else None)  # type: ignore[arg-type]
     if state.session is None or deadline is None or now >= deadline:
-        raise web.HTTPSeeOther(f"{RESERVED_PREFIX}/step-up?next={next_path}")
+        raise web.HTTPSeeOther(f"{RESERVED_PREFIX}/step-up?next={quote(next_path, safe='/')}")
     await asyncio.to_thread(
         app[SESSIONS].update, state.session, now=now, twofa_prompt_dismissed=True
     )
@@ -347,24 +353,29 @@ def _store_context(
         # Fail loudly at start-up if the store or the keys are not usable.
         await asyncio.to_thread(trust.refresh)
         await asyncio.to_thread(signer.ensure_key, app[CLOCK]())
-        app[REFRESH_TASK] = asyncio.create_task(_refresh_loop(app), name="gateway-refresh")
+        stop = asyncio.Event()
+        app[REFRESH_TASK] = asyncio.create_task(_refresh_loop(app, stop), name="gateway-refresh")
         try:
             yield
         finally:
-            app[REFRESH_TASK].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await app[REFRESH_TASK]
+            # Not cancel(): a refresh running in a thread would go on using the engine
+            # after dispose(); the loop finishes its round and returns.
+            stop.set()
+            await app[REFRESH_TASK]
             engine.dispose()
 
     return context
 
 
-async def _refresh_loop(app: web.Application) -> None:
+async def _refresh_loop(app: web.Application, stop: asyncio.Event) -> None:
     """Poll revocations, users, sessions and keys every ``revocation_refresh_interval``."""
     interval = app[SETTINGS].revocation_refresh_interval.total_seconds()
     rounds = 0
-    while True:
-        await asyncio.sleep(interval)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return
         rounds += 1
         try:
             await asyncio.to_thread(app[TRUST].refresh)
@@ -448,9 +459,11 @@ def create_app(
     app.on_response_prepare.append(_security_headers)
 
     router = app.router
-    router.add_get("/healthz", healthz)
-    router.add_get("/.well-known/jwks.json", jwks)
-    router.add_static(f"{RESERVED_PREFIX}/static/", STATIC_DIR, append_version=False)
+    router.add_get("/healthz", healthz, name="healthz")
+    router.add_get("/.well-known/jwks.json", jwks, name="jwks")
+    router.add_static(
+        f"{RESERVED_PREFIX}/static/", STATIC_DIR, append_version=False, name="gateway_static"
+    )
     router.add_get(f"{RESERVED_PREFIX}/login", login_page)
     router.add_get(f"{RESERVED_PREFIX}/step-up", step_up_page)
     router.add_get(f"{RESERVED_PREFIX}/certificate", certificate_page)

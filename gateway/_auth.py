@@ -55,9 +55,9 @@ from gateway._sessions import (
     SessionState,
     SessionVerdict,
     csrf_ok,
+    session_cookie_header,
     session_verdict,
 )
-from gateway._settings import RESERVED_PREFIX
 from gateway._state import (
     CERTIFICATE_SOURCE,
     CLOCK,
@@ -84,20 +84,40 @@ __all__ = [
 
 log = logging.getLogger("gateway.auth")
 
-_UNAUTHENTICATED_PATHS = ("/healthz", "/.well-known/jwks.json", f"{RESERVED_PREFIX}/static/")
+# Routes (by name) that need no identity: health, public keys, static files.
+UNAUTHENTICATED_ROUTES = frozenset({"healthz", "jwks", "gateway_static"})
 _PASSWORD_METHOD = "password"
 # Connections already counted in brokergate_handshakes (one count per TLS connection).
 _COUNTED: weakref.WeakSet[Any] = weakref.WeakSet()
-_PARSED: dict[str, x509.Certificate] = {}
+_CONNECTION_CERT: weakref.WeakKeyDictionary[Any, bytes | None] = weakref.WeakKeyDictionary()
+_PARSED: dict[str, tuple[bytes, x509.Certificate]] = {}
 _PARSED_LIMIT = 20_000
+# id(DER bytes) → fingerprint. Safe against id reuse: a hit counts only if _PARSED holds
+# that very object (alive, so its id is not reused).
+_FINGERPRINTS: dict[int, str] = {}
+
+
+def _der_key(der: bytes) -> str:
+    return _FINGERPRINTS.get(id(der), "")
 
 
 def tls_certificate_source(request: web.Request) -> bytes | None:
-    """Direct mode: the certificate of this request's TLS connection."""
+    """Direct mode: the certificate of this request's TLS connection (read once per
+    connection: it cannot change within one, also not after resumption)."""
     transport = request.transport
     if transport is None:
         return None
-    return peer_certificate_der(transport.get_extra_info("ssl_object"))
+    connection = transport.get_extra_info("ssl_object")
+    if connection is None:
+        return None
+    try:
+        return _CONNECTION_CERT[connection]
+    except KeyError:
+        der = peer_certificate_der(connection)
+        _CONNECTION_CERT[connection] = der
+        return der
+    except TypeError:  # not weak-referenceable: no caching
+        return peer_certificate_der(connection)
 
 
 def request_state(request: web.Request) -> RequestState:
@@ -114,9 +134,12 @@ def _store_failure(exc: Exception) -> StoreUnavailable:
 
 async def _evaluate(request: web.Request, der: bytes) -> Identity | CertificateProblem:
     app = request.app
-    fingerprint = hashlib.sha256(der).hexdigest()
-    certificate = _PARSED.get(fingerprint)
-    if certificate is None:
+    # The same bytes object comes back for every request of a connection: hash it once.
+    parsed = _PARSED.get(_der_key(der))
+    if parsed is not None and parsed[0] is der:
+        fingerprint, certificate = _der_key(der), parsed[1]
+    else:
+        fingerprint = hashlib.sha256(der).hexdigest()
         try:
             certificate = x509.load_der_x509_certificate(der)
         except ValueError:
@@ -125,7 +148,9 @@ async def _evaluate(request: web.Request, der: bytes) -> Identity | CertificateP
             )
         if len(_PARSED) >= _PARSED_LIMIT:
             _PARSED.clear()
-        _PARSED[fingerprint] = certificate
+            _FINGERPRINTS.clear()
+        _PARSED[fingerprint] = (der, certificate)
+        _FINGERPRINTS[id(der)] = fingerprint
     trust = app[TRUST]
     entry = trust.get(fingerprint)
     if not isinstance(entry, CacheEntry):
@@ -215,8 +240,8 @@ async def _resolve(request: web.Request) -> RequestState:
                 session = await asyncio.to_thread(sessions.load, cookie, now)
             except Exception as exc:
                 raise _store_failure(exc) from exc
-        if session is None:
-            state.clear_cookie = True
+        # An unknown or ended cookie is ignored, not deleted: right after a rotation, parallel
+        # requests still carry the old cookie, and deleting it could overwrite the new one.
     if session is not None:
         presented = (
             cert_identity.cert_fingerprint
@@ -313,6 +338,13 @@ async def _single_sign_on(
         if session is not None:
             # SECURITY: another user's session on a connection presenting this certificate.
             await asyncio.to_thread(sessions.end, session.id, now)
+        assert cert.cert_fingerprint is not None
+        reused = sessions.certificate_session(cert.cert_fingerprint, cert.user_id, now)
+        if reused is not None:
+            # A client without cookies (curl, API, load test): its certificate session again.
+            state.new_cookie = reused.cookie
+            state.clear_cookie = False
+            return reused.state
         new = await asyncio.to_thread(
             sessions.start,
             user_id=cert.user_id,
@@ -334,7 +366,9 @@ def auth_middleware() -> Any:
 
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(_UNAUTHENTICATED_PATHS):
+        # By the route aiohttp matched, not by path prefix: "/healthzX" is not /healthz.
+        resource = request.match_info.route.resource
+        if resource is not None and resource.name in UNAUTHENTICATED_ROUTES:
             return await handler(request)
         request[REQUEST_STATE] = await _resolve(request)
         return await handler(request)
@@ -348,16 +382,15 @@ async def apply_session_cookie(request: web.Request, response: web.StreamRespons
     Done on prepare, not after the handler, because proxied responses are streamed and
     their headers are sent before the handler returns.
     """
-    from gateway._sessions import clear_session_cookie, set_session_cookie
-
     state = request.get(REQUEST_STATE)
     if not isinstance(state, RequestState):
         return
-    settings = request.app[SETTINGS]
+    name = request.app[SETTINGS].session_cookie_name
+    # aiohttp renders response.cookies before this hook runs: add the header itself.
     if state.new_cookie:
-        set_session_cookie(response, state.new_cookie, settings)
+        response.headers.add("Set-Cookie", session_cookie_header(name, state.new_cookie))
     elif state.clear_cookie:
-        clear_session_cookie(response, settings)
+        response.headers.add("Set-Cookie", session_cookie_header(name, None))
 
 
 async def complete_login(

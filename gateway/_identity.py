@@ -98,6 +98,35 @@ class CertificateProblem:
     detail: str = ""  # for the log, never shown
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Facts:
+    not_before: datetime
+    not_after: datetime
+    client_auth: bool
+    emails: frozenset[str]
+
+
+_FACTS: dict[str, _Facts] = {}
+_FACTS_LIMIT = 50_000
+
+
+def _facts(certificate: x509.Certificate, fingerprint: str) -> _Facts:
+    """What the decision reads from a certificate, memoised by fingerprint (parsing the
+    extensions costs more than the whole rest of the decision)."""
+    found = _FACTS.get(fingerprint)
+    if found is None:
+        found = _Facts(
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            client_auth=_has_client_auth(certificate),
+            emails=frozenset(_san_emails(certificate)),
+        )
+        if len(_FACTS) >= _FACTS_LIMIT:
+            _FACTS.clear()
+        _FACTS[fingerprint] = found
+    return found
+
+
 def _has_client_auth(certificate: x509.Certificate) -> bool:
     try:
         eku = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -157,20 +186,20 @@ def evaluate_certificate(
         return problem(
             ProblemKind.RETIRED_GENERATION, since=retired_generations[record.generation_id]
         )
-    not_before = certificate.not_valid_before_utc
-    not_after = certificate.not_valid_after_utc
+    facts = _facts(certificate, fingerprint)
+    not_before, not_after = facts.not_before, facts.not_after
     if now < not_before:
         return problem(ProblemKind.NOT_YET_VALID, until=not_before)
     if now > not_after:
         return problem(ProblemKind.EXPIRED, since=not_after)
-    if not _has_client_auth(certificate):
+    if not facts.client_auth:
         return problem(ProblemKind.INVALID, "no EKU clientAuth")
     chain_error = verify_chain(certificate, fingerprint, now)
     if chain_error is not None:
         return problem(ProblemKind.INVALID, f"chain: {chain_error}")
     if user is None or user.id != record.user_id or user.status is not UserStatus.ACTIVE:
         return problem(ProblemKind.USER_DISABLED, "user missing or not active")
-    if user.email.lower() not in _san_emails(certificate):
+    if user.email.lower() not in facts.emails:
         return problem(ProblemKind.INVALID, "SAN e-mail differs from the user's e-mail")
     return Identity(
         user_id=user.id,

@@ -156,8 +156,9 @@ class TrustCache:
             # The user may have changed since the entry was made (status, e-mail).
             if entry.record is not None:
                 user = self._users.get(entry.record.user_id)
-                if user is not entry.user:
+                if user != entry.user:
                     entry = CacheEntry(record=entry.record, user=user)
+                    self._entries[fingerprint] = entry
             return entry
 
     def user(self, user_id: int) -> UserRecord | _Miss | None:
@@ -265,15 +266,15 @@ class TrustCache:
                 ):
                     self._watermark = row.revoked_at
                 old = self._entries.get(row.fingerprint_sha256)
-                if old is not None:
+                if old is not None and old.record != _record(row):
                     self._entries[row.fingerprint_sha256] = CacheEntry(
                         record=_record(row), user=old.user
                     )
             for user_id in user_ids:
-                if user_id in users:
-                    self._users[user_id] = users[user_id]
-                else:
+                if user_id not in users:
                     self._users.pop(user_id, None)
+                elif self._users.get(user_id) != users[user_id]:
+                    self._users[user_id] = users[user_id]
             self._snapshot = _Snapshot(retired=retired, generation_key=generation_key)
         if new_trust is not None:
             self.trust = new_trust

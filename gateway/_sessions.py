@@ -32,21 +32,28 @@ session is declared idle the row is re-read, since another replica may have touc
 
 from __future__ import annotations
 
-import base64
-import enum
-import hashlib
-import hmac
 import secrets
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway._session_state import (
+    NewSession,
+    SessionState,
+    SessionVerdict,
+    clear_session_cookie,
+    csrf_ok,
+    new_cookie_value,
+    session_cookie_header,
+    session_id_for,
+    session_verdict,
+    set_session_cookie,
+)
 from gateway._settings import GatewaySettings
 from store import Level, WebSession, transaction
 
@@ -58,6 +65,7 @@ __all__ = [
     "Sessions",
     "clear_session_cookie",
     "csrf_ok",
+    "session_cookie_header",
     "session_id_for",
     "session_verdict",
     "set_session_cookie",
@@ -67,125 +75,6 @@ __all__ = [
 # bottleneck, and a minute is small next to the 15-minute idle timeout.
 TOUCH_INTERVAL = timedelta(seconds=60)
 _CACHE_LIMIT = 100_000  # sessions cached per replica; beyond that the oldest are dropped
-
-
-def session_id_for(cookie_value: str) -> str:
-    """The row id of a cookie value: SHA-256, lower-case hex."""
-    return hashlib.sha256(cookie_value.encode()).hexdigest()
-
-
-@dataclass(frozen=True, kw_only=True)
-class SessionState:
-    """An immutable snapshot of one ``web_sessions`` row."""
-
-    id: str
-    user_id: int | None
-    level: Level
-    method: str | None
-    created_at: datetime
-    authenticated_at: datetime | None
-    last_seen_at: datetime
-    absolute_expires_at: datetime
-    cert_fingerprint: str | None
-    client_addr: str | None
-    csrf_token: str = field(repr=False)
-    twofa_prompt_dismissed: bool
-    data: Mapping[str, Any]
-    ended_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: WebSession) -> SessionState:
-        return cls(
-            id=row.id,
-            user_id=row.user_id,
-            level=row.level,
-            method=row.method,
-            created_at=row.created_at,
-            authenticated_at=row.authenticated_at,
-            last_seen_at=row.last_seen_at,
-            absolute_expires_at=row.absolute_expires_at,
-            cert_fingerprint=row.cert_fingerprint,
-            client_addr=row.client_addr,
-            csrf_token=row.csrf_token,
-            twofa_prompt_dismissed=row.twofa_prompt_dismissed,
-            data=dict(row.data or {}),
-            ended_at=row.ended_at,
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class NewSession:
-    """A freshly started (or rotated) session; ``cookie`` goes into Set-Cookie, nowhere else."""
-
-    cookie: str = field(repr=False)
-    state: SessionState
-
-
-class SessionVerdict(enum.StrEnum):
-    ACTIVE = "active"
-    ENDED = "ended"  # logout, logout everywhere, rotated away
-    IDLE = "idle"
-    EXPIRED = "expired"  # absolute maximum reached
-    CERTIFICATE_GONE = "certificate_gone"  # opened by certificate, which is no longer presented
-
-
-def session_verdict(
-    state: SessionState,
-    *,
-    now: datetime,
-    idle_timeout: timedelta,
-    presented_fingerprint: str | None,
-) -> SessionVerdict:
-    """Whether ``state`` may still be used at ``now`` on a connection presenting that certificate.
-
-    ``presented_fingerprint`` is the fingerprint of a *valid* certificate of the same
-    user on this request (None if none, or if it failed validation).
-    """
-    if state.ended_at is not None:
-        return SessionVerdict.ENDED
-    if now >= state.absolute_expires_at:
-        return SessionVerdict.EXPIRED
-    if now - state.last_seen_at > idle_timeout:
-        return SessionVerdict.IDLE
-    # SECURITY: a certificate session lives only while that certificate is presented (and
-    # valid); otherwise the revocation of a certificate would not end its sessions.
-    if state.cert_fingerprint is not None and state.cert_fingerprint != presented_fingerprint:
-        return SessionVerdict.CERTIFICATE_GONE
-    return SessionVerdict.ACTIVE
-
-
-def csrf_ok(state: SessionState, submitted: str | None) -> bool:
-    """Constant-time check of a form's CSRF token against the session's."""
-    if not submitted:
-        return False
-    return hmac.compare_digest(state.csrf_token.encode(), submitted.encode())
-
-
-def _new_cookie() -> str:
-    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-
-
-def set_session_cookie(
-    response: web.StreamResponse, cookie: str, settings: GatewaySettings
-) -> None:
-    """Set the session cookie: ``__Host-`` prefix, Secure, HttpOnly, SameSite=Lax, Path=/.
-
-    No Max-Age: the session ends server-side; a browser session cookie is the right life.
-    """
-    response.set_cookie(
-        settings.session_cookie_name,
-        cookie,
-        path="/",
-        secure=True,
-        httponly=True,
-        samesite="Lax",
-    )
-
-
-def clear_session_cookie(response: web.StreamResponse, settings: GatewaySettings) -> None:
-    response.del_cookie(
-        settings.session_cookie_name, path="/", secure=True, httponly=True, samesite="Lax"
-    )
 
 
 class Sessions:
@@ -200,6 +89,11 @@ class Sessions:
         self._factory = factory
         self._settings = settings
         self._cache: dict[str, SessionState] = {}
+        # Certificate sessions this replica started, by fingerprint, WITH their cookie value
+        # (memory only): a client that keeps no cookies (curl, API clients, load tests) gets
+        # the same session back instead of a new row per request. Safe because a
+        # certificate session is useless without presenting that certificate.
+        self._by_fingerprint: dict[str, NewSession] = {}
         self._lock = threading.Lock()
 
     # --- cache
@@ -214,6 +108,25 @@ class Sessions:
         with self._lock:
             for session_id in session_ids:
                 self._cache.pop(session_id, None)
+
+    def certificate_session(
+        self, fingerprint: str, user_id: int, now: datetime
+    ) -> NewSession | None:
+        """The live certificate session this replica started for ``fingerprint``, if any."""
+        with self._lock:
+            known = self._by_fingerprint.get(fingerprint)
+            state = self._cache.get(known.state.id) if known is not None else None
+        if known is None or state is None or state.user_id != user_id:
+            return None
+        verdict = session_verdict(
+            state,
+            now=now,
+            idle_timeout=self._settings.idle_timeout,
+            presented_fingerprint=fingerprint,
+        )
+        if verdict is not SessionVerdict.ACTIVE:
+            return None
+        return NewSession(cookie=known.cookie, state=state)
 
     def cached_ids(self) -> list[str]:
         with self._lock:
@@ -329,7 +242,7 @@ class Sessions:
 
         Pass ``db`` to write within the caller's transaction (it commits).
         """
-        cookie = _new_cookie()
+        cookie = new_cookie_value()
         row = WebSession(
             id=session_id_for(cookie),
             user_id=user_id,
@@ -354,7 +267,13 @@ class Sessions:
                 own.add(row)
         state = SessionState.from_row(row)
         self._remember(state)
-        return NewSession(cookie=cookie, state=state)
+        new = NewSession(cookie=cookie, state=state)
+        if cert_fingerprint is not None:
+            with self._lock:
+                if len(self._by_fingerprint) >= _CACHE_LIMIT:
+                    self._by_fingerprint.clear()
+                self._by_fingerprint[cert_fingerprint] = new
+        return new
 
     def elevate(
         self,
@@ -372,7 +291,7 @@ class Sessions:
         The new session keeps created_at/absolute expiry, the data and the 2FA "Not now"
         flag; ``authenticated_at`` becomes ``now``. The old row is ended.
         """
-        cookie = _new_cookie()
+        cookie = new_cookie_value()
         row = WebSession(
             id=session_id_for(cookie),
             user_id=user_id if user_id is not None else state.user_id,
@@ -407,7 +326,11 @@ class Sessions:
         self._forget([state.id])
         fresh = SessionState.from_row(row)
         self._remember(fresh)
-        return NewSession(cookie=cookie, state=fresh)
+        new = NewSession(cookie=cookie, state=fresh)
+        if cert_fingerprint is not None:
+            with self._lock:
+                self._by_fingerprint[cert_fingerprint] = new
+        return new
 
     def touch(self, state: SessionState, now: datetime) -> SessionState:
         """Record activity; writes at most once per :data:`TOUCH_INTERVAL`."""

@@ -6,44 +6,33 @@ Everything runs on 127.0.0.1 with real TLS. The gateway's clock is the ``clock``
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import ipaddress
 import json
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from ca import CertificateAuthority, load_trust_material
 from gateway import GatewaySettings, create_app, create_server_context
-from gateway._identity_headers import is_identity_header
-from store import (
-    CAGeneration,
-    CARoot,
-    Certificate,
-    CertificateStatus,
-    GenerationStatus,
-    Organisation,
-    RootStatus,
-    User,
-    UserStatus,
-    session_factory,
-    transaction,
-)
+from gateway._forwarder import ProxyForwarder
+from gateway._metrics import GatewayMetrics
+from store import RevocationReason, User
+from tests.conftest import TEST_SECRET_KEY, password_mail_for
 
-SECRET = b"test-secret-key-0123456789abcdef"
+SECRET = TEST_SECRET_KEY
 EPOCH = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)  # the `clock` fixture's start
 
 
@@ -107,32 +96,13 @@ def _ca(
 
 
 @dataclass(frozen=True, kw_only=True)
-class Trust:
-    """What ``ca.load_trust_material`` returns, read from the store by :func:`trust_loader`."""
-
-    roots: list[x509.Certificate]
-    intermediates: list[x509.Certificate]
-    issuing_by_generation: dict[int, x509.Certificate]
-
-
-def trust_loader(session: Session) -> Trust:
-    roots = [
-        x509.load_pem_x509_certificate(r.cert_pem.encode()) for r in session.scalars(select(CARoot))
-    ]
-    issuing = {
-        g.id: x509.load_pem_x509_certificate(g.cert_pem.encode())
-        for g in session.scalars(select(CAGeneration))
-        if g.status is not GenerationStatus.RETIRED
-    }
-    return Trust(roots=roots, intermediates=list(issuing.values()), issuing_by_generation=issuing)
-
-
-@dataclass(frozen=True, kw_only=True)
 class ClientCert:
     """A broker certificate on disk, for ssl contexts, curl and openssl."""
 
     cert_path: Path
     key_path: Path
+    p12_path: Path
+    password: str
     serial: str
     fingerprint: str
     user_id: int
@@ -145,226 +115,148 @@ class ClientCert:
 
 
 @dataclass(kw_only=True)
-class PKI:
-    """A root and issuing CA (generation 1) in the store, and a server certificate for TLS."""
+class ServerTLS:
+    """The listener's certificate, from a separate server CA (as in production)."""
 
-    engine: Engine
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_server_tls(folder: Path) -> ServerTLS:
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    server_ca_key, server_ca = _ca("test server CA", None, start)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(server_ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(server_ca_key, hashes.SHA256())
+    )
+    tls = ServerTLS(
+        ca=folder / "server-ca.pem", cert=folder / "server.pem", key=folder / "server-key.pem"
+    )
+    tls.ca.write_text(_pem(server_ca))
+    tls.cert.write_text(_pem(cert))
+    tls.key.write_bytes(_key_pem(key))
+    tls.key.chmod(0o600)
+    return tls
+
+
+@pytest.fixture
+def server_tls(tmp_path: Path) -> ServerTLS:
+    return make_server_tls(tmp_path)
+
+
+@dataclass(kw_only=True)
+class Brokers:
+    """Brokers and their certificates, made by the real CA (``authority`` fixture)."""
+
+    authority: CertificateAuthority
+    make_user: Callable[..., User]
+    sessions: sessionmaker[Session]
+    clock: Any
     folder: Path
-    root_key: Any = None
-    root: x509.Certificate | None = None
-    issuing_key: Any = None
-    issuing: x509.Certificate | None = None
-    server_ca: Path = field(default=Path())
-    server_cert: Path = field(default=Path())
-    server_key: Path = field(default=Path())
     _count: int = 0
 
-    def setup(self) -> None:
-        start = EPOCH - dt.timedelta(days=365)
-        self.root_key, self.root = _ca("brokergate test Root CA", None, start)
-        self.issuing_key, self.issuing = _ca(
-            "brokergate test Broker CA G1", (self.root_key, self.root.subject), start
-        )
-        with transaction(session_factory(self.engine)) as db:
-            root = CARoot(
-                subject=self.root.subject.rfc4514_string(),
-                cert_pem=_pem(self.root),
-                key_pem_encrypted="unused in gateway tests",
-                cross_cert_pem=None,
-                status=RootStatus.ACTIVE,
-                not_before=self.root.not_valid_before_utc,
-                not_after=self.root.not_valid_after_utc,
-                created_at=start,
-            )
-            db.add(root)
-            db.flush()
-            db.add(
-                CAGeneration(
-                    id=1,
-                    root_id=root.id,
-                    subject=self.issuing.subject.rfc4514_string(),
-                    cert_pem=_pem(self.issuing),
-                    key_pem_encrypted="unused",
-                    key_type="ec-p256",
-                    status=GenerationStatus.ACTIVE,
-                    not_before=self.issuing.not_valid_before_utc,
-                    not_after=self.issuing.not_valid_after_utc,
-                    created_at=start,
-                    rotated_at=None,
-                    retired_at=None,
-                    crl_number=0,
-                )
-            )
-        # The server's own certificate comes from a separate CA, as in production.
-        server_ca_key, server_ca = _ca("test server CA", None, start)
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name("localhost"))
-            .issuer_name(server_ca.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
-            .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(server_ca_key, hashes.SHA256())
-        )
-        self.server_ca = self.folder / "server-ca.pem"
-        self.server_ca.write_text(_pem(server_ca))
-        self.server_cert = self.folder / "server.pem"
-        self.server_cert.write_text(_pem(cert))
-        self.server_key = self.folder / "server-key.pem"
-        self.server_key.write_bytes(_key_pem(key))
-        self.server_key.chmod(0o600)
+    def user(self, email: str | None = None, broker: str | None = None, **kw: Any) -> int:
+        return self.make_user(email=email, broker=broker, **kw).id
 
-    def make_user(
-        self,
-        *,
-        email: str,
-        broker: str,
-        name: str = "Erika Muster",
-        status: UserStatus = UserStatus.ACTIVE,
-    ) -> int:
-        with transaction(session_factory(self.engine)) as db:
-            org = db.scalars(
-                select(Organisation).where(Organisation.broker_number == broker)
-            ).first()
-            if org is None:
-                org = Organisation(broker_number=broker, name="Agentur", created_at=EPOCH)
-                db.add(org)
-                db.flush()
-            user = User(
-                organisation_id=org.id,
-                email=email.lower(),
-                name=name,
-                locale="de",
-                status=status,
-                created_at=EPOCH,
-            )
-            db.add(user)
-            db.flush()
-            return user.id
-
-    def issue(
-        self,
-        user_id: int,
-        *,
-        not_before: dt.datetime = EPOCH - dt.timedelta(days=1),
-        not_after: dt.datetime = EPOCH + dt.timedelta(days=730),
-        email: str | None = None,
-        eku: bool = True,
-        signer: tuple[Any, x509.Certificate] | None = None,
-        store: bool = True,
-    ) -> ClientCert:
-        """A broker certificate (RSA-2048, EKU clientAuth, SAN e-mail), stored unless told not."""
-        with session_factory(self.engine)() as db:
-            user = db.get(User, user_id)
-            assert user is not None
-            user_email = user.email
-            broker = user.organisation.broker_number
-            name = user.name
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        issuer_key, issuer = signer or (self.issuing_key, self.issuing)
-        assert issuer is not None
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.COMMON_NAME, name),
-                        x509.NameAttribute(NameOID.SERIAL_NUMBER, broker),
-                    ]
-                )
-            )
-            .issuer_name(issuer.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.RFC822Name(email or user_email),
-                        x509.UniformResourceIdentifier(f"urn:brokergate:user:{user_id}"),
-                    ]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-                critical=False,
-            )
-        )
-        if eku:
-            builder = builder.add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-            )
-        cert = builder.sign(issuer_key, hashes.SHA256())
-        der = cert.public_bytes(serialization.Encoding.DER)
-        fingerprint = hashlib.sha256(der).hexdigest()
-        serial = format(cert.serial_number, "x")
-        if store:
-            with transaction(session_factory(self.engine)) as db:
-                db.add(
-                    Certificate(
-                        serial=serial,
-                        fingerprint_sha256=fingerprint,
-                        subject=cert.subject.rfc4514_string(),
-                        not_before=not_before,
-                        not_after=not_after,
-                        status=CertificateStatus.VALID,
-                        generation_id=1,
-                        user_id=user_id,
-                        key_type="rsa2048",
-                        p12_profile="modern",
-                        issued_at=not_before,
-                        issued_by="test",
-                        cert_pem=_pem(cert),
-                    )
-                )
+    def issue(self, user_id: int, *, at: dt.datetime | None = None) -> ClientCert:
+        """Issue through the CA; ``at`` moves the CA's clock for this issuance only."""
+        saved = self.clock.now
+        if at is not None:
+            self.clock.now = at
+        try:
+            issued = self.authority.issue_certificate(user_id, "test:gateway")
+        finally:
+            self.clock.now = saved
+        password = password_mail_for(self.sessions, issued.serial)
+        key, cert, _extra = pkcs12.load_key_and_certificates(issued.pkcs12, password.encode())
+        assert key is not None and cert is not None
         self._count += 1
-        cert_path = self.folder / f"client-{self._count}.pem"
-        key_path = self.folder / f"client-{self._count}-key.pem"
+        base = self.folder / f"broker-{self._count}"
+        p12_path = base.with_suffix(".p12")
+        p12_path.write_bytes(issued.pkcs12)
+        cert_path = base.with_suffix(".pem")
+        key_path = self.folder / f"broker-{self._count}-key.pem"
         cert_path.write_text(_pem(cert))
         key_path.write_bytes(_key_pem(key))
         key_path.chmod(0o600)
         return ClientCert(
             cert_path=cert_path,
             key_path=key_path,
-            serial=serial,
-            fingerprint=fingerprint,
+            p12_path=p12_path,
+            password=password,
+            serial=issued.serial,
+            fingerprint=issued.fingerprint_sha256,
             user_id=user_id,
             certificate=cert,
         )
 
-    def revoke(self, serial: str, at: dt.datetime) -> None:
-        from store import RevocationReason
-
-        with transaction(session_factory(self.engine)) as db:
-            row = db.scalars(select(Certificate).where(Certificate.serial == serial)).one()
-            row.status = CertificateStatus.REVOKED
-            row.revoked_at = at
-            row.revocation_reason = RevocationReason.KEY_COMPROMISE
+    def revoke(self, serial: str) -> None:
+        assert self.authority.revoke(serial, RevocationReason.KEY_COMPROMISE, "test:gateway")
 
 
 @pytest.fixture
-def pki(engine: Engine, tmp_path: Path) -> PKI:
-    result = PKI(engine=engine, folder=tmp_path)
-    result.setup()
-    return result
+def brokers(
+    authority: CertificateAuthority,
+    make_user: Callable[..., User],
+    sessions: sessionmaker[Session],
+    clock: Any,
+    tmp_path: Path,
+) -> Brokers:
+    return Brokers(
+        authority=authority, make_user=make_user, sessions=sessions, clock=clock, folder=tmp_path
+    )
 
 
-@pytest.fixture
-def foreign_pki(tmp_path: Path) -> tuple[Any, x509.Certificate]:
-    """Another insurer's issuing CA (not in our store)."""
-    return _ca("Foreign Insurer Client CA", None, EPOCH - dt.timedelta(days=30))
+def foreign_certificate(folder: Path) -> ClientCert:
+    """A client certificate of another insurer's CA (valid, EKU clientAuth, not ours)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key, ca_cert = _ca("Foreign Insurer Client CA", None, now - dt.timedelta(days=30))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("Foreign Broker"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.RFC822Name("erika@example.org")]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "foreign.pem", folder / "foreign-key.pem"
+    cert_path.write_text(_pem(cert))
+    key_path.write_bytes(_key_pem(key))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    ca_path = folder / "foreign-ca.pem"
+    ca_path.write_text(_pem(ca_cert))
+    return ClientCert(
+        cert_path=cert_path,
+        key_path=key_path,
+        p12_path=folder / "foreign.p12",
+        password="",
+        serial=format(cert.serial_number, "x"),
+        fingerprint=hashlib.sha256(der).hexdigest(),
+        user_id=0,
+        certificate=cert,
+    )
 
 
 # --- the upstream: echoes what it received
@@ -395,40 +287,6 @@ async def upstream() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-def make_forwarder(upstream_url: str) -> Callable[..., Any]:
-    """A minimal forwarder for tests (the real one is gw-proxy's ``proxy_request``).
-
-    Buffers bodies; strips client identity headers and hop-by-hop headers like the proxy.
-    """
-
-    async def forward(
-        request: web.Request, *, identity_headers: Mapping[str, str]
-    ) -> web.StreamResponse:
-        headers = {
-            k: v
-            for k, v in request.headers.items()
-            if not is_identity_header(k)
-            and k.lower() not in {"host", "connection", "transfer-encoding", "content-length"}
-        }
-        headers.update(identity_headers)
-        async with (
-            aiohttp.ClientSession() as client,
-            client.request(
-                request.method,
-                upstream_url + request.raw_path,
-                headers=headers,
-                data=await request.read(),
-            ) as response,
-        ):
-            return web.Response(
-                body=await response.read(),
-                status=response.status,
-                content_type=response.content_type,
-            )
-
-    return forward
-
-
 @dataclass(kw_only=True)
 class RunningGateway:
     url: str
@@ -439,27 +297,32 @@ class RunningGateway:
 
 @pytest.fixture
 async def start_gateway(
-    pki: PKI, db_url: str, upstream: str, clock: Any
+    authority: CertificateAuthority, server_tls: ServerTLS, db_url: str, upstream: str, clock: Any
 ) -> AsyncIterator[Callable[..., Any]]:
     """``await start_gateway(**settings)`` → RunningGateway on 127.0.0.1 with real TLS."""
     runners: list[web.AppRunner] = []
 
     async def start(**overrides: Any) -> RunningGateway:
         overrides.setdefault("revocation_refresh_interval", dt.timedelta(seconds=0.2))
-        settings = GatewaySettings(upstream_url=upstream, **overrides)
-        assert pki.issuing is not None
+        overrides.setdefault("upstream_url", upstream)
+        settings = GatewaySettings(**overrides)
+        with authority.sessions() as db:
+            issuing = list(load_trust_material(db).issuing_by_generation.values())
         tls = create_server_context(
-            cert_chain=pki.server_cert, private_key=pki.server_key, client_ca_issuers=[pki.issuing]
+            cert_chain=server_tls.cert, private_key=server_tls.key, client_ca_issuers=issuing
         )
+        metrics = GatewayMetrics()
+        forwarder = ProxyForwarder(settings, metrics=metrics)  # the real proxy (gw-proxy)
         app = create_app(
             settings=settings,
             store_url=db_url,
             secret_key=SECRET,
-            forward=make_forwarder(upstream),
+            forward=forwarder,
             clock=clock,
             tls_context=tls,
-            trust_loader=trust_loader,
+            metrics=metrics,
         )
+        app.cleanup_ctx.append(forwarder.pool_context)
         runner = web.AppRunner(app)
         await runner.setup()
         runners.append(runner)

@@ -1,0 +1,157 @@
+"""Rendering of outbox rows into a subject, a text part and an HTML part (Jinja2).
+
+Templates live in ``_templates/<locale>/<name>.{subject.txt,txt,html}``; the
+HTML parts extend ``_templates/base.html``. German is the default; a row's
+locale picks English or Dutch; any other locale falls back to German. The
+template names and the values each one needs are listed in :data:`TEMPLATES`
+and in docs/mail.md (the code that queues a mail must supply them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+
+from renewal._errors import MissingMailValue, UnknownTemplate
+
+LOCALES = ("de", "en", "nl")
+DEFAULT_LOCALE = "de"  # the brokers' portal is German first (seeds 000, 001)
+# Path of the account page, below gateway.public_url (where brokers download a renewal).
+ACCOUNT_PATH = "/_gateway/account"
+# Used only when an activation row carries a bare token instead of the full link.
+ACTIVATION_PATH = "/_gateway/activate"
+SECRET_MASK = "••••••"
+
+# Each template with the context keys it requires (optional ones are documented in
+# docs/mail.md) and the secret keys it requires. ``activation`` needs either secret
+# ``link`` or ``token``, checked in :meth:`MailRenderer.render`.
+TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "certificate_password": (
+        ("name", "serial", "not_after", "friendly_name", "broker_number"),
+        ("password",),
+    ),
+    "reminder": (("name", "serial", "not_after"), ()),
+    "email_tan": ((), ("tan",)),
+    "activation": (("name",), ()),
+    "generic": (("subject", "body"), ()),
+}
+
+_MONTHS_EN = (
+    "January February March April May June July August September October November December"
+).split()
+
+
+def format_date(value: Any, locale: str) -> str:
+    """A date as brokers read it: 25.11.2026 (de), 25 November 2026 (en), 25-11-2026 (nl)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, date):
+        raise TypeError(f"expected a date or ISO 8601 string, got {value!r}")
+    if locale == "en":
+        return f"{value.day} {_MONTHS_EN[value.month - 1]} {value.year}"
+    if locale == "nl":
+        return f"{value.day:02d}-{value.month:02d}-{value.year}"
+    return f"{value.day:02d}.{value.month:02d}.{value.year}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderedMail:
+    subject: str
+    text: str
+    html: str
+    locale: str
+
+
+def pick_locale(locale: str | None) -> str:
+    """The template locale for a row's locale (``"de-AT"`` → ``"de"``; unknown → German)."""
+    base = (locale or "").split("-")[0].split("_")[0].lower()
+    return base if base in LOCALES else DEFAULT_LOCALE
+
+
+class MailRenderer:
+    """Renders outbox rows. Stateless apart from the Jinja environment; safe to share.
+
+    Args:
+        public_url: ``gateway.public_url``; links in mails (account page, activation)
+            are built from it.
+    """
+
+    def __init__(self, *, public_url: str) -> None:
+        self.public_url = public_url.rstrip("/")
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(Path(__file__).parent / "_templates"),
+            # SECURITY: HTML parts are autoescaped (names and bodies come from users and ops);
+            # text parts are not HTML, so escaping there would only garble them.
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",)),
+            # A missing value is an error, never an empty string in a broker's mail.
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False,
+        )
+
+    @property
+    def account_url(self) -> str:
+        return self.public_url + ACCOUNT_PATH
+
+    def render(
+        self,
+        *,
+        template: str,
+        locale: str | None,
+        context: Mapping[str, Any],
+        secrets: Mapping[str, str],
+    ) -> RenderedMail:
+        """Render one mail.
+
+        Raises:
+            UnknownTemplate: ``template`` is not one of :data:`TEMPLATES`.
+            MissingMailValue: a value the template needs is absent (e.g. a wiped secret).
+        """
+        if template not in TEMPLATES:
+            raise UnknownTemplate(template, list(TEMPLATES))
+        required_context, required_secrets = TEMPLATES[template]
+        missing = [k for k in required_context if k not in context]
+        missing += [f"secret {k}" for k in required_secrets if k not in secrets]
+        if missing:
+            raise MissingMailValue(template, "missing " + ", ".join(missing))
+        lang = pick_locale(locale)
+        values: dict[str, Any] = {**context, **secrets}
+        values.update(locale=lang, account_url=self.account_url, portal_url=self.public_url)
+        if template == "activation":
+            values["activation_link"] = self._activation_link(secrets)
+        env = self._env.overlay()
+        env.filters["date"] = lambda v: format_date(v, lang)
+        try:
+            subject = env.get_template(f"{lang}/{template}.subject.txt").render(values)
+            # SECURITY: one line only; a newline in a subject would start a new header.
+            subject = " ".join(subject.split())
+            values["subject"] = subject
+            text = env.get_template(f"{lang}/{template}.txt").render(values)
+            html = env.get_template(f"{lang}/{template}.html").render(values)
+        except jinja2.UndefinedError as exc:
+            raise MissingMailValue(template, str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise MissingMailValue(template, f"a value has the wrong form: {exc}") from None
+        return RenderedMail(subject=subject, text=text + "\n", html=html + "\n", locale=lang)
+
+    def render_masked(
+        self, *, template: str, locale: str | None, context: Mapping[str, Any]
+    ) -> RenderedMail:
+        """Render with every secret replaced by a mask (for ``brokergate mail show``)."""
+        _, required_secrets = TEMPLATES.get(template, ((), ()))
+        secrets = dict.fromkeys(required_secrets, SECRET_MASK)
+        if template == "activation":
+            secrets["link"] = f"{self.public_url}{ACTIVATION_PATH}?token={SECRET_MASK}"
+        return self.render(template=template, locale=locale, context=context, secrets=secrets)
+
+    def _activation_link(self, secrets: Mapping[str, str]) -> str:
+        if "link" in secrets:
+            return secrets["link"]
+        if "token" in secrets:
+            return f"{self.public_url}{ACTIVATION_PATH}?token={quote(secrets['token'], safe='')}"
+        raise MissingMailValue("activation", "missing secret link (or token)")

@@ -1,0 +1,195 @@
+"""Mail rendering: every template in German (default), English and Dutch, text and HTML."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from renewal import TEMPLATES, MailRenderer, MissingMailValue, UnknownTemplate
+from renewal._render import SECRET_MASK, format_date, pick_locale
+from tests.renewal.conftest import PUBLIC_URL
+
+CONTEXTS = {
+    "certificate_password": {
+        "name": "Erika Mustermann",
+        "serial": "4f3a9c",
+        "not_after": "2028-11-25",
+        "friendly_name": "Erika Mustermann (60/123/4567) 2028-11-25",
+        "broker_number": "60/123/4567",
+    },
+    "reminder": {
+        "name": "Erika Mustermann",
+        "serial": "4f3a9c",
+        "not_after": "2026-12-09T09:00:00+00:00",
+        "broker_number": "60/123/4567",
+        "days_left": 14,
+        "stage_days": 14,
+    },
+    "email_tan": {"name": "Erika Mustermann"},
+    "activation": {"name": "Erika Mustermann", "broker_number": "60/123/4567"},
+    "generic": {"subject": "Wartung am Samstag", "body": "Erster Absatz.\n\nZweiter Absatz."},
+}
+SECRETS = {
+    "certificate_password": {"password": "tiger-lamp-7731-orbit"},
+    "email_tan": {"tan": "BCSWTE"},
+    "activation": {"link": "https://portal.example.test/_gateway/activate?token=abc"},
+}
+# One phrase per locale that only that language's version of each template contains.
+MARKERS = {
+    "de": {
+        "certificate_password": "Passwort: tiger-lamp-7731-orbit",
+        "reminder": "Gültig bis: 09.12.2026 (noch 14 Tage)",
+        "email_tan": "nur für 15 Minuten gültig",
+        "activation": "7 Tage gültig",
+        "generic": "Mit freundlichen Grüßen",
+    },
+    "en": {
+        "certificate_password": "Password: tiger-lamp-7731-orbit",
+        "reminder": "Valid until: 9 December 2026 (14 days left)",
+        "email_tan": "valid for 15 minutes only",
+        "activation": "valid for 7 days",
+        "generic": "Kind regards",
+    },
+    "nl": {
+        "certificate_password": "Wachtwoord: tiger-lamp-7731-orbit",
+        "reminder": "Geldig tot: 09-12-2026 (nog 14 dagen)",
+        "email_tan": "slechts 15 minuten geldig",
+        "activation": "7 dagen geldig",
+        "generic": "Met vriendelijke groet",
+    },
+}
+
+
+def test_every_template_is_covered_here() -> None:
+    assert set(CONTEXTS) == set(TEMPLATES)
+
+
+@pytest.mark.parametrize("locale", ["de", "en", "nl"])
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_each_template_renders_text_and_html_in_each_locale(template: str, locale: str) -> None:
+    r = MailRenderer(public_url=PUBLIC_URL).render(
+        template=template,
+        locale=locale,
+        context=CONTEXTS[template],
+        secrets=SECRETS.get(template, {}),
+    )
+    assert r.locale == locale
+    assert r.subject and "\n" not in r.subject
+    assert MARKERS[locale][template] in r.text
+    assert r.html.lstrip().startswith("<!DOCTYPE html>")
+    assert f'<html lang="{locale}">' in r.html
+    for other, phrases in MARKERS.items():
+        if other != locale:
+            assert phrases[template] not in r.text, f"{other} text leaked into {locale}"
+
+
+def test_german_is_the_default_and_unknown_locales_fall_back_to_it() -> None:
+    renderer = MailRenderer(public_url=PUBLIC_URL)
+    for locale in (None, "", "fr", "xx-YY"):
+        r = renderer.render(template="email_tan", locale=locale, context={}, secrets={"tan": "X"})
+        assert r.locale == "de"
+        assert "Ihre TAN: X" in r.text
+    assert pick_locale("de-AT") == "de"
+    assert pick_locale("EN_gb") == "en"
+    assert pick_locale("nl") == "nl"
+
+
+def test_password_mail_says_the_file_comes_separately_and_how_to_import() -> None:
+    r = MailRenderer(public_url=PUBLIC_URL).render(
+        template="certificate_password",
+        locale="de",
+        context=CONTEXTS["certificate_password"],
+        secrets=SECRETS["certificate_password"],
+    )
+    assert "separat heruntergeladen" in r.text
+    assert "Aktueller Benutzer" in r.text  # the import wizard step (seed 000)
+    assert "tiger-lamp-7731-orbit" in r.html
+    assert "60/123/4567" in r.text and "4f3a9c" in r.text and "25.11.2028" in r.text
+
+
+def test_reminder_links_to_the_account_page() -> None:
+    r = MailRenderer(public_url=PUBLIC_URL + "/").render(
+        template="reminder", locale="en", context=CONTEXTS["reminder"], secrets={}
+    )
+    assert f"{PUBLIC_URL}/_gateway/account" in r.text
+    assert f'href="{PUBLIC_URL}/_gateway/account"' in r.html
+    assert "9 December 2026" in r.subject
+
+
+def test_activation_link_can_be_built_from_a_bare_token() -> None:
+    r = MailRenderer(public_url=PUBLIC_URL).render(
+        template="activation", locale="de", context={"name": "E"}, secrets={"token": "a b/c"}
+    )
+    assert f"{PUBLIC_URL}/_gateway/activate?token=a%20b%2Fc" in r.text
+
+
+def test_html_escapes_values_text_does_not() -> None:
+    r = MailRenderer(public_url=PUBLIC_URL).render(
+        template="email_tan",
+        locale="de",
+        context={"name": "<script>alert(1)</script> & Co"},
+        secrets={"tan": "X"},
+    )
+    assert "<script>" not in r.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in r.html
+    assert "<script>alert(1)</script> & Co" in r.text
+
+
+def test_subject_cannot_carry_a_header_line_break() -> None:
+    r = MailRenderer(public_url=PUBLIC_URL).render(
+        template="generic",
+        locale="de",
+        context={"subject": "Hallo\r\nBcc: victim@example.org", "body": "x"},
+        secrets={},
+    )
+    assert "\n" not in r.subject and "\r" not in r.subject
+
+
+def test_unknown_template_is_a_clear_error() -> None:
+    with pytest.raises(UnknownTemplate, match=r"unknown mail template 'nope'.*known templates"):
+        MailRenderer(public_url=PUBLIC_URL).render(
+            template="nope", locale="de", context={}, secrets={}
+        )
+
+
+@pytest.mark.parametrize(
+    ("template", "context", "secrets", "missing"),
+    [
+        ("certificate_password", CONTEXTS["certificate_password"], {}, "secret password"),
+        ("email_tan", {}, {}, "secret tan"),
+        ("reminder", {"name": "E", "serial": "1"}, {}, "not_after"),
+        ("activation", {"name": "E"}, {}, "link"),
+        ("reminder", {**CONTEXTS["reminder"], "not_after": "not a date"}, {}, "wrong form"),
+        (
+            "reminder",
+            {k: v for k, v in CONTEXTS["reminder"].items() if k != "days_left"},
+            {},
+            "days_left",
+        ),
+    ],
+)
+def test_missing_values_are_named(
+    template: str, context: dict[str, object], secrets: dict[str, str], missing: str
+) -> None:
+    with pytest.raises(MissingMailValue, match=missing):
+        MailRenderer(public_url=PUBLIC_URL).render(
+            template=template, locale="de", context=context, secrets=secrets
+        )
+
+
+def test_masked_rendering_never_contains_a_secret() -> None:
+    r = MailRenderer(public_url=PUBLIC_URL).render_masked(
+        template="certificate_password", locale="de", context=CONTEXTS["certificate_password"]
+    )
+    assert SECRET_MASK in r.text
+
+
+def test_dates_per_locale() -> None:
+    d = datetime(2026, 3, 5, 23, 0, tzinfo=UTC)
+    assert format_date(d, "de") == "05.03.2026"
+    assert format_date(d, "en") == "5 March 2026"
+    assert format_date(d, "nl") == "05-03-2026"
+    assert format_date("2026-03-05", "de") == "05.03.2026"
+    with pytest.raises(ValueError):
+        format_date("5.3.2026", "de")
