@@ -130,4 +130,3 @@ def test_app_factory_builds_an_application(db_url: str) -> None:
         None, GatewayMetrics()
     )
     assert isinstance(app, web.Application)
-
