@@ -180,7 +180,8 @@ def serve_minimal(argv: list[str]) -> int:
     """``serve`` with the minimal gateway: UPSTREAM PORT WORKERS METRICS_PORT [CERT KEY]."""
     upstream, port, workers, metrics_port = argv[:4]
     cert_key = argv[4:6]
-    settings = settings_for(upstream)
+    # The drain tests keep a slow request in flight for several seconds.
+    settings = settings_for(upstream, upstream_read_timeout=timedelta(seconds=30))
 
     def tls() -> ssl.SSLContext | None:
         if not cert_key:
