@@ -74,7 +74,7 @@ async def _drain_check(
     upstream_app_: web.Application,
     workers: int,
     ssl_context: ssl.SSLContext | bool = True,
-    slow_path: str = "/slow?delay=3",
+    slow_path: str = "/slow?delay=6",  # long enough to still run on a loaded machine
 ) -> None:
     """A slow request in flight completes although SIGTERM arrives; then the process exits."""
     connector = aiohttp.TCPConnector(ssl=ssl_context)
@@ -94,7 +94,7 @@ async def _drain_check(
             lambda: log.read_text().count("draining") >= workers, 10, "every worker draining"
         )
         # the listening sockets are closed while the request is still running
-        await _wait_for(lambda: _refused(port), 2, "the port to stop accepting")
+        await _wait_for(lambda: _refused(port), 4, "the port to stop accepting")
         assert not in_flight.done()
         status, text = await asyncio.wait_for(in_flight, timeout=15)
     assert status == 200 and "slow done" in text
