@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from brokergate._context import CliContext, MissingSecret
+from gateway._logins import ca_authority_factory, setup_logins
 from gateway._serve import ServeOptions, serve
 from gateway._service import gateway_app_factory, ssl_context_factory, store_metrics_refresh
 
@@ -56,7 +57,22 @@ def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
     return serve(
         options,
         app_factory=gateway_app_factory(
-            settings=settings, store_url=config.store.url, secret_key=config.store.secret_key
+            settings=settings,
+            store_url=config.store.url,
+            secret_key=config.store.secret_key,
+            clock=ctx.clock,
+            # The login and account pages; certificate downloads only with the CA passphrase.
+            extensions=[
+                setup_logins(
+                    settings=config.logins,
+                    secret_key=config.store.secret_key,
+                    make_authority=ca_authority_factory(
+                        ca_settings=config.ca,
+                        secret_key=config.store.secret_key,
+                        clock=ctx.clock,
+                    ),
+                )
+            ],
         ),
         ssl_context_factory=ssl_context_factory(settings=settings, store_url=config.store.url),
         metrics_refresh=store_metrics_refresh(settings),

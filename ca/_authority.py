@@ -458,7 +458,8 @@ class CertificateAuthority:
         """Where relying parties fetch ``generation``'s CRL (None without a public base URL)."""
         if not self.settings.public_base_url:
             return None
-        return f"{self.settings.public_base_url.rstrip('/')}/crl/{generation}.crl"
+        # Served by the gateway (anonymous route under its reserved prefix).
+        return f"{self.settings.public_base_url.rstrip('/')}/_gateway/crl/{generation}.crl"
 
     # -- revocation and CRLs -----------------------------------------------------
 

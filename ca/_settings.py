@@ -81,7 +81,7 @@ class CASettings:
         default=None,
         metadata={
             "help": "Public https base URL; when set, certificates carry a CRL distribution "
-            "point <base>/crl/<generation>.crl"
+            "point <base>/_gateway/crl/<generation>.crl, served by the gateway"
         },
     )
     passphrase: str = field(

@@ -235,6 +235,10 @@ level = "anonymous"
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
             async with client.get(f"https://127.0.0.1:{port}/healthz") as resp:
                 assert resp.status == 200, await resp.text()
+            # The served app has the login pages (the logins extension is wired in).
+            async with client.get(f"https://127.0.0.1:{port}/_gateway/login/password") as resp:
+                page = await resp.text()
+                assert resp.status == 200 and 'name="password"' in page, page[:500]
             async with client.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
                 metrics_text = await resp.text()
         assert "brokergate_certificates_expiring_60d 0.0" in metrics_text
