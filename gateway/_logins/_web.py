@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler
 from markupsafe import Markup
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway._auth import request_state
+from gateway._auth import request_state, require_csrf
 from gateway._logins._certificates import (
     Authority,
     current_certificate,
@@ -376,6 +376,18 @@ def setup_logins(
 
 
 # --- rendering
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object our passkey script posts; its ``csrf`` member is checked."""
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="expected JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object")
+    require_csrf(request, {"csrf": body.get("csrf")})
+    return body
 
 
 def see_other(location: str) -> web.Response:

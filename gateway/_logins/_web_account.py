@@ -47,6 +47,7 @@ from gateway._logins._web import (
     form_text,
     format_date,
     format_time,
+    json_body,
     next_of,
     now_of,
     require_fresh,
@@ -326,19 +327,8 @@ async def recovery_codes_submit(request: web.Request) -> web.StreamResponse:
 # --- passkeys
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text="expected JSON") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
-    require_csrf(request, {"csrf": body.get("csrf")})
-    return body
-
-
 async def passkey_options(request: web.Request) -> web.StreamResponse:
-    await _json(request)
+    await json_body(request)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#passkeys")
     ceremony = await asyncio.to_thread(
         registration_options, factory(request), user_id=user_id, rp=ctx(request).rp
@@ -356,7 +346,7 @@ async def passkey_options(request: web.Request) -> web.StreamResponse:
 
 
 async def passkey_register(request: web.Request) -> web.StreamResponse:
-    body = await _json(request)
+    body = await json_body(request)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#passkeys")
     state = request_state(request)
     stored = state.session.data.get(CHALLENGE_KEY_ACCOUNT) if state.session else None
