@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -237,6 +237,7 @@ def nginx_front_block(port: int, upstream_port: int, material: Material) -> str:
         ssl_protocols TLSv1.3;
         ssl_verify_client on;
         ssl_client_certificate {material.ca};
+        ssl_verify_depth 2;
         ssl_session_cache off;
         ssl_session_tickets off;
         location /direct {{ default_type text/html; return 200 '{BODY}'; }}
@@ -357,10 +358,13 @@ def server_processes(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-def run_ab(url: str, material: Material, *, keepalive: bool, server_pid: int) -> AbResult:
+def run_ab(
+    url: str, material: Material, *, keepalive: bool, server_pid: int, extra: Sequence[str] = ()
+) -> AbResult:
     concurrency = KEEPALIVE_CONCURRENCY if keepalive else HANDSHAKE_CONCURRENCY
     command = ["taskset", "-c", LOAD_CPU, "ab", "-q", "-r", "-t", str(SECONDS), "-n", "50000000"]
     command += ["-c", str(concurrency), "-E", str(material.client_combined)]
+    command += list(extra)
     command += ["-k", url] if keepalive else [url]
     servers = server_processes(server_pid)
     before = _cpu_seconds(servers)
@@ -597,6 +601,8 @@ def main() -> None:
                 )
             with gateway("asyncio", 256 * 1024)() as proc:  # asyncio's default buffer
                 naive_idle = idle_memory_per_connection(gateway_port, proc.pid, material)
+            if FULL_APP:
+                measure_full_app(folder, material, upstream_port)
     print()
     print(
         "| server | keep-alive req/s | keep-alive req per server CPU-s | p50 / p99 ms | "
@@ -619,9 +625,230 @@ def main() -> None:
     print("targets: keep-alive >= 0.25x, handshakes >= 0.8x, <= 60 KB per idle connection")
 
 
+# --- the full application (gw-core's create_app, as `brokergate gateway serve` runs it) ----
+
+FULL_APP = os.environ.get("BENCH_FULL_APP", "1") != "0"
+SECRET = b"bench-secret-key-0123456789abcdef"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FullAppSetup:
+    store_url: str
+    material: Material  # ca = root + issuing CA of our store; client = an issued broker cert
+
+
+def make_full_app_setup(folder: Path, base: Material) -> FullAppSetup:
+    """A SQLite store with our CA (generation 1) and one broker whose certificate ab uses."""
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from sqlalchemy import select
+
+    from ca import CASettings, create_user, load_trust_material, make_authority
+    from store import (
+        OUTBOX_PURPOSE,
+        MailOutbox,
+        Sealer,
+        make_engine,
+        open_mail_secrets,
+        session_factory,
+        transaction,
+        upgrade,
+    )
+
+    store_url = f"sqlite:///{folder / 'store.db'}"
+    engine = make_engine(store_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    settings = CASettings(passphrase="bench", ca_key_type="ec-p256", leaf_key_type="ec-p256")
+    authority = make_authority(settings=settings, sessions=sessions, secret_key=SECRET)
+    authority.init("bench")
+    now = datetime.now(UTC)
+    with transaction(sessions) as session:
+        user = create_user(
+            session,
+            broker_number="60/123/4567",
+            email="erika@example.org",
+            name="Erika Mustermann",
+            now=now,
+            actor="bench",
+        )
+    issued = authority.issue_certificate(user.id, "bench")
+    with transaction(sessions) as session:
+        row = session.scalars(select(MailOutbox).where(MailOutbox.kind == "certificate_password"))
+        password = open_mail_secrets(
+            next(iter(row)), Sealer(secret=SECRET, purpose=OUTBOX_PURPOSE)
+        )["password"]
+        trust = load_trust_material(session)
+    engine.dispose()
+    key, cert, _chain = pkcs12.load_key_and_certificates(issued.pkcs12, password.encode())
+    assert key is not None and cert is not None
+    pem = serialization.Encoding.PEM
+    ca_pem = b"".join(
+        c.public_bytes(pem) for c in [*trust.roots, *trust.issuing_by_generation.values()]
+    )
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    material = Material(
+        ca=folder / "store-ca.pem",
+        server_cert=base.server_cert,
+        server_key=base.server_key,
+        client_cert=folder / "broker.pem",
+        client_key=folder / "broker-key.pem",
+        client_combined=folder / "broker-combined.pem",
+    )
+    material.ca.write_bytes(ca_pem)
+    material.client_cert.write_bytes(cert.public_bytes(pem))
+    material.client_key.write_bytes(key_pem)
+    material.client_combined.write_bytes(cert.public_bytes(pem) + key_pem)
+    for path in (material.client_key, material.client_combined):
+        path.chmod(0o600)
+    return FullAppSetup(store_url=store_url, material=material)
+
+
+def serve_full_app(spec: dict[str, object]) -> int:
+    """The real application exactly as the CLI wires it (one asyncio worker)."""
+    from gateway._serve import ServeOptions, run_worker
+    from gateway._service import (
+        gateway_app_factory,
+        ssl_context_factory,
+        store_metrics_refresh,
+    )
+    from gateway._settings import GatewaySettings
+
+    settings = GatewaySettings(
+        host="127.0.0.1",
+        port=int(str(spec["port"])),
+        server_cert=Path(str(spec["cert"])),
+        server_key=Path(str(spec["key"])),
+        upstream_url=str(spec["upstream"]),
+        public_url=f"https://127.0.0.1:{spec['port']}",
+        metrics_port=0,
+    )
+    store_url = str(spec["store_url"])
+    tls_factory = ssl_context_factory(settings=settings, store_url=store_url)
+
+    def tls() -> ssl.SSLContext | None:
+        context = tls_factory()
+        assert context is not None
+        context.options |= ssl.OP_NO_TICKET
+        context.num_tickets = 0  # every connection a full handshake, as for nginx
+        return context
+
+    options = ServeOptions(host=settings.host, port=settings.port, workers=1, shutdown_grace=5)
+    return run_worker(
+        0,
+        options,
+        gateway_app_factory(settings=settings, store_url=store_url, secret_key=SECRET),
+        tls,
+        store_metrics_refresh(settings),
+    )
+
+
+def session_cookie(port: int, material: Material, server_ca: Path) -> str:
+    """Log in once with the certificate (SSO) and return ``name=value`` of the session."""
+    context = ssl.create_default_context(cafile=str(server_ca))
+    context.check_hostname = False
+    context.load_cert_chain(str(material.client_cert), str(material.client_key))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw) as conn:
+            conn.sendall(
+                b"GET /portal/start HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            )
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode()
+    if " 200 " not in head.splitlines()[0]:
+        raise RuntimeError(f"certificate login failed: {head.splitlines()[0]}")
+    for line in head.splitlines():
+        if line.lower().startswith("set-cookie:") and "__Host-" in line:
+            return line.split(":", 1)[1].strip().split(";", 1)[0]
+    raise RuntimeError(f"no session cookie after the certificate login:\n{head}")
+
+
+def measure_full_app(folder: Path, base: Material, upstream_port: int) -> None:
+    """nginx (verifying our CA's chain) vs the full gateway app: keep-alive and handshakes."""
+    setup = make_full_app_setup(folder / "full", base)
+    material = setup.material
+    nginx_port, gateway_port = free_port(), free_port()
+    block = nginx_front_block(nginx_port, upstream_port, material)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    spec = {
+        "port": gateway_port,
+        "upstream": f"http://127.0.0.1:{upstream_port}",
+        "cert": str(material.server_cert),
+        "key": str(material.server_key),
+        "store_url": setup.store_url,
+    }
+    command = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "bench.gateway_vs_nginx"]
+    command += ["_full", json.dumps(spec)]
+    results: dict[str, list[AbResult]] = {
+        "nginx": [],
+        "gateway": [],
+        "nginx-h": [],
+        "gateway-h": [],
+    }
+    for _ in range(ROUNDS):
+        with running(nginx_command(folder / "full-nginx", block, SERVER_CPU), nginx_port,
+                     folder / "full-nginx.log") as proc:  # fmt: skip
+            url = f"https://127.0.0.1:{nginx_port}/portal/start"
+            results["nginx"].append(run_ab(url, material, keepalive=True, server_pid=proc.pid))
+            results["nginx-h"].append(run_ab(url, material, keepalive=False, server_pid=proc.pid))
+        with running(command, gateway_port, folder / "full-gw.log", env) as proc:
+            cookie = session_cookie(gateway_port, material, base.ca)
+            url = f"https://127.0.0.1:{gateway_port}/portal/start"
+            for keepalive, key in ((True, "gateway"), (False, "gateway-h")):
+                results[key].append(
+                    run_ab(
+                        url,
+                        material,
+                        keepalive=keepalive,
+                        server_pid=proc.pid,
+                        extra=("-C", cookie),  # the session made by the certificate login
+                    )
+                )
+    k_ratio = _rate(results["gateway"]) / _rate(results["nginx"])
+    k_cpu = _per_cpu(results["gateway"]) / _per_cpu(results["nginx"])
+    h_ratio = _rate(results["gateway-h"]) / _rate(results["nginx-h"])
+    h_cpu = _per_cpu(results["gateway-h"]) / _per_cpu(results["nginx-h"])
+    failed = sum(r.failed for rs in results.values() for r in rs)
+    print()
+    print("Full application (gw-core's create_app: certificate validated in code, session,")
+    print("route policy, signed assertion; session cookie sent by ab -C; our CA's EC chain):")
+    print(
+        f"  keep-alive: gateway {_rate(results['gateway']):,.0f} req/s vs nginx "
+        f"{_rate(results['nginx']):,.0f} = {k_ratio:.2f}x (per server CPU-s {k_cpu:.2f}x); "
+        f"p50/p99 {_median([r.p50_ms for r in results['gateway']]):.0f}/"
+        f"{_median([r.p99_ms for r in results['gateway']]):.0f} ms"
+    )
+    print(
+        f"  full handshakes: gateway {_rate(results['gateway-h']):,.0f}/s vs nginx "
+        f"{_rate(results['nginx-h']):,.0f}/s = {h_ratio:.2f}x (per server CPU-s {h_cpu:.2f}x)"
+    )
+    print(f"  failed or non-2xx requests: {failed}")
+
+
+def main_full() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
+        folder = Path(tmp)
+        material = make_material(folder)
+        upstream_port = free_port()
+        with running(
+            nginx_command(folder / "upstream", upstream_block(upstream_port), LOAD_CPU),
+            upstream_port,
+            folder / "upstream.log",
+        ):
+            measure_full_app(folder, material, upstream_port)
+    return 0
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "_gateway":
         sys.exit(serve_gateway(json.loads(sys.argv[2])))
+    if sys.argv[1:] == ["full"]:  # only the full-application comparison
+        sys.exit(main_full())
+    if len(sys.argv) == 3 and sys.argv[1] == "_full":
+        sys.exit(serve_full_app(json.loads(sys.argv[2])))
     if len(sys.argv) == 3 and sys.argv[1] == "_hold":
         sys.exit(hold_connections(json.loads(sys.argv[2])))
     main()

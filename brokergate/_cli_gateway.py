@@ -60,14 +60,16 @@ def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
             settings=settings,
             store_url=config.store.url,
             secret_key=config.store.secret_key,
-            # The login and account pages (docs/logins.md); certificate downloads only when
-            # this process holds the CA passphrase.
+            clock=ctx.clock,
+            # The login and account pages; certificate downloads only with the CA passphrase.
             extensions=[
                 setup_logins(
                     settings=config.logins,
                     secret_key=config.store.secret_key,
                     make_authority=ca_authority_factory(
-                        ca_settings=config.ca, secret_key=config.store.secret_key, clock=ctx.clock
+                        ca_settings=config.ca,
+                        secret_key=config.store.secret_key,
+                        clock=ctx.clock,
                     ),
                 )
             ],

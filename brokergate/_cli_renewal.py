@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _jobs(args: argparse.Namespace, ctx: CliContext) -> RenewalJobs:
     ensure_current(ctx.engine)  # a clear error instead of SQL errors on an old schema
     publish: Callable[[], list[int]] | None = None
+    supersede: Callable[[], list[str]] | None = None
     if not args.no_crl:
         if not ctx.config.ca.passphrase:
             raise MissingSecret(
@@ -48,6 +49,7 @@ def _jobs(args: argparse.Namespace, ctx: CliContext) -> RenewalJobs:
             )
         authority = authority_for(ctx)
         publish = authority.publish_due_crls
+        supersede = authority.supersede_replaced
     delivery = OutboxDelivery(
         sessions=ctx.sessions,
         settings=ctx.config.mail,
@@ -61,6 +63,7 @@ def _jobs(args: argparse.Namespace, ctx: CliContext) -> RenewalJobs:
         delivery=delivery,
         clock=ctx.clock,
         publish_due_crls=publish,
+        supersede_replaced=supersede,
     )
 
 

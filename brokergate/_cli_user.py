@@ -11,7 +11,9 @@ from brokergate._cli_logins import register_user_commands
 from brokergate._context import CliContext
 from brokergate._output import print_json, print_table
 from ca import LOCALES, create_user, find_user
-from store import Certificate, User, UserRole, transaction
+from gateway._logins import send_activation
+from gateway._logins._activation import activation_link_base
+from store import OUTBOX_PURPOSE, Certificate, User, UserRole, transaction
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,6 +31,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=[r.value for r in UserRole],
         help="what the user is (default: broker)",
     )
+    p.add_argument(
+        "--no-activation",
+        action="store_true",
+        help="do not mail the activation link that lets the broker set a password "
+        "(certificate or TAN login only; 'user resend-activation' sends one later)",
+    )
     p.set_defaults(handler=_add)
 
     p = user_sub.add_parser("list", help="list users")
@@ -44,6 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _add(args: argparse.Namespace, ctx: CliContext) -> int:
+    # Fail on a missing secret key before anything is written.
+    sealer = None if args.no_activation else ctx.sealer(OUTBOX_PURPOSE)
     with transaction(ctx.sessions) as session:
         user = create_user(
             session,
@@ -55,8 +65,25 @@ def _add(args: argparse.Namespace, ctx: CliContext) -> int:
             now=ctx.clock(),
             actor=ctx.actor,
         )
+        sent = None
+        if sealer is not None:
+            sent = send_activation(
+                session,
+                user_id=user.id,
+                link_base=activation_link_base(ctx.config.gateway.public_url),
+                settings=ctx.config.logins,
+                mail_sealer=sealer,
+                actor=ctx.actor,
+                now=ctx.clock(),
+            )
+        user_id, name, email = user.id, user.name, user.email
+    # Printed after the commit: only what really happened is reported.
+    print(f"added user {user_id}: {name} <{email}>, broker {args.broker}", file=ctx.out)
+    if sent is not None:
         print(
-            f"added user {user.id}: {user.name} <{user.email}>, broker {args.broker}", file=ctx.out
+            f"activation link queued for {email} (valid until {sent.expires_at:%Y-%m-%d %H:%M} "
+            "UTC; 'brokergate mail pending')",
+            file=ctx.out,
         )
     return 0
 

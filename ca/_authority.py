@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ca._builders import (
     LeafSubject,
@@ -67,6 +67,9 @@ _REASON_FLAGS: dict[RevocationReason, x509.ReasonFlags | None] = {
     RevocationReason.CERTIFICATE_HOLD: x509.ReasonFlags.certificate_hold,
     RevocationReason.PRIVILEGE_WITHDRAWN: x509.ReasonFlags.privilege_withdrawn,
 }
+
+
+SUPERSEDE_ACTOR = "system:supersede"
 
 
 def normalise_serial(serial: str) -> str:
@@ -446,11 +449,17 @@ class CertificateAuthority:
             email=user.email,
         )
 
+    @property
+    def superseded_grace(self) -> timedelta:
+        """How long an unused renewal leaves the old certificate valid."""
+        return self.settings.superseded_grace
+
     def crl_url(self, generation: int) -> str | None:
         """Where relying parties fetch ``generation``'s CRL (None without a public base URL)."""
         if not self.settings.public_base_url:
             return None
-        return f"{self.settings.public_base_url.rstrip('/')}/crl/{generation}.crl"
+        # Served by the gateway (anonymous route under its reserved prefix).
+        return f"{self.settings.public_base_url.rstrip('/')}/_gateway/crl/{generation}.crl"
 
     # -- revocation and CRLs -----------------------------------------------------
 
@@ -509,6 +518,42 @@ class CertificateAuthority:
             details={"reason": reason.value, "generation": generation.id},
         )
         return True
+
+    def supersede_replaced(
+        self, *, session: Session | None = None, user_id: int | None = None
+    ) -> list[str]:
+        """Revoke (``superseded``) every valid certificate whose renewal has been used to log
+        in, or was issued more than ``settings.superseded_grace`` ago. Returns the serials.
+
+        Renewal issues the new certificate with ``replaces_id`` pointing at the old one. The
+        old one keeps working until the broker has imported and used the new one, so a
+        broker who downloads but has not imported yet is not locked out; after the grace
+        period it goes anyway, so a forgotten old certificate does not stay valid for two
+        more years. The gateway calls this for one user at a certificate login and on the
+        account page; the renewal process daily for everyone (``user_id=None``).
+        """
+        if session is None:
+            with transaction(self.sessions) as own:
+                return self.supersede_replaced(session=own, user_id=user_id)
+        now = self.clock()
+        newer = aliased(Certificate)
+        stmt = (
+            select(Certificate.serial)
+            .join(newer, newer.replaces_id == Certificate.id)
+            .where(
+                Certificate.status == CertificateStatus.VALID,
+                newer.status == CertificateStatus.VALID,
+                (newer.first_used_at.is_not(None))
+                | (newer.issued_at <= now - self.settings.superseded_grace),
+            )
+            .distinct()
+        )
+        if user_id is not None:
+            stmt = stmt.where(Certificate.user_id == user_id)
+        serials = list(session.scalars(stmt))
+        for serial in serials:
+            self.revoke(serial, RevocationReason.SUPERSEDED, SUPERSEDE_ACTOR, session=session)
+        return serials
 
     def publish_due_crls(self, *, force: bool = False) -> list[int]:
         """Regenerate each non-retired generation's CRL whose nextUpdate is near.

@@ -70,11 +70,18 @@ class CASettings:
             "every Windows and macOS) or modern (PBES2 AES-256 + SHA-256 MAC); see docs/ca.md"
         },
     )
+    superseded_grace: timedelta = field(
+        default=timedelta(days=14),
+        metadata={
+            "help": "After a renewal the old certificate is revoked (superseded) when "
+            "the new one is first used, or after this grace period at the latest"
+        },
+    )
     public_base_url: str | None = field(
         default=None,
         metadata={
             "help": "Public https base URL; when set, certificates carry a CRL distribution "
-            "point <base>/crl/<generation>.crl"
+            "point <base>/_gateway/crl/<generation>.crl, served by the gateway"
         },
     )
     passphrase: str = field(

@@ -33,6 +33,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from yarl import URL
 
 from gateway._assertion import ASSERTION_PURPOSE, AssertionSigner, identity_headers
@@ -83,7 +85,16 @@ from gateway._state import (
 )
 from gateway._tls import set_client_ca_names
 from gateway._verification import ChainVerifier
-from store import Clock, Level, Sealer, make_engine, session_factory, system_clock
+from store import (
+    CAGeneration,
+    Clock,
+    GenerationStatus,
+    Level,
+    Sealer,
+    make_engine,
+    session_factory,
+    system_clock,
+)
 
 __all__ = ["UPSTREAM_ROUTE", "create_app", "error_middleware", "policy_middleware"]
 
@@ -294,6 +305,31 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+async def crl(request: web.Request) -> web.Response:
+    """A generation's current CRL (DER), where certificates' CRL distribution points point.
+
+    Anonymous by design (RFC 5280 §4.2.1.13: relying parties fetch CRLs without
+    credentials); the CRL is signed, so the transport needs no trust of its own.
+    """
+    generation = int(request.match_info["generation"])
+
+    def load() -> str | None:
+        with request.app[FACTORY]() as db:
+            row = db.get(CAGeneration, generation)
+            if row is None or row.status == GenerationStatus.RETIRED:
+                return None
+            return row.crl_pem
+
+    pem = await asyncio.to_thread(load)
+    if pem is None:
+        raise web.HTTPNotFound()
+    der = x509.load_pem_x509_crl(pem.encode()).public_bytes(serialization.Encoding.DER)
+    # Short caching: a revocation re-publishes the CRL at once.
+    return web.Response(
+        body=der, content_type="application/pkix-crl", headers={"Cache-Control": "max-age=300"}
+    )
+
+
 async def jwks(request: web.Request) -> web.Response:
     response = web.json_response(request.app[SIGNER].jwks())
     response.headers["Cache-Control"] = "public, max-age=60"
@@ -461,6 +497,7 @@ def create_app(
     router = app.router
     router.add_get("/healthz", healthz, name="healthz")
     router.add_get("/.well-known/jwks.json", jwks, name="jwks")
+    router.add_get(f"{RESERVED_PREFIX}/crl/{{generation:[0-9]{{1,6}}}}.crl", crl, name="crl")
     router.add_static(
         f"{RESERVED_PREFIX}/static/", STATIC_DIR, append_version=False, name="gateway_static"
     )

@@ -85,7 +85,7 @@ __all__ = [
 log = logging.getLogger("gateway.auth")
 
 # Routes (by name) that need no identity: health, public keys, static files.
-UNAUTHENTICATED_ROUTES = frozenset({"healthz", "jwks", "gateway_static"})
+UNAUTHENTICATED_ROUTES = frozenset({"healthz", "jwks", "crl", "gateway_static"})
 _PASSWORD_METHOD = "password"
 # Connections already counted in brokergate_handshakes (one count per TLS connection).
 _COUNTED: weakref.WeakSet[Any] = weakref.WeakSet()

@@ -6,7 +6,8 @@ Request side, in this order:
 2. SECURITY: drop every client-sent identity header (``is_identity_header``: any case,
    ``_`` spelled for ``-``) and any header the caller names (the terminator's certificate
    header), then add the gateway's own identity headers;
-3. drop the gateway's own cookies (``__Host-bg…``) from Cookie: the session cookie is a
+3. drop the gateway's own cookies (``__Host-bg…``, ``__Host-brokergate…`` and the
+   configured session cookie) from Cookie: the session cookie is a
    bearer credential for the gateway and means nothing to the upstream;
 4. X-Forwarded-For/-Proto/-Host: when the peer is NOT a trusted proxy, every client-sent
    X-Forwarded-* and Forwarded header is replaced by what the gateway itself saw; when the
@@ -48,7 +49,10 @@ HOP_BY_HOP = frozenset(
 _REQUEST_ONLY_DROPS = frozenset({"expect", "host"})
 _DEFAULT_DROPS = HOP_BY_HOP | _REQUEST_ONLY_DROPS
 _FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
-GATEWAY_COOKIE_PREFIX = "__Host-bg"  # every cookie the gateway sets starts with this
+# Every cookie the gateway (or its login pages) sets starts with one of these; they are
+# bearer credentials for the gateway and never go to the upstream. The configured session
+# cookie name is added by the caller (gateway.session_cookie_name).
+GATEWAY_COOKIE_PREFIXES = ("__host-bg", "__host-brokergate")
 
 X_FORWARDED_FOR = istr("X-Forwarded-For")
 X_FORWARDED_PROTO = istr("X-Forwarded-Proto")
@@ -63,18 +67,19 @@ def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> froz
     return frozenset(names)
 
 
-def strip_gateway_cookies(cookie_header: str) -> str:
+def strip_gateway_cookies(cookie_header: str, names: Collection[str] = ()) -> str:
     """Cookie header value without the gateway's cookies (RFC 6265 §4.2.1: ``; ``-separated).
 
     Names are compared case-insensitively: browsers match cookie names exactly, so
     ``__host-bg…`` is not ours, but it is no business of the upstream either and dropping
     it keeps the rule simple.
     """
-    kept = [
-        pair
-        for pair in (part.strip() for part in cookie_header.split(";"))
-        if pair and not pair.split("=", 1)[0].strip().lower().startswith("__host-bg")
-    ]
+    exact = {name.lower() for name in names}
+    kept = []
+    for pair in (part.strip() for part in cookie_header.split(";")):
+        name = pair.split("=", 1)[0].strip().lower()
+        if pair and not name.startswith(GATEWAY_COOKIE_PREFIXES) and name not in exact:
+            kept.append(pair)
     return "; ".join(kept)
 
 
@@ -87,6 +92,7 @@ def upstream_request_headers(
     scheme: str,
     host: str | None,
     strip: Collection[str] = (),
+    gateway_cookies: Collection[str] = (),
     keep_host: bool = True,
 ) -> CIMultiDict[str]:
     """The headers to send upstream for a client request with ``headers``.
@@ -99,6 +105,8 @@ def upstream_request_headers(
         scheme: ``https`` or ``http`` as the gateway received it.
         host: the Host the client asked for.
         strip: further header names to drop (compared like identity headers).
+        gateway_cookies: cookie names of the gateway beyond GATEWAY_COOKIE_PREFIXES (the
+            configured session cookie), removed from Cookie.
         keep_host: send the client's Host upstream (so its absolute URLs name the gateway).
 
     Returns:
@@ -136,7 +144,7 @@ def upstream_request_headers(
             # From anyone else, any spelling of a forwarding header is dropped and replaced.
             continue
         if normalised == "cookie":
-            value = strip_gateway_cookies(value)
+            value = strip_gateway_cookies(value, gateway_cookies)
             if not value:
                 continue
         out.add(name, value)

@@ -63,6 +63,8 @@ class ProxyForwarder:
             identity_headers=identity_headers,
             trusted_proxies=self._trusted,
             strip_headers=self._strip,
+            # SECURITY: the session cookie is the gateway's bearer credential.
+            gateway_cookies=(self._settings.session_cookie_name,),
             metrics=self._metrics,
         )
 

@@ -77,6 +77,7 @@ async def proxy_request(
     identity_headers: Mapping[str, str],
     trusted_proxies: Sequence[IPNetwork] = (),
     strip_headers: Collection[str] = (),
+    gateway_cookies: Collection[str] = (),
     path_qs: str | None = None,
     metrics: GatewayMetrics | None = None,
 ) -> web.StreamResponse:
@@ -90,6 +91,8 @@ async def proxy_request(
         trusted_proxies: peers whose X-Forwarded-* headers are kept and extended.
         strip_headers: further request headers never to forward (e.g. the terminator's
             client-certificate header).
+        gateway_cookies: the gateway's own cookie names (the configured session cookie),
+            removed from the Cookie header like every ``__Host-bg…``/``__Host-brokergate…``.
         path_qs: the request target to forward (e.g. the route policy's normalised path);
             defaults to the raw target the client sent.
         metrics: where to record upstream latency.
@@ -106,6 +109,7 @@ async def proxy_request(
         scheme=request.scheme,
         host=request.headers.get("Host"),
         strip=strip_headers,
+        gateway_cookies=gateway_cookies,
     )
     url = upstream_url(upstream, path_qs if path_qs is not None else request.raw_path)
     if _is_websocket_upgrade(request):

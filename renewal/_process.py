@@ -38,6 +38,9 @@ class RenewalJobs:
     Args:
         publish_due_crls: ``CertificateAuthority.publish_due_crls`` (returns the generations
             whose CRL was regenerated); None when the CA is not set up here.
+        supersede_replaced: ``CertificateAuthority.supersede_replaced`` (revokes old
+            certificates whose renewal was used or whose grace period ended); None without
+            the CA.
     """
 
     sessions: sessionmaker[Session]
@@ -45,6 +48,7 @@ class RenewalJobs:
     delivery: OutboxDelivery
     clock: Clock
     publish_due_crls: Callable[[], list[int]] | None = None
+    supersede_replaced: Callable[[], list[str]] | None = None
     _delivering: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     def reminders(self) -> ReminderReport:
@@ -59,6 +63,15 @@ class RenewalJobs:
         if generations:
             log.info("re-published the CRL of generation(s) %s", generations)
         return generations
+
+    def supersede(self) -> list[str]:
+        """Before the reminder scan, so a superseded certificate gets no reminder."""
+        if self.supersede_replaced is None:
+            return []
+        serials = self.supersede_replaced()
+        if serials:
+            log.info("revoked %d superseded certificate(s)", len(serials))
+        return serials
 
     def cleanup(self) -> dict[str, int]:
         return delete_expired(
@@ -75,7 +88,7 @@ class RenewalJobs:
     async def run_all_once(self) -> None:
         """Each job once, in the order a fresh start runs them (``renewal run --once``)."""
         await self.delivery.release_abandoned()
-        for job in (self.crls, self.reminders, self.cleanup):
+        for job in (self.supersede, self.crls, self.reminders, self.cleanup):
             await asyncio.to_thread(_logged(job))
         await self.deliver()
 
@@ -127,6 +140,12 @@ def build_scheduler(
         deliver,
         IntervalTrigger(seconds=poll_interval.total_seconds()),
         id="deliver",
+        next_run_time=start,
+    )
+    scheduler.add_job(
+        _logged(jobs.supersede),
+        CronTrigger(hour=hour, minute=minute, timezone=UTC),
+        id="supersede",
         next_run_time=start,
     )
     scheduler.add_job(

@@ -2,9 +2,10 @@
 
 Renewal is the download action again: a new certificate is issued with ``replaces_id``
 pointing at the current one. The old one is revoked as *superseded* as soon as the new one
-has been used to log in (``first_used_at``), or after ``superseded_grace`` (14 days) at
-the latest, so a broker who downloads but does not import yet is not locked out, and a
-forgotten old certificate does not stay valid for two more years.
+has been used to log in (``first_used_at``), or after ``ca.superseded_grace`` (14 days) at
+the latest (``ca.CertificateAuthority.supersede_replaced``), so a broker who downloads but
+does not import yet is not locked out, and a forgotten old certificate does not stay valid
+for two more years.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway._logins._errors import EnrolmentError, TooSoon
 from gateway._logins._settings import LoginSettings
@@ -28,7 +29,6 @@ from store import (
 
 REMINDER_WINDOW = timedelta(days=60)  # seed 000: "etwa zwei Monate vor Ablauf" a reminder
 DOWNLOAD_WINDOW = timedelta(hours=24)
-SUPERSEDE_ACTOR = "system:renewal"
 
 
 class IssuedLike(Protocol):
@@ -59,6 +59,13 @@ class Authority(Protocol):
     def revoke(
         self, serial: str, reason: RevocationReason, actor: str, *, session: Session | None = ...
     ) -> bool: ...
+
+    def supersede_replaced(
+        self, *, session: Session | None = ..., user_id: int | None = ...
+    ) -> list[str]: ...
+
+    @property
+    def superseded_grace(self) -> timedelta: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,36 +230,3 @@ def note_certificate_used(session: Session, *, fingerprint: str, now: datetime) 
         return None
     row.first_used_at = now
     return row.user_id
-
-
-def supersede_replaced(
-    session: Session,
-    *,
-    authority: Authority,
-    grace: timedelta,
-    now: datetime,
-    user_id: int | None = None,
-) -> list[str]:
-    """Revoke (superseded) every valid certificate whose renewal has been used to log in,
-    or was issued more than ``grace`` ago. Returns the revoked serials.
-
-    Run at certificate logins and account page views for one user, and by a periodic job
-    for everyone (``user_id=None``) so the grace period also ends for absent brokers.
-    """
-    newer = aliased(Certificate)
-    stmt = (
-        select(Certificate.serial)
-        .join(newer, newer.replaces_id == Certificate.id)
-        .where(
-            Certificate.status == CertificateStatus.VALID,
-            newer.status == CertificateStatus.VALID,
-            (newer.first_used_at.is_not(None)) | (newer.issued_at <= now - grace),
-        )
-        .distinct()
-    )
-    if user_id is not None:
-        stmt = stmt.where(Certificate.user_id == user_id)
-    serials = list(session.scalars(stmt))
-    for serial in serials:
-        authority.revoke(serial, RevocationReason.SUPERSEDED, SUPERSEDE_ACTOR, session=session)
-    return serials

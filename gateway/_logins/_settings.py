@@ -66,13 +66,6 @@ class LoginSettings:
     downloads_per_day: int = field(
         default=3, metadata={"help": "Certificate downloads per broker per 24 hours"}
     )
-    superseded_grace: timedelta = field(
-        default=timedelta(days=14),
-        metadata={
-            "help": "After a renewal the old certificate is revoked (superseded) when "
-            "the new one is first used, or after this grace period at the latest"
-        },
-    )
     passkey_rp_name: str = field(
         default="brokergate",
         metadata={"help": "Name shown by the browser when a passkey is registered"},

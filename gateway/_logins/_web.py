@@ -24,12 +24,11 @@ from aiohttp.typedefs import Handler
 from markupsafe import Markup
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway._auth import request_state
+from gateway._auth import request_state, require_csrf
 from gateway._logins._certificates import (
     Authority,
     current_certificate,
     note_certificate_used,
-    supersede_replaced,
 )
 from gateway._logins._passkeys import RelyingParty, relying_party
 from gateway._logins._settings import LoginSettings
@@ -251,13 +250,7 @@ async def _note_certificate_login(request: web.Request) -> None:
             user_id = note_certificate_used(session, fingerprint=fingerprint, now=now)
             authority = c.authority(factory(request))
             if user_id is not None and authority is not None:
-                supersede_replaced(
-                    session,
-                    authority=authority,
-                    grace=c.settings.superseded_grace,
-                    now=now,
-                    user_id=user_id,
-                )
+                authority.supersede_replaced(session=session, user_id=user_id)
 
     await asyncio.to_thread(run)
 
@@ -383,6 +376,18 @@ def setup_logins(
 
 
 # --- rendering
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object our passkey script posts; its ``csrf`` member is checked."""
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="expected JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object")
+    require_csrf(request, {"csrf": body.get("csrf")})
+    return body
 
 
 def see_other(location: str) -> web.Response:

@@ -12,13 +12,13 @@ from typing import Any
 
 from aiohttp import web
 
+from ca import CASettings
 from gateway._auth import complete_login, request_state, require_csrf
 from gateway._logins._activation import change_password
 from gateway._logins._certificates import (
     certificate_overview,
     download_certificate,
     revoke_own_certificate,
-    supersede_replaced,
 )
 from gateway._logins._devices import list_devices, revoke_devices
 from gateway._logins._errors import LoginError
@@ -47,6 +47,7 @@ from gateway._logins._web import (
     form_text,
     format_date,
     format_time,
+    json_body,
     next_of,
     now_of,
     require_fresh,
@@ -69,13 +70,7 @@ def _load_account(request: web.Request, user_id: int) -> dict[str, Any]:
     if authority is not None:
         # Renewed certificates: the old one goes as soon as the new one has been used.
         with transaction(factory(request)) as session:
-            supersede_replaced(
-                session,
-                authority=authority,
-                grace=c.settings.superseded_grace,
-                now=now,
-                user_id=user_id,
-            )
+            authority.supersede_replaced(session=session, user_id=user_id)
     with transaction(factory(request)) as session:
         user = session.get(User, user_id)
         assert user is not None
@@ -110,6 +105,12 @@ def _load_account(request: web.Request, user_id: int) -> dict[str, Any]:
         }
 
 
+def _grace_days(request: web.Request) -> int:
+    authority = ctx(request).authority(factory(request))
+    grace = authority.superseded_grace if authority else CASettings().superseded_grace
+    return grace.days
+
+
 async def account_page(
     request: web.Request, *, error: str | None = None, notice: str | None = None, status: int = 200
 ) -> web.Response:
@@ -130,6 +131,7 @@ async def account_page(
             "fmt_time": lambda v: format_time(v, language),
             "fmt_date": lambda v: format_date(v, language),
             "settings": ctx(request).settings,
+            "superseded_grace_days": _grace_days(request),
         },
         status=status,
         script=True,
@@ -325,19 +327,8 @@ async def recovery_codes_submit(request: web.Request) -> web.StreamResponse:
 # --- passkeys
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text="expected JSON") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
-    require_csrf(request, {"csrf": body.get("csrf")})
-    return body
-
-
 async def passkey_options(request: web.Request) -> web.StreamResponse:
-    await _json(request)
+    await json_body(request)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#passkeys")
     ceremony = await asyncio.to_thread(
         registration_options, factory(request), user_id=user_id, rp=ctx(request).rp
@@ -355,7 +346,7 @@ async def passkey_options(request: web.Request) -> web.StreamResponse:
 
 
 async def passkey_register(request: web.Request) -> web.StreamResponse:
-    body = await _json(request)
+    body = await json_body(request)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#passkeys")
     state = request_state(request)
     stored = state.session.data.get(CHALLENGE_KEY_ACCOUNT) if state.session else None

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 from datetime import datetime, timedelta
-from typing import Any
 
 from aiohttp import web
 
@@ -30,6 +29,7 @@ from gateway._logins._web import (
     factory,
     form_text,
     is_fresh,
+    json_body,
     next_of,
     now_of,
     page_url,
@@ -155,17 +155,6 @@ async def second_factor_submit(request: web.Request) -> web.StreamResponse:
 # --- passkeys (JSON endpoints for our script)
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text="expected JSON") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
-    require_csrf(request, {"csrf": body.get("csrf")})
-    return body
-
-
 async def passkey_page(request: web.Request) -> web.StreamResponse:
     await ensure_session(request)
     return show(request, "passkey.html", {"next": next_of(request.query)}, script=True)
@@ -173,7 +162,7 @@ async def passkey_page(request: web.Request) -> web.StreamResponse:
 
 async def passkey_options(request: web.Request) -> web.StreamResponse:
     await ensure_session(request)
-    await _json_body(request)
+    await json_body(request)
     ceremony = authentication_options(ctx(request).rp)
     await update_session_data(
         request,
@@ -199,7 +188,7 @@ def _take_challenge(request: web.Request, purpose: str) -> bytes | None:
 
 
 async def passkey_verify(request: web.Request) -> web.StreamResponse:
-    body = await _json_body(request)
+    body = await json_body(request)
     next_path = next_of(body)
     challenge = _take_challenge(request, "login")
     await update_session_data(request, **{CHALLENGE_KEY: None})  # SECURITY: single use

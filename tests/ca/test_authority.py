@@ -92,7 +92,9 @@ def test_crl_distribution_point_when_public_url_set(
         cert = x509.load_pem_x509_certificate(row.cert_pem.encode())
     dp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     assert dp[0].full_name is not None
-    assert dp[0].full_name[0].value == f"https://gw.example.org/crl/{issued.generation}.crl"
+    assert (
+        dp[0].full_name[0].value == f"https://gw.example.org/_gateway/crl/{issued.generation}.crl"
+    )
 
 
 def test_password_is_typeable_and_strong() -> None:

@@ -73,7 +73,7 @@ def test_issue_writes_private_file_and_queues_password(
     assert result.code == 0, result.err
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     with transaction(db) as s:
-        mail = s.scalars(select(MailOutbox)).one()
+        mail = s.scalars(select(MailOutbox).where(MailOutbox.kind == "certificate_password")).one()
         password = open_mail_secrets(mail, Sealer(secret=TEST_SECRET_KEY, purpose=OUTBOX_PURPOSE))[
             "password"
         ]
@@ -188,7 +188,8 @@ def test_bulk_issue_continues_past_bad_rows(ready: CliRunner, tmp_path: Path, db
     assert sorted(p.name for p in out.iterdir()) == ["erika@example.org.p12", "new@example.org.p12"]
     with transaction(db) as s:
         assert s.scalar(select(func.count()).select_from(Certificate)) == 2
-        assert s.scalar(select(func.count()).select_from(MailOutbox)) == 2
+        passwords = select(func.count()).where(MailOutbox.kind == "certificate_password")
+        assert s.scalar(passwords) == 2
 
     # Everyone has a certificate now: the bulk run finds nobody.
     nobody = ready("cert", "issue", "--all-without-cert", "--out-dir", str(out))
@@ -210,3 +211,16 @@ def test_user_list_and_show(ready: CliRunner) -> None:
     assert shown.code == 0 and "60/123/4567" in shown.out
     missing = ready("user", "show", "nobody@example.org")
     assert missing.code == 1 and "no user" in missing.err
+
+
+def test_user_add_mails_an_activation_link_unless_told_not_to(ready: CliRunner, db) -> None:  # type: ignore[no-untyped-def]
+    with transaction(db) as s:
+        kinds = [m.kind for m in s.scalars(select(MailOutbox))]
+    assert kinds == ["activation"]  # the broker added by the fixture
+    quiet = ready(
+        "user", "add", "--broker", "60/123/4567", "--email", "quiet@example.org", "--name", "Q",
+        "--no-activation",
+    )  # fmt: skip
+    assert quiet.code == 0 and "activation" not in quiet.out
+    with transaction(db) as s:
+        assert s.scalar(select(func.count()).select_from(MailOutbox)) == 1

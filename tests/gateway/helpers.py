@@ -21,6 +21,7 @@ class RawResponse:
     body: str
     session_reused: bool = False
     cookies: dict[str, str] = field(default_factory=dict)
+    body_bytes: bytes = b""
 
     def header(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k.lower() == name.lower()]
@@ -88,6 +89,7 @@ async def raw_request(
             out, data = out + data[:size], data[size + 2 :]
         rest = out
     result.body = rest.decode("utf-8", "replace")
+    result.body_bytes = rest
     for value in result.header("Set-Cookie"):
         cookie = SimpleCookie()
         cookie.load(value)

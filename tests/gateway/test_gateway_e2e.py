@@ -560,3 +560,24 @@ async def test_fresh_login_routes(
     first = await get(gw, server_tls, "/konto", cert)
     clock.advance(dt.timedelta(minutes=5))
     assert first.status == 200 and (await get(gw, server_tls, "/konto", cert)).status == 200
+
+
+async def test_crl_distribution_point_is_served_anonymously(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS
+) -> None:
+    from cryptography import x509
+
+    gw = await start_gateway()
+    cert = brokers.issue(brokers.user())
+    response = await get(gw, server_tls, "/_gateway/crl/1.crl")  # no client certificate
+    assert response.status == 200
+    assert response.header("content-type") == ["application/pkix-crl"]
+    issuing = brokers.authority.crls()  # PEM of the same CRL, from the CA
+    served = x509.load_der_x509_crl(response.body_bytes)
+    assert served == x509.load_pem_x509_crl(issuing[1])
+    assert served.get_revoked_certificate_by_serial_number(int(cert.serial, 16)) is None
+    brokers.revoke(cert.serial)
+    again = x509.load_der_x509_crl((await get(gw, server_tls, "/_gateway/crl/1.crl")).body_bytes)
+    assert again.get_revoked_certificate_by_serial_number(int(cert.serial, 16)) is not None
+    assert (await get(gw, server_tls, "/_gateway/crl/9.crl")).status == 404
+    assert (await get(gw, server_tls, "/_gateway/crl/x.crl")).status == 404

@@ -156,6 +156,7 @@ def gateway_app(
             identity_headers=identity,
             trusted_proxies=trusted,
             strip_headers=strip,
+            gateway_cookies=(settings.session_cookie_name,),
             metrics=metrics,
         )
 
@@ -179,7 +180,8 @@ def serve_minimal(argv: list[str]) -> int:
     """``serve`` with the minimal gateway: UPSTREAM PORT WORKERS METRICS_PORT [CERT KEY]."""
     upstream, port, workers, metrics_port = argv[:4]
     cert_key = argv[4:6]
-    settings = settings_for(upstream)
+    # The drain tests keep a slow request in flight for several seconds.
+    settings = settings_for(upstream, upstream_read_timeout=timedelta(seconds=30))
 
     def tls() -> ssl.SSLContext | None:
         if not cert_key:

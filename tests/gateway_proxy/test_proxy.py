@@ -340,6 +340,17 @@ async def test_websocket_upstream_down_is_502(start_gateway: StartGateway) -> No
             assert info.value.status == 502
 
 
+async def test_session_cookie_names_not_forwarded(start_gateway: StartGateway) -> None:
+    default = await start_gateway()  # gateway.session_cookie_name = "__Host-brokergate"
+    echoed = await _echo(
+        default, headers={"Cookie": "__Host-brokergate=S; __HOST-BROKERGATE-x=T; a=1"}
+    )
+    assert _values(echoed, "Cookie") == ["a=1"]
+    custom = await start_gateway(session_cookie_name="__Host-portalsso")
+    echoed = await _echo(custom, headers={"Cookie": "__Host-portalsso=S; __Host-other=1"})
+    assert _values(echoed, "Cookie") == ["__Host-other=1"]
+
+
 async def test_gateway_cookie_header_stripping_is_exact(gateway_url: str) -> None:
     # A cookie merely containing the prefix elsewhere in its name is not ours.
     echoed = await _echo(gateway_url, headers={"Cookie": "x__Host-bg=1; __Host-bg=2"})

@@ -74,7 +74,7 @@ async def _drain_check(
     upstream_app_: web.Application,
     workers: int,
     ssl_context: ssl.SSLContext | bool = True,
-    slow_path: str = "/slow?delay=3",
+    slow_path: str = "/slow?delay=6",  # long enough to still run on a loaded machine
 ) -> None:
     """A slow request in flight completes although SIGTERM arrives; then the process exits."""
     connector = aiohttp.TCPConnector(ssl=ssl_context)
@@ -94,7 +94,7 @@ async def _drain_check(
             lambda: log.read_text().count("draining") >= workers, 10, "every worker draining"
         )
         # the listening sockets are closed while the request is still running
-        await _wait_for(lambda: _refused(port), 2, "the port to stop accepting")
+        await _wait_for(lambda: _refused(port), 4, "the port to stop accepting")
         assert not in_flight.done()
         status, text = await asyncio.wait_for(in_flight, timeout=15)
     assert status == 200 and "slow done" in text
@@ -235,6 +235,10 @@ level = "anonymous"
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
             async with client.get(f"https://127.0.0.1:{port}/healthz") as resp:
                 assert resp.status == 200, await resp.text()
+            # The served app has the login pages (the logins extension is wired in).
+            async with client.get(f"https://127.0.0.1:{port}/_gateway/login/password") as resp:
+                page = await resp.text()
+                assert resp.status == 200 and 'name="password"' in page, page[:500]
             async with client.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
                 metrics_text = await resp.text()
         assert "brokergate_certificates_expiring_60d 0.0" in metrics_text

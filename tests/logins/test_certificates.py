@@ -17,7 +17,6 @@ from gateway._logins._certificates import (
     download_certificate,
     note_certificate_used,
     revoke_own_certificate,
-    supersede_replaced,
 )
 from store import Certificate, CertificateStatus, RevocationReason, User, transaction
 from tests.conftest import FakeClock, UserFactory, password_mail_for
@@ -87,7 +86,6 @@ def test_renewal_supersedes_the_old_certificate_once_the_new_one_is_used(
     make_user: UserFactory,
 ) -> None:
     user = make_user()
-    settings = LoginSettings()
     old = download(sessions, authority, clock, user)
     clock.advance(timedelta(days=700))
     with transaction(sessions) as s:
@@ -98,18 +96,13 @@ def test_renewal_supersedes_the_old_certificate_once_the_new_one_is_used(
         row = s.get(Certificate, new.certificate_id)
         assert row is not None and row.replaces_id == old.certificate_id
         # Not used yet, within the grace period: both stay valid.
-        assert (
-            supersede_replaced(s, authority=authority, grace=settings.superseded_grace, now=clock())
-            == []
-        )
+        assert authority.supersede_replaced(session=s) == []
     with transaction(sessions) as s:
         assert note_certificate_used(s, fingerprint=new.fingerprint_sha256, now=clock()) == user.id
         assert note_certificate_used(s, fingerprint=new.fingerprint_sha256, now=clock()) is None
         assert note_certificate_used(s, fingerprint="00" * 32, now=clock()) is None
     with transaction(sessions) as s:
-        assert supersede_replaced(
-            s, authority=authority, grace=settings.superseded_grace, now=clock(), user_id=user.id
-        ) == [old.serial]
+        assert authority.supersede_replaced(session=s, user_id=user.id) == [old.serial]
     with transaction(sessions) as s:
         row = s.get(Certificate, old.certificate_id)
         assert row is not None and row.status == CertificateStatus.REVOKED
@@ -125,15 +118,15 @@ def test_unused_renewal_supersedes_after_the_grace_period(
     make_user: UserFactory,
 ) -> None:
     user = make_user()
-    grace = LoginSettings().superseded_grace
+    grace = authority.settings.superseded_grace
     old = download(sessions, authority, clock, user)
     download(sessions, authority, clock, user)
     clock.advance(grace - timedelta(minutes=1))
     with transaction(sessions) as s:
-        assert supersede_replaced(s, authority=authority, grace=grace, now=clock()) == []
+        assert authority.supersede_replaced(session=s) == []
     clock.advance(timedelta(minutes=1))
     with transaction(sessions) as s:
-        assert supersede_replaced(s, authority=authority, grace=grace, now=clock()) == [old.serial]
+        assert authority.supersede_replaced(session=s) == [old.serial]
 
 
 def test_revoke_my_certificate(

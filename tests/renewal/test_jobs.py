@@ -15,6 +15,8 @@ from renewal._process import run_until_stopped
 from store import (
     ActivationToken,
     CAGeneration,
+    Certificate,
+    CertificateStatus,
     EmailTan,
     Level,
     MailOutbox,
@@ -22,10 +24,11 @@ from store import (
     RateLimit,
     RememberedDevice,
     ReminderSent,
+    RevocationReason,
     WebSession,
     transaction,
 )
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, UserFactory
 from tests.renewal.conftest import CertFactory, DeliveryFactory, SmtpServer
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
@@ -43,7 +46,30 @@ def make_jobs(
         delivery=make_delivery(),
         clock=clock,
         publish_due_crls=authority.publish_due_crls if authority else None,
+        supersede_replaced=authority.supersede_replaced if authority else None,
     )
+
+
+def test_daily_job_supersedes_unused_renewals_after_the_grace_period(
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    make_delivery: DeliveryFactory,
+    authority: CertificateAuthority,
+    make_user: UserFactory,
+) -> None:
+    """A broker who renewed but never came back: the old certificate goes after the grace."""
+    user = make_user()
+    old = authority.issue_certificate(user.id, "ops:test")
+    new = authority.issue_certificate(user.id, "ops:test", replaces_id=old.certificate_id)
+    jobs = make_jobs(sessions, clock, make_delivery, authority)
+    assert jobs.supersede() == []
+    clock.advance(authority.settings.superseded_grace)
+    assert jobs.supersede() == [old.serial]
+    assert jobs.supersede() == []
+    with transaction(sessions) as session:
+        rows = {c.serial: c for c in session.scalars(select(Certificate))}
+        assert rows[old.serial].revocation_reason == RevocationReason.SUPERSEDED
+        assert rows[new.serial].status == CertificateStatus.VALID
 
 
 def test_crls_are_republished_before_next_update_lapses(
@@ -192,7 +218,7 @@ def test_scheduler_has_every_job_due_at_start(
     jobs = make_jobs(sessions, clock, make_delivery)
     scheduler = build_scheduler(jobs, poll_interval=timedelta(seconds=5), start=clock())
     found = {job.id: job for job in scheduler.get_jobs()}
-    assert set(found) == {"deliver", "reminders", "crls", "cleanup"}
+    assert set(found) == {"deliver", "supersede", "reminders", "crls", "cleanup"}
     assert all(job.next_run_time == clock() for job in found.values())
     assert "cron[hour='6', minute='0']" in str(found["reminders"].trigger)
 

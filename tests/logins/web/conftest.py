@@ -6,7 +6,6 @@ The gateway's clock is the ``clock`` fixture; tests move it instead of sleeping.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import re
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -17,10 +16,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CASettings, CertificateAuthority, load_trust_material
@@ -30,6 +25,7 @@ from gateway._logins import LoginSettings
 from gateway._logins._web import setup_logins
 from store import OUTBOX_PURPOSE, Level, Sealer
 from tests.conftest import TEST_SECRET_KEY
+from tests.gateway.conftest import ServerTLS, make_server_tls
 
 ROUTES = (
     RouteRule(prefix="/public", level=Level.ANONYMOUS),
@@ -37,66 +33,6 @@ ROUTES = (
     RouteRule(prefix="/antrag", level=Level.BASIC),
     RouteRule(prefix="/vertrag", level=Level.STRONG),
 )
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServerTLS:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def make_server_tls(folder: Path) -> ServerTLS:
-    """A server CA and a certificate for 127.0.0.1/localhost (real time: clients check it)."""
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("logins test server CA"))
-        .issuer_name(_name("logins test server CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    tls = ServerTLS(
-        ca=folder / "server-ca.pem", cert=folder / "server.pem", key=folder / "server-key.pem"
-    )
-    tls.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    tls.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    tls.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    tls.key.chmod(0o600)
-    return tls
 
 
 @pytest.fixture
