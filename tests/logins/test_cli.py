@@ -40,6 +40,7 @@ def test_resend_activation_queues_a_link(run_cli: CliRunner, tmp_path: Path) -> 
         "nina@example.org",
         "--name",
         "Nina Neu",
+        "--no-activation",  # so that the link below is the only one
     )
     assert add.code == 0, add.err
     result = run_cli(

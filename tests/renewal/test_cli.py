@@ -175,6 +175,7 @@ def test_cert_issue_then_mail_pending_then_renewal_delivers(
         "erika@example.org",
         "--name",
         "Erika Mustermann",
+        "--no-activation",  # only the password mail is counted below
     )
     assert added.code == 0, added.err
     issued = run_cli("cert", "issue", "erika@example.org", "--out", str(tmp_path / "e.p12"))
