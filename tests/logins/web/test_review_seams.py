@@ -1,0 +1,96 @@
+"""Seams between the core's sessions and the login pages (found in review).
+
+Each test failed before its fix; the commit that added it says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from yarl import URL
+
+from ca import CertificateAuthority
+from store import RevocationReason
+from tests.conftest import password_mail_for
+from tests.logins.web.test_account_pages import write_pem
+from tests.logins.web.test_password_pages import PASSWORD, set_password
+
+
+def _with_cookies_of(source: Any, target: Any) -> Any:
+    """``target`` (a browser without the certificate) now holds ``source``'s cookies."""
+    target.client.cookie_jar.update_cookies(
+        {c.key: c.value for c in source.client.cookie_jar},
+        response_url=URL(source.gateway.url),
+    )
+    return target
+
+
+async def _certificate_browser(
+    gw: Any,
+    browser_for: Any,
+    authority: CertificateAuthority,
+    sessions: sessionmaker[Session],
+    uid: int,
+    folder: Path,
+) -> tuple[Any, str]:
+    issued = authority.issue_certificate(uid, "test")
+    pem = write_pem(issued.pkcs12, password_mail_for(sessions, issued.serial), folder, "c")
+    return browser_for(gw, cert=pem), issued.serial
+
+
+async def test_password_reauth_does_not_unbind_a_certificate_session(
+    gateway: Any,
+    browser_for: Any,
+    make_user: Any,
+    sessions: sessionmaker[Session],
+    authority: CertificateAuthority,
+    tmp_path: Path,
+) -> None:
+    """A certificate session re-confirmed with the password (basic) must stay bound to the
+    certificate: it was strong only because of it. Before the fix the rotated session lost
+    the binding but kept level strong and method "certificate", so it outlived the
+    certificate being taken out or revoked."""
+    gw = await gateway()
+    uid = make_user(email="anna@example.org").id
+    set_password(sessions, uid)
+    laptop, _ = await _certificate_browser(gw, browser_for, authority, sessions, uid, tmp_path)
+    status, body = await laptop.get("/vertrag")
+    assert status == 200 and json.loads(body)["headers"]["x-brokergate-level"] == "strong"
+    status, _ = await laptop.get("/_gateway/reauth?level=basic&next=/_gateway/account")
+    assert status == 200
+    status, _, _ = await laptop.post(
+        "/_gateway/reauth",
+        {"kind": "password", "level": "basic", "password": PASSWORD, "next": "/vertrag"},
+        follow=False,
+    )
+    assert status == 303
+    assert (await laptop.get("/vertrag"))[0] == 200  # still the certificate: fine
+
+    # The same cookie on a connection without the certificate: not strong any more.
+    bare = _with_cookies_of(laptop, browser_for(gw))
+    status, body = await bare.get("/vertrag")
+    assert status != 200, body
+
+    # And with the certificate revoked, the next request is refused as well.
+    (tmp_path / "2").mkdir()
+    laptop2, serial2 = await _certificate_browser(
+        gw, browser_for, authority, sessions, uid, tmp_path / "2"
+    )
+    assert (await laptop2.get("/vertrag"))[0] == 200
+    await laptop2.get("/_gateway/account")
+    await laptop2.post(
+        "/_gateway/reauth",
+        {"kind": "password", "level": "basic", "password": PASSWORD, "next": "/vertrag"},
+        follow=False,
+    )
+    authority.revoke(serial2, RevocationReason.KEY_COMPROMISE, "test")
+    for _ in range(50):
+        status, body = await laptop2.get("/vertrag")
+        if status != 200:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 403, body
