@@ -16,7 +16,7 @@ from gateway._logins._errors import (
     LoginError,
     PasskeyRejected,
 )
-from gateway._logins._history import METHOD_PASSKEY, METHOD_PASSWORD
+from gateway._logins._history import METHOD_PASSKEY, METHOD_PASSWORD, session_method
 from gateway._logins._passkeys import authentication_options, finish_authentication
 from gateway._logins._password_login import login_with_password
 from gateway._logins._second_factor import verify_second_factor
@@ -321,7 +321,7 @@ async def reauth_submit(request: web.Request) -> web.StreamResponse:
         request,
         user_id=user_id,
         level=new_level,
-        method=method if achieved.rank >= current.level.rank else current.method,
+        method=session_method(method) if achieved.rank >= current.level.rank else current.method,
     )
     return see_other(next_path)
 

@@ -17,7 +17,7 @@ from ca import CertificateAuthority
 from store import RevocationReason
 from tests.conftest import password_mail_for
 from tests.logins.web.test_account_pages import write_pem
-from tests.logins.web.test_password_pages import PASSWORD, set_password
+from tests.logins.web.test_password_pages import PASSWORD, login, set_password
 
 
 def _with_cookies_of(source: Any, target: Any) -> Any:
@@ -94,3 +94,39 @@ async def test_password_reauth_does_not_unbind_a_certificate_session(
             break
         await asyncio.sleep(0.1)
     assert status == 403, body
+
+
+async def test_recovery_code_login_sends_a_known_method_upstream(
+    gateway: Any,
+    browser_for: Any,
+    make_user: Any,
+    sessions: sessionmaker[Session],
+    clock: Any,
+) -> None:
+    """The method header has five values (certificate, totp, passkey, email-tan, password);
+    before the fix a recovery-code login sent "recovery-code", which an upstream that
+    matches on the documented values does not know. The account page still says
+    "recovery code" (the user's login history keeps the exact method)."""
+    from gateway._logins._totp import TOTP_PURPOSE
+    from store import Sealer, User, transaction
+    from tests.conftest import TEST_SECRET_KEY
+    from tests.logins.test_totp import enrol
+
+    gw = await gateway()
+    uid = make_user(email="anna@example.org").id
+    set_password(sessions, uid)
+    _, codes = enrol(sessions, clock, Sealer(secret=TEST_SECRET_KEY, purpose=TOTP_PURPOSE), uid)
+    b = browser_for(gw)
+    await login(b, "anna@example.org", next_path="/vertrag")
+    await b.get("/_gateway/login/second-factor?next=/vertrag")
+    status, _, response = await b.post(
+        "/_gateway/login/second-factor", {"code": codes[0], "next": "/vertrag"}, follow=False
+    )
+    assert status == 303 and response.headers["Location"] == "/vertrag"
+    status, body = await b.get("/vertrag")
+    headers = json.loads(body)["headers"]
+    assert headers["x-brokergate-level"] == "strong"
+    assert headers["x-brokergate-method"] == "totp"
+    with transaction(sessions) as s:
+        user = s.get(User, uid)
+        assert user is not None and user.last_login_method == "recovery-code"
