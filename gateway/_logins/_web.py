@@ -49,6 +49,9 @@ SCRIPT_CSP = (
 PENDING_KEY = "logins.pending"  # session data: the user between password and second factor
 PENDING_TTL_SECONDS = 300
 CHALLENGE_KEY_ACCOUNT = "logins.register_challenge"  # session data: passkey registration
+# Session data: when a factor weaker than the session's level was re-confirmed (a password
+# inside a strong session). Fresh for actions that need a fresh *basic* login only.
+FRESH_BASIC_KEY = "logins.fresh_basic_at"
 
 
 @dataclass(kw_only=True)
@@ -164,15 +167,25 @@ def user_level(request: web.Request) -> Level:
     return identity.level if identity is not None else Level.ANONYMOUS
 
 
-def is_fresh(request: web.Request) -> bool:
-    """A factor was presented within ``fresh_login`` — or the certificate is on this request."""
+def is_fresh(request: web.Request, *, level: Level) -> bool:
+    """A factor good for ``level`` was presented within ``fresh_login`` — or the certificate
+    is on this request."""
     state = request_state(request)
     if state.identity is not None and state.identity.cert_fingerprint is not None:
         return True  # SECURITY: the certificate's key is proven on this very connection
     session = state.session
-    if session is None or session.authenticated_at is None:
+    if session is None:
         return False
-    return now_of(request) - session.authenticated_at <= ctx(request).settings.fresh_login
+    now, window = now_of(request), ctx(request).settings.fresh_login
+    # authenticated_at is when a factor of the session's own level was presented.
+    if session.authenticated_at is not None and now - session.authenticated_at <= window:
+        return True
+    if level.rank > Level.BASIC.rank:
+        return False
+    # SECURITY: a password re-confirmed inside a strong session is fresh for basic actions
+    # only; it must not let a strong action (second-factor reset) through.
+    basic_at = session.data.get(FRESH_BASIC_KEY)
+    return isinstance(basic_at, str) and now - datetime.fromisoformat(basic_at) <= window
 
 
 def require_user(request: web.Request, *, level: Level = Level.BASIC) -> int:
@@ -189,7 +202,7 @@ def require_user(request: web.Request, *, level: Level = Level.BASIC) -> int:
 def require_fresh(request: web.Request, *, level: Level, back: str) -> int:
     """Like :func:`require_user`, and the login must be fresh (else the re-auth page)."""
     user_id = require_user(request, level=level)
-    if not is_fresh(request):
+    if not is_fresh(request, level=level):
         raise redirect(page_url(f"{P}/reauth", next=back, level=level.value))
     return user_id
 

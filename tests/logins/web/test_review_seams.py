@@ -50,10 +50,11 @@ async def test_password_reauth_does_not_unbind_a_certificate_session(
     authority: CertificateAuthority,
     tmp_path: Path,
 ) -> None:
-    """A certificate session re-confirmed with the password (basic) must stay bound to the
-    certificate: it was strong only because of it. Before the fix the rotated session lost
-    the binding but kept level strong and method "certificate", so it outlived the
-    certificate being taken out or revoked."""
+    """A certificate session re-confirmed with the password (basic) must not become a
+    strong session of its own: it was strong only because of the certificate. Before the
+    fix the re-auth rotated it to a session without the certificate binding but with level
+    strong and method "certificate", which outlived the certificate being taken out or
+    revoked."""
     gw = await gateway()
     uid = make_user(email="anna@example.org").id
     set_password(sessions, uid)
@@ -130,3 +131,93 @@ async def test_recovery_code_login_sends_a_known_method_upstream(
     with transaction(sessions) as s:
         user = s.get(User, uid)
         assert user is not None and user.last_login_method == "recovery-code"
+
+
+async def test_password_reauth_does_not_make_a_strong_session_fresh_for_strong_changes(
+    gateway: Any,
+    browser_for: Any,
+    make_user: Any,
+    sessions: sessionmaker[Session],
+    clock: Any,
+    login_settings: Any,
+) -> None:
+    """Security changes need a fresh *strong* login. Before the fix, posting the password
+    (kind=password, level=basic) to the re-auth page of a stale password+TOTP session
+    rotated it to strong with authenticated_at = now, so the TOTP reset went through
+    with the password alone. The password still counts as a fresh login for the actions
+    that need only a fresh basic one (password change, certificate download)."""
+    from datetime import timedelta
+
+    import pyotp
+
+    from gateway._logins._totp import TOTP_PURPOSE
+    from store import Sealer, User, transaction
+    from tests.conftest import TEST_SECRET_KEY
+    from tests.logins.test_totp import enrol
+
+    gw = await gateway()
+    uid = make_user(email="anna@example.org").id
+    set_password(sessions, uid)
+    secret, _ = enrol(sessions, clock, Sealer(secret=TEST_SECRET_KEY, purpose=TOTP_PURPOSE), uid)
+    clock.advance(timedelta(seconds=31))
+    b = browser_for(gw)
+    await login(b, "anna@example.org", next_path="/vertrag")
+    await b.get("/_gateway/login/second-factor?next=/vertrag")
+    await b.post(
+        "/_gateway/login/second-factor",
+        {"code": pyotp.TOTP(secret).at(clock()), "next": "/vertrag"},
+        follow=False,
+    )
+    assert (await b.get("/vertrag"))[0] == 200
+    clock.advance(login_settings.fresh_login + timedelta(seconds=31))
+
+    await b.get("/_gateway/account")
+    status, _, response = await b.post("/_gateway/account/totp/reset", {}, follow=False)
+    assert status == 303 and response.headers["Location"].startswith("/_gateway/reauth?")
+    await b.get("/_gateway/account")
+    status, _, response = await b.post(
+        "/_gateway/reauth",
+        {"kind": "password", "level": "basic", "password": PASSWORD, "next": "/_gateway/account"},
+        follow=False,
+    )
+    assert status == 303
+    await b.get("/_gateway/account")
+    status, _, response = await b.post("/_gateway/account/totp/reset", {}, follow=False)
+    assert status == 303 and response.headers["Location"].startswith("/_gateway/reauth?"), (
+        response.headers["Location"]
+    )
+    with transaction(sessions) as s:
+        user = s.get(User, uid)
+        assert user is not None and user.totp_confirmed_at is not None  # not reset
+    # Still strong for the portal, and fresh enough for a basic-level action.
+    status, body = await b.get("/vertrag")
+    assert status == 200 and json.loads(body)["headers"]["x-brokergate-level"] == "strong"
+    await b.get("/_gateway/account")
+    status, _, response = await b.post(
+        "/_gateway/account/password",
+        {"current": "wrong", "new": "x", "repeat": "x"},
+        follow=False,
+    )
+    assert status == 400  # require_fresh(basic) let it through to the password check
+
+
+async def test_password_login_on_a_certificate_connection_stays_strong(
+    gateway: Any,
+    browser_for: Any,
+    make_user: Any,
+    sessions: sessionmaker[Session],
+    authority: CertificateAuthority,
+    tmp_path: Path,
+) -> None:
+    """A broker who types the password while the certificate is presented is still strong
+    on the next request (the certificate raises the password session again)."""
+    gw = await gateway()
+    uid = make_user(email="anna@example.org").id
+    set_password(sessions, uid)
+    laptop, _ = await _certificate_browser(gw, browser_for, authority, sessions, uid, tmp_path)
+    assert (await laptop.get("/vertrag"))[0] == 200
+    status, _, _ = await login(laptop, "anna@example.org", next_path="/vertrag")
+    assert status == 303
+    status, body = await laptop.get("/vertrag")
+    assert status == 200, body
+    assert json.loads(body)["headers"]["x-brokergate-method"] == "certificate"
