@@ -471,7 +471,13 @@ async def logout(request: web.Request) -> None:
 
 async def logout_everywhere(request: web.Request) -> int:
     state = request_state(request)
-    if state.session is None or state.session.user_id is None:
+    # SECURITY: a restricted session needs only the broker number, so it is not proven to
+    # be this user; it may end itself, not every session of the user.
+    if (
+        state.session is None
+        or state.session.user_id is None
+        or not state.session.level.satisfies(Level.BASIC)
+    ):
         await logout(request)
         return 0
     count = await asyncio.to_thread(

@@ -221,3 +221,33 @@ async def test_password_login_on_a_certificate_connection_stays_strong(
     status, body = await laptop.get("/vertrag")
     assert status == 200, body
     assert json.loads(body)["headers"]["x-brokergate-method"] == "certificate"
+
+
+async def test_a_restricted_session_cannot_log_the_broker_out_everywhere(
+    gateway: Any, browser_for: Any, make_user: Any, sessions: sessionmaker[Session]
+) -> None:
+    """A restricted session needs only the broker number (seed 001: "continue without
+    email"), so it is not proven to be the broker. Before the fix its "log out everywhere"
+    ended every session of the firm's primary user: anyone who knew a broker number could
+    log that broker out at will. It now ends only its own session."""
+    gw = await gateway()
+    set_password(sessions, make_user(email="anna@example.org", broker="60/123/4567").id)
+    broker = browser_for(gw)
+    await login(broker, "anna@example.org")
+    assert (await broker.get("/antrag"))[0] == 200
+
+    stranger = browser_for(gw)
+    await stranger.get("/_gateway/login/broker")
+    status, _, _ = await stranger.post(
+        "/_gateway/login/broker/restricted",
+        {"broker": "60/123/4567", "email": "", "next": "/rechner"},
+    )
+    assert status == 200
+    status, body = await stranger.get("/rechner")
+    assert status == 200 and json.loads(body)["headers"]["x-brokergate-level"] == "restricted"
+    await stranger.get("/_gateway/login/broker")  # any form of ours carries the CSRF token
+    status, _, _ = await stranger.post("/_gateway/logout-everywhere", {})
+    assert status == 200
+    assert (await stranger.get("/rechner"))[0] == 401  # its own session did end
+    await asyncio.sleep(0.5)  # > the refresh interval: a cached copy would be dropped now
+    assert (await broker.get("/antrag"))[0] == 200
