@@ -48,6 +48,7 @@ SCRIPT_CSP = (
 )
 PENDING_KEY = "logins.pending"  # session data: the user between password and second factor
 PENDING_TTL_SECONDS = 300
+_NOTED_LIMIT = 100_000  # fingerprints remembered per replica (see noted_certificates)
 CHALLENGE_KEY_ACCOUNT = "logins.register_challenge"  # session data: passkey registration
 # Session data: when a factor weaker than the session's level was re-confirmed (a password
 # inside a strong session). Fresh for actions that need a fresh *basic* login only.
@@ -63,6 +64,10 @@ class LoginContext:
     make_authority: Callable[[sessionmaker[Session]], Authority] | None
     rp: RelyingParty
     _authority: Authority | None = None
+    # Fingerprints whose first use this replica has already noted: a cookieless client gets
+    # its certificate session back (with a Set-Cookie) on every request, and must not cost a
+    # locking store query each time.
+    noted_certificates: set[str] = field(default_factory=set)
 
     @property
     def outbox_sealer(self) -> Sealer:
@@ -257,6 +262,8 @@ async def _note_certificate_login(request: web.Request) -> None:
         return  # only when the auth middleware just opened (or rotated to) a certificate session
     c = ctx(request)
     fingerprint, now = identity.cert_fingerprint, now_of(request)
+    if fingerprint in c.noted_certificates:
+        return
 
     def run() -> None:
         with transaction(factory(request)) as session:
@@ -266,6 +273,9 @@ async def _note_certificate_login(request: web.Request) -> None:
                 authority.supersede_replaced(session=session, user_id=user_id)
 
     await asyncio.to_thread(run)
+    if len(c.noted_certificates) >= _NOTED_LIMIT:
+        c.noted_certificates.clear()
+    c.noted_certificates.add(fingerprint)
 
 
 async def _compute_banner(request: web.Request) -> None:
