@@ -109,6 +109,19 @@ _SIGNER_RELOAD_EVERY = 15  # refresh rounds between re-reads of the assertion ke
 # --- middlewares
 
 
+def _log_path(request: web.Request) -> str:
+    """The path for a log line: our own routes with variable parts by their pattern.
+
+    SECURITY: such parts can be secrets (the activation link's token lets its holder set
+    the account's password), and logs are read by more people than the store.
+    """
+    route = request.match_info.route
+    resource = route.resource
+    if route.name != UPSTREAM_ROUTE and isinstance(resource, web.DynamicResource):
+        return resource.canonical
+    return request.path
+
+
 def error_middleware() -> Any:
     """Factory: ``GatewayError`` → its page and status; anything unexpected → a 500 page."""
 
@@ -117,7 +130,7 @@ def error_middleware() -> Any:
         try:
             return await handler(request)
         except GatewayError as exc:
-            log.info("%s on %s: %s", type(exc).__name__, request.path, exc.detail)
+            log.info("%s on %s: %s", type(exc).__name__, _log_path(request), exc.detail)
             return render_page(request, "error.html", {"page": exc.page}, status=exc.status)
         except web.HTTPNotFound:
             return render_page(request, "error.html", {"page": "not_found"}, status=404)
@@ -126,7 +139,7 @@ def error_middleware() -> Any:
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.path)
+            log.exception("unexpected error on %s %s", request.method, _log_path(request))
             return render_page(request, "error.html", {"page": "error"}, status=500)
 
     return impl
