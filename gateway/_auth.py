@@ -70,6 +70,7 @@ from gateway._state import (
     RequestState,
 )
 from gateway._tls import peer_certificate_der
+from gateway._trusted import client_address
 from store import Level, UserStatus
 
 __all__ = [
@@ -352,7 +353,7 @@ async def _single_sign_on(
             method=CERTIFICATE_METHOD,
             now=now,
             cert_fingerprint=cert.cert_fingerprint,
-            client_addr=request.remote,
+            client_addr=client_address(request, settings.trusted_proxies),
         )
     state.new_cookie = new.cookie
     state.clear_cookie = False
@@ -448,7 +449,7 @@ async def complete_login(
             method=method,
             now=now,
             cert_fingerprint=fingerprint,
-            client_addr=request.remote,
+            client_addr=client_address(request, settings.trusted_proxies),
             data=data,
         )
         new_state = new.state

@@ -38,6 +38,7 @@ from gateway._logins._totp import TOTP_PURPOSE
 from gateway._pages import JINJA, PAGE_CSRF, page_language, safe_next
 from gateway._settings import RESERVED_PREFIX
 from gateway._state import CLOCK, FACTORY, SESSIONS, SETTINGS
+from gateway._trusted import client_address
 from store import OUTBOX_PURPOSE, Level, Sealer, transaction
 
 P = RESERVED_PREFIX
@@ -114,7 +115,7 @@ def now_of(request: web.Request) -> datetime:
 
 
 def client_addr(request: web.Request) -> str | None:
-    return request.remote
+    return client_address(request, request.app[SETTINGS].trusted_proxies)
 
 
 def next_of(source: Mapping[str, Any]) -> str:
