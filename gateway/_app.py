@@ -35,6 +35,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy.exc import OperationalError
 from yarl import URL
 
 from gateway._assertion import ASSERTION_PURPOSE, AssertionSigner, identity_headers
@@ -47,7 +48,7 @@ from gateway._auth import (
     require_csrf,
     tls_certificate_source,
 )
-from gateway._errors import GatewayError
+from gateway._errors import GatewayError, StoreUnavailable
 from gateway._i18n import load_catalogs
 from gateway._identity import CertificateProblem, Identity
 from gateway._metrics import GatewayMetrics
@@ -138,6 +139,13 @@ def error_middleware() -> Any:
             raise
         except (asyncio.CancelledError, ConnectionResetError):
             raise
+        except OperationalError as exc:
+            # The store went away under a handler (the auth middleware maps its own reads
+            # to StoreUnavailable; the login pages and session writes do not): fail closed
+            # with the same page.
+            log.error("store unavailable on %s %s: %s", request.method, _log_path(request), exc)
+            page = StoreUnavailable.page
+            return render_page(request, "error.html", {"page": page}, status=503)
         except Exception:
             log.exception("unexpected error on %s %s", request.method, _log_path(request))
             return render_page(request, "error.html", {"page": "error"}, status=500)

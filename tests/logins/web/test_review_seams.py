@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from yarl import URL
 
@@ -349,3 +350,25 @@ async def test_behind_a_terminator_lockouts_count_the_client_not_the_terminator(
     anna.client._default_headers["X-Forwarded-For"] = "203.0.113.66, 198.51.100.7"  # type: ignore[attr-defined]
     status, _, _ = await login(anna, "anna@example.org")
     assert status == 303  # anna, at another address, is not
+
+
+async def test_a_store_outage_on_the_login_pages_is_the_store_page(
+    gateway: Any, browser_for: Any, db_url: str, tmp_path: Path
+) -> None:
+    """The auth middleware turns store failures into the 'store unavailable' page (503),
+    but the login pages' own store calls (and session writes) let the driver's
+    OperationalError through as the generic 500 page."""
+    import shutil
+
+    from gateway._state import FACTORY
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("simulated by taking the SQLite file away")
+    gw = await gateway()
+    b = browser_for(gw)
+    engine = gw.app[FACTORY].kw["bind"]
+    database = Path(engine.url.database)
+    engine.dispose()
+    shutil.move(database, tmp_path / "away.db")  # the next connection finds no tables
+    status, body = await b.get("/_gateway/login/password")
+    assert status == 503, body
