@@ -35,6 +35,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy.exc import OperationalError
 from yarl import URL
 
 from gateway._assertion import ASSERTION_PURPOSE, AssertionSigner, identity_headers
@@ -47,7 +48,7 @@ from gateway._auth import (
     require_csrf,
     tls_certificate_source,
 )
-from gateway._errors import GatewayError
+from gateway._errors import GatewayError, StoreUnavailable
 from gateway._i18n import load_catalogs
 from gateway._identity import CertificateProblem, Identity
 from gateway._metrics import GatewayMetrics
@@ -109,6 +110,19 @@ _SIGNER_RELOAD_EVERY = 15  # refresh rounds between re-reads of the assertion ke
 # --- middlewares
 
 
+def _log_path(request: web.Request) -> str:
+    """The path for a log line: our own routes with variable parts by their pattern.
+
+    SECURITY: such parts can be secrets (the activation link's token lets its holder set
+    the account's password), and logs are read by more people than the store.
+    """
+    route = request.match_info.route
+    resource = route.resource
+    if route.name != UPSTREAM_ROUTE and isinstance(resource, web.DynamicResource):
+        return resource.canonical
+    return request.path
+
+
 def error_middleware() -> Any:
     """Factory: ``GatewayError`` → its page and status; anything unexpected → a 500 page."""
 
@@ -117,7 +131,7 @@ def error_middleware() -> Any:
         try:
             return await handler(request)
         except GatewayError as exc:
-            log.info("%s on %s: %s", type(exc).__name__, request.path, exc.detail)
+            log.info("%s on %s: %s", type(exc).__name__, _log_path(request), exc.detail)
             return render_page(request, "error.html", {"page": exc.page}, status=exc.status)
         except web.HTTPNotFound:
             return render_page(request, "error.html", {"page": "not_found"}, status=404)
@@ -125,8 +139,15 @@ def error_middleware() -> Any:
             raise
         except (asyncio.CancelledError, ConnectionResetError):
             raise
+        except OperationalError as exc:
+            # The store went away under a handler (the auth middleware maps its own reads
+            # to StoreUnavailable; the login pages and session writes do not): fail closed
+            # with the same page.
+            log.error("store unavailable on %s %s: %s", request.method, _log_path(request), exc)
+            page = StoreUnavailable.page
+            return render_page(request, "error.html", {"page": page}, status=503)
         except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.path)
+            log.exception("unexpected error on %s %s", request.method, _log_path(request))
             return render_page(request, "error.html", {"page": "error"}, status=500)
 
     return impl

@@ -70,6 +70,7 @@ from gateway._state import (
     RequestState,
 )
 from gateway._tls import peer_certificate_der
+from gateway._trusted import client_address
 from store import Level, UserStatus
 
 __all__ = [
@@ -352,7 +353,7 @@ async def _single_sign_on(
             method=CERTIFICATE_METHOD,
             now=now,
             cert_fingerprint=cert.cert_fingerprint,
-            client_addr=request.remote,
+            client_addr=client_address(request, settings.trusted_proxies),
         )
     state.new_cookie = new.cookie
     state.clear_cookie = False
@@ -448,7 +449,7 @@ async def complete_login(
             method=method,
             now=now,
             cert_fingerprint=fingerprint,
-            client_addr=request.remote,
+            client_addr=client_address(request, settings.trusted_proxies),
             data=data,
         )
         new_state = new.state
@@ -471,7 +472,13 @@ async def logout(request: web.Request) -> None:
 
 async def logout_everywhere(request: web.Request) -> int:
     state = request_state(request)
-    if state.session is None or state.session.user_id is None:
+    # SECURITY: a restricted session needs only the broker number, so it is not proven to
+    # be this user; it may end itself, not every session of the user.
+    if (
+        state.session is None
+        or state.session.user_id is None
+        or not state.session.level.satisfies(Level.BASIC)
+    ):
         await logout(request)
         return 0
     count = await asyncio.to_thread(

@@ -6,6 +6,7 @@ header). The peer is the TCP peer of the connection, never anything a header say
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -66,3 +67,31 @@ def is_trusted_peer(request: web.Request, networks: Sequence[IPNetwork]) -> bool
         return False
     address = peer_address(request)
     return address is not None and any(address in network for network in networks)
+
+
+@functools.lru_cache(maxsize=16)
+def _networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return parse_networks(entries)
+
+
+def client_address(request: web.Request, trusted_proxies: tuple[str, ...]) -> str | None:
+    """The client's address for rate limits and audit: the TCP peer, or, when the peer is a
+    trusted proxy, the address that proxy put last in X-Forwarded-For.
+
+    SECURITY: only the last element is the trusted proxy's own word (nginx
+    ``$remote_addr`` / ``$proxy_add_x_forwarded_for``, HAProxy ``option forwardfor`` and
+    Envoy all append); earlier ones are whatever the client sent. Without this, every
+    client behind a terminator shares its address, and one client's failures lock
+    everyone out.
+    """
+    peer = peer_text(request)
+    if not trusted_proxies or not is_trusted_peer(request, _networks(trusted_proxies)):
+        return peer
+    values = request.headers.getall("X-Forwarded-For", ())
+    if not values:
+        return peer
+    last = values[-1].split(",")[-1].strip()
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return peer

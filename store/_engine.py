@@ -30,7 +30,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """Create an engine for ``url``; a SQLite file's folder is created if missing."""
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    # SECURITY: a failed statement's parameters (password hashes, sealed secrets, session
+    # ids) would otherwise be part of the exception text, and exceptions get logged.
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":

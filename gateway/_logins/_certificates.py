@@ -23,6 +23,7 @@ from store import (
     Certificate,
     CertificateStatus,
     RevocationReason,
+    User,
     record_audit,
     transaction,
 )
@@ -141,6 +142,9 @@ def download_certificate(
     """
     actor = f"user:{user_id}"
     with transaction(sessions) as session:
+        # SECURITY: lock the user's row while counting, so concurrent downloads (double
+        # click, two tabs, a script) queue up and each sees the ones before it.
+        session.get(User, user_id, with_for_update=True)
         recent = sorted(
             session.scalars(
                 select(Certificate.issued_at).where(

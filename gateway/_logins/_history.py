@@ -15,6 +15,18 @@ METHOD_PASSKEY = "passkey"
 METHOD_EMAIL_TAN = "email-tan"
 METHOD_DEVICE = "device"  # broker number + email on a browser remembered after a TAN
 
+# The upstream's method header (and the assertion's amr) has exactly five values:
+# certificate, totp, passkey, email-tan, password. The login history keeps the finer name.
+_SESSION_METHOD = {METHOD_RECOVERY: METHOD_TOTP, METHOD_DEVICE: METHOD_EMAIL_TAN}
+
+
+def session_method(method: str) -> str:
+    """The session's method (what the upstream is told) for a login ``method``.
+
+    A recovery code stands in for the TOTP code; a remembered browser for the e-mail TAN.
+    """
+    return _SESSION_METHOD.get(method, method)
+
 
 def record_login(user: User, method: str, now: datetime) -> None:
     """Shift the last login to ``previous_*`` and note this one (caller's transaction).

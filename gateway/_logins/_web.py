@@ -38,6 +38,7 @@ from gateway._logins._totp import TOTP_PURPOSE
 from gateway._pages import JINJA, PAGE_CSRF, page_language, safe_next
 from gateway._settings import RESERVED_PREFIX
 from gateway._state import CLOCK, FACTORY, SESSIONS, SETTINGS
+from gateway._trusted import client_address
 from store import OUTBOX_PURPOSE, Level, Sealer, transaction
 
 P = RESERVED_PREFIX
@@ -48,7 +49,11 @@ SCRIPT_CSP = (
 )
 PENDING_KEY = "logins.pending"  # session data: the user between password and second factor
 PENDING_TTL_SECONDS = 300
+_NOTED_LIMIT = 100_000  # fingerprints remembered per replica (see noted_certificates)
 CHALLENGE_KEY_ACCOUNT = "logins.register_challenge"  # session data: passkey registration
+# Session data: when a factor weaker than the session's level was re-confirmed (a password
+# inside a strong session). Fresh for actions that need a fresh *basic* login only.
+FRESH_BASIC_KEY = "logins.fresh_basic_at"
 
 
 @dataclass(kw_only=True)
@@ -60,6 +65,10 @@ class LoginContext:
     make_authority: Callable[[sessionmaker[Session]], Authority] | None
     rp: RelyingParty
     _authority: Authority | None = None
+    # Fingerprints whose first use this replica has already noted: a cookieless client gets
+    # its certificate session back (with a Set-Cookie) on every request, and must not cost a
+    # locking store query each time.
+    noted_certificates: set[str] = field(default_factory=set)
 
     @property
     def outbox_sealer(self) -> Sealer:
@@ -106,7 +115,7 @@ def now_of(request: web.Request) -> datetime:
 
 
 def client_addr(request: web.Request) -> str | None:
-    return request.remote
+    return client_address(request, request.app[SETTINGS].trusted_proxies)
 
 
 def next_of(source: Mapping[str, Any]) -> str:
@@ -164,15 +173,25 @@ def user_level(request: web.Request) -> Level:
     return identity.level if identity is not None else Level.ANONYMOUS
 
 
-def is_fresh(request: web.Request) -> bool:
-    """A factor was presented within ``fresh_login`` — or the certificate is on this request."""
+def is_fresh(request: web.Request, *, level: Level) -> bool:
+    """A factor good for ``level`` was presented within ``fresh_login`` — or the certificate
+    is on this request."""
     state = request_state(request)
     if state.identity is not None and state.identity.cert_fingerprint is not None:
         return True  # SECURITY: the certificate's key is proven on this very connection
     session = state.session
-    if session is None or session.authenticated_at is None:
+    if session is None:
         return False
-    return now_of(request) - session.authenticated_at <= ctx(request).settings.fresh_login
+    now, window = now_of(request), ctx(request).settings.fresh_login
+    # authenticated_at is when a factor of the session's own level was presented.
+    if session.authenticated_at is not None and now - session.authenticated_at <= window:
+        return True
+    if level.rank > Level.BASIC.rank:
+        return False
+    # SECURITY: a password re-confirmed inside a strong session is fresh for basic actions
+    # only; it must not let a strong action (second-factor reset) through.
+    basic_at = session.data.get(FRESH_BASIC_KEY)
+    return isinstance(basic_at, str) and now - datetime.fromisoformat(basic_at) <= window
 
 
 def require_user(request: web.Request, *, level: Level = Level.BASIC) -> int:
@@ -189,7 +208,7 @@ def require_user(request: web.Request, *, level: Level = Level.BASIC) -> int:
 def require_fresh(request: web.Request, *, level: Level, back: str) -> int:
     """Like :func:`require_user`, and the login must be fresh (else the re-auth page)."""
     user_id = require_user(request, level=level)
-    if not is_fresh(request):
+    if not is_fresh(request, level=level):
         raise redirect(page_url(f"{P}/reauth", next=back, level=level.value))
     return user_id
 
@@ -244,6 +263,8 @@ async def _note_certificate_login(request: web.Request) -> None:
         return  # only when the auth middleware just opened (or rotated to) a certificate session
     c = ctx(request)
     fingerprint, now = identity.cert_fingerprint, now_of(request)
+    if fingerprint in c.noted_certificates:
+        return
 
     def run() -> None:
         with transaction(factory(request)) as session:
@@ -253,6 +274,9 @@ async def _note_certificate_login(request: web.Request) -> None:
                 authority.supersede_replaced(session=session, user_id=user_id)
 
     await asyncio.to_thread(run)
+    if len(c.noted_certificates) >= _NOTED_LIMIT:
+        c.noted_certificates.clear()
+    c.noted_certificates.add(fingerprint)
 
 
 async def _compute_banner(request: web.Request) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway._auth import complete_login, request_state
-from gateway._logins._history import METHOD_PASSWORD
+from gateway._logins._history import METHOD_PASSWORD, session_method
 from gateway._logins._password_login import second_factors_of
 from gateway._logins._web import (
     PENDING_KEY,
@@ -49,6 +49,7 @@ async def finish_login(
     data = {k: v for k, v in (state.session.data if state.session else {}).items()}
     for key in (PENDING_KEY, TAN_KEY, CHALLENGE_KEY):
         data.pop(key, None)
+    method = session_method(method)
     await complete_login(request, user_id=user_id, level=level, method=method)
     new_state = request_state(request).session
     assert new_state is not None

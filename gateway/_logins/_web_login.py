@@ -15,11 +15,12 @@ from gateway._logins._errors import (
     LoginError,
     PasskeyRejected,
 )
-from gateway._logins._history import METHOD_PASSKEY, METHOD_PASSWORD
+from gateway._logins._history import METHOD_PASSKEY, METHOD_PASSWORD, session_method
 from gateway._logins._passkeys import authentication_options, finish_authentication
 from gateway._logins._password_login import login_with_password
 from gateway._logins._second_factor import verify_second_factor
 from gateway._logins._web import (
+    FRESH_BASIC_KEY,
     PENDING_KEY,
     P,
     client_addr,
@@ -235,7 +236,7 @@ async def reauth_page(request: web.Request) -> web.StreamResponse:
     next_path = next_of(request.query)
     level = Level.STRONG if request.query.get("level") == "strong" else Level.BASIC
     identity = request_state(request).identity
-    if is_fresh(request) and identity is not None and identity.level.satisfies(level):
+    if is_fresh(request, level=level) and identity is not None and identity.level.satisfies(level):
         return see_other(next_path)
     facts = await asyncio.to_thread(user_facts, request, user_id)
     return show(
@@ -305,14 +306,22 @@ async def reauth_submit(request: web.Request) -> web.StreamResponse:
             status=401,
             script="passkey" in facts["factors"],
         )
-    new_level = max(achieved, current.level, key=lambda lv: lv.rank)
-    await complete_login(
-        request,
-        user_id=user_id,
-        level=new_level,
-        method=method if achieved.rank >= current.level.rank else current.method,
-    )
+    if achieved.rank < current.level.rank:
+        await _note_weaker_reauth(request)
+        return see_other(next_path)
+    await complete_login(request, user_id=user_id, level=achieved, method=session_method(method))
     return see_other(next_path)
+
+
+async def _note_weaker_reauth(request: web.Request) -> None:
+    """A factor weaker than the session's level was re-confirmed (the password in a strong
+    session): fresh for basic actions only.
+
+    SECURITY: rotating the session would set ``authenticated_at``, which stands for a
+    factor of the session's own level, and let a strong action (second-factor reset) or a
+    ``fresh_within`` strong route through on the password alone.
+    """
+    await update_session_data(request, **{FRESH_BASIC_KEY: now_of(request).isoformat()})
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
