@@ -164,12 +164,27 @@ def upstream_request_headers(
 
 
 def downstream_response_headers(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], *, drop: Iterable[str] = ()
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    *,
+    drop: Iterable[str] = (),
+    gateway_cookies: Collection[str] = (),
 ) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones; Set-Cookie/Location unchanged."""
+    """The upstream's response headers minus hop-by-hop ones; Location unchanged, and every
+    Set-Cookie unchanged except one that would set a gateway cookie.
+
+    # SECURITY: an upstream (or anything injecting into its responses) must not be able to
+    # replace the gateway's session cookie in the browser (session fixation).
+    """
     skip = HOP_BY_HOP | connection_tokens(headers) | {name.lower() for name in drop}
+    exact = {name.lower() for name in gateway_cookies}
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        if name.lower() not in skip:
-            out.add(name, value)
+        lowered = name.lower()
+        if lowered in skip:
+            continue
+        if lowered == "set-cookie":
+            cookie = value.split("=", 1)[0].strip().lower()
+            if cookie in exact or cookie.startswith(GATEWAY_COOKIE_PREFIXES):
+                continue
+        out.add(name, value)
     return out

@@ -114,7 +114,14 @@ async def proxy_request(
     url = upstream_url(upstream, path_qs if path_qs is not None else request.raw_path)
     if _is_websocket_upgrade(request):
         return await _proxy_websocket(request, upstream=upstream, url=url, headers=headers)
-    return await _proxy_http(request, upstream=upstream, url=url, headers=headers, metrics=metrics)
+    return await _proxy_http(
+        request,
+        upstream=upstream,
+        url=url,
+        headers=headers,
+        metrics=metrics,
+        gateway_cookies=gateway_cookies,
+    )
 
 
 async def _proxy_http(
@@ -124,6 +131,7 @@ async def _proxy_http(
     url: URL,
     headers: CIMultiDict[str],
     metrics: GatewayMetrics | None,
+    gateway_cookies: Collection[str],
 ) -> web.StreamResponse:
     started = time.monotonic()
     # request.content is the server's flow-controlled StreamReader: aiohttp's client reads
@@ -152,14 +160,17 @@ async def _proxy_http(
             and request.method != "HEAD"
             and upstream_response.status not in _NO_BODY_STATUSES
         ):
-            return await _small_response(request, upstream_response, url)
-        return await _streamed_response(request, upstream_response, url)
+            return await _small_response(request, upstream_response, url, gateway_cookies)
+        return await _streamed_response(request, upstream_response, url, gateway_cookies)
     finally:
         upstream_response.release()
 
 
 async def _small_response(
-    request: web.Request, upstream_response: aiohttp.ClientResponse, url: URL
+    request: web.Request,
+    upstream_response: aiohttp.ClientResponse,
+    url: URL,
+    gateway_cookies: Collection[str],
 ) -> web.StreamResponse:
     """A body of known, small length: read it, send status, headers and body in one write.
 
@@ -177,18 +188,25 @@ async def _small_response(
         status=upstream_response.status,
         reason=upstream_response.reason,
         # aiohttp sets Content-Length from the body (the same value).
-        headers=downstream_response_headers(upstream_response.headers, drop=("content-length",)),
+        headers=downstream_response_headers(
+            upstream_response.headers, drop=("content-length",), gateway_cookies=gateway_cookies
+        ),
         body=body,
     )
 
 
 async def _streamed_response(
-    request: web.Request, upstream_response: aiohttp.ClientResponse, url: URL
+    request: web.Request,
+    upstream_response: aiohttp.ClientResponse,
+    url: URL,
+    gateway_cookies: Collection[str],
 ) -> web.StreamResponse:
     response = web.StreamResponse(
         status=upstream_response.status,
         reason=upstream_response.reason,
-        headers=downstream_response_headers(upstream_response.headers),
+        headers=downstream_response_headers(
+            upstream_response.headers, gateway_cookies=gateway_cookies
+        ),
     )
     try:
         await response.prepare(request)

@@ -69,6 +69,30 @@ async def download(request: web.Request) -> web.StreamResponse:
     return response
 
 
+GATEWAY_COOKIE_ATTEMPTS = (
+    "__Host-brokergate=fixated; Path=/; Secure",
+    "__Host-bg-device=fixated; Path=/; Secure",
+    "__Host-portalsso=fixated; Path=/; Secure",
+    "portal=ok; Path=/",
+)
+
+
+async def set_gateway_cookies(request: web.Request) -> web.StreamResponse:
+    """An upstream trying to set the gateway's own cookies (session fixation)."""
+    if request.query.get("stream"):
+        response = web.StreamResponse()  # chunked: the streamed path of the proxy
+        for value in GATEWAY_COOKIE_ATTEMPTS:
+            response.headers.add("Set-Cookie", value)
+        await response.prepare(request)
+        await response.write(b"streamed")
+        await response.write_eof()
+        return response
+    small = web.Response(text="small")
+    for value in GATEWAY_COOKIE_ATTEMPTS:
+        small.headers.add("Set-Cookie", value)
+    return small
+
+
 async def redirect(request: web.Request) -> web.Response:
     response = web.Response(status=302, headers={"Location": "/elsewhere?x=%2F"})
     response.headers.add("Set-Cookie", "portal=abc; Path=/; HttpOnly")
@@ -119,6 +143,7 @@ def upstream_app() -> web.Application:
     app.router.add_route("*", "/echo{tail:.*}", echo)
     app.router.add_get("/download", download)
     app.router.add_get("/redirect", redirect)
+    app.router.add_get("/set-gateway-cookies", set_gateway_cookies)
     app.router.add_get("/slow", slow)
     app.router.add_get("/stall-body", stall_body)
     app.router.add_get("/ws", websocket)

@@ -359,3 +359,19 @@ async def test_gateway_cookie_header_stripping_is_exact(gateway_url: str) -> Non
 
 def test_app_type() -> None:
     assert isinstance(gateway_app(settings_for("http://127.0.0.1:1")), web.Application)
+
+
+@pytest.mark.parametrize("path", ["/set-gateway-cookies", "/set-gateway-cookies?stream=1"])
+async def test_upstream_cannot_set_gateway_cookies(start_gateway: StartGateway, path: str) -> None:
+    default = await start_gateway()
+    async with aiohttp.ClientSession() as client:
+        async with client.get(default + path) as resp:
+            assert resp.status == 200
+            assert resp.headers.getall("Set-Cookie") == [
+                "__Host-portalsso=fixated; Path=/; Secure",  # not a gateway cookie here
+                "portal=ok; Path=/",
+            ]
+    custom = await start_gateway(session_cookie_name="__Host-portalsso")
+    async with aiohttp.ClientSession() as client:
+        async with client.get(custom + path) as resp:
+            assert resp.headers.getall("Set-Cookie") == ["portal=ok; Path=/"]
