@@ -24,6 +24,20 @@ BACKDATE = timedelta(minutes=5)
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
+# keyUsage of every end-entity certificate we make (broker clients, dev servers): with
+# (EC)DHE key exchange a TLS peer only signs, nothing is ever encrypted to its key.
+DIGITAL_SIGNATURE_ONLY = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+
 
 def _public(key: PrivateKey) -> PublicKey:
     return key.public_key()
@@ -185,17 +199,7 @@ def build_leaf(
         .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            DIGITAL_SIGNATURE_ONLY,
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)

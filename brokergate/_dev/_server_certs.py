@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ca import DIGITAL_SIGNATURE_ONLY
+
 SERVER_CA_VALIDITY = timedelta(days=3650)  # a dev CA imported into a browser should not lapse
 # 397 days: the longest server certificate validity browsers accept (CA/B Forum, Apple).
 SERVER_CERT_VALIDITY = timedelta(days=397)
@@ -155,17 +157,7 @@ def _build_leaf(
         .add_extension(san, critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            DIGITAL_SIGNATURE_ONLY,
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
