@@ -10,6 +10,7 @@ from store._expiry import days_until_expiry, reminder_banner_due
 from store._migrate import current_revisions, ensure_current, head_revisions, upgrade
 from store._models import (
     ActivationToken,
+    EmailChangeToken,
     AssertionKey,
     AuditEvent,
     Base,
@@ -43,6 +44,7 @@ from store._types import Clock, UTCDateTime, system_clock
 __all__ = [
     "OUTBOX_PURPOSE",
     "ActivationToken",
+    "EmailChangeToken",
     "AssertionKey",
     "AuditEvent",
     "Base",
