@@ -14,6 +14,7 @@ and offer a new download (see docs/logins.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -168,10 +169,13 @@ def confirm_email_change(
     token: str,
     client_addr: str | None,
     now: datetime,
+    end_sessions: Callable[[Session, int], object] | None = None,
 ) -> EmailChanged:
     """Apply the change the link's ``token`` confirms (single use, audited).
 
-    The caller ends the user's other web sessions afterwards.
+    Args:
+        end_sessions: called with the transaction and the user id to end the user's web
+            sessions in the same transaction (``SessionStore.end_all_for_user``).
 
     Raises:
         EmailChangeLinkInvalid: unknown, used or expired link, or the new address was
@@ -186,6 +190,7 @@ def confirm_email_change(
         old = user.email
         user.email = row.new_email
         row.used_at = now
+        ended = end_sessions(session, user.id) if end_sessions is not None else 0
         record_audit(
             session,
             actor=f"user:{user.id}",
@@ -193,6 +198,6 @@ def confirm_email_change(
             now=now,
             user_id=user.id,
             client_addr=client_addr,
-            details={"token_id": row.id},
+            details={"token_id": row.id, "sessions_ended": ended},
         )
         return EmailChanged(user_id=user.id, old_email=old, new_email=row.new_email)
