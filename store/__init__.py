@@ -10,7 +10,6 @@ from store._expiry import days_until_expiry, reminder_banner_due
 from store._migrate import current_revisions, ensure_current, head_revisions, upgrade
 from store._models import (
     ActivationToken,
-    EmailChangeToken,
     AssertionKey,
     AuditEvent,
     Base,
@@ -18,6 +17,7 @@ from store._models import (
     CARoot,
     Certificate,
     CertificateStatus,
+    EmailChangeToken,
     EmailTan,
     GenerationStatus,
     Level,
@@ -44,7 +44,6 @@ from store._types import Clock, UTCDateTime, system_clock
 __all__ = [
     "OUTBOX_PURPOSE",
     "ActivationToken",
-    "EmailChangeToken",
     "AssertionKey",
     "AuditEvent",
     "Base",
@@ -53,6 +52,7 @@ __all__ = [
     "Certificate",
     "CertificateStatus",
     "Clock",
+    "EmailChangeToken",
     "EmailTan",
     "GenerationStatus",
     "Level",
