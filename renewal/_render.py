@@ -40,6 +40,8 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "reminder": (("name", "serial", "not_after"), ()),
     "email_tan": ((), ("tan",)),
     "activation": (("name",), ()),
+    "email_change_confirm": (("name",), ("link",)),
+    "email_change_notice": (("name", "new_email"), ()),
     "generic": (("subject", "body"), ()),
 }
 

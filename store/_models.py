@@ -391,6 +391,20 @@ class ActivationToken(Base):
     used_at: Mapped[datetime | None]
 
 
+class EmailChangeToken(Base):
+    """Emailed one-time link (24 h) that confirms a broker's new address; hashed token only."""
+
+    __tablename__ = "email_change_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    new_email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
 class RateLimit(Base):
     """Fixed-window counters and lockouts, shared by every gateway replica."""
 

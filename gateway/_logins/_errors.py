@@ -14,7 +14,9 @@
     ├── ActivationInvalid       activation link unknown, used or expired
     ├── PasswordRejected        a new password breaks the rules (``reason``)
     ├── EnrolmentError          TOTP/passkey enrolment in the wrong state
-    └── PasskeyRejected         the WebAuthn ceremony failed verification
+    ├── PasskeyRejected         the WebAuthn ceremony failed verification
+    ├── EmailChangeRejected     the new address is malformed, unchanged or taken
+    └── EmailChangeLinkInvalid  the email-change link is unknown, used, expired or taken
 
 ``str(error)`` is English for logs and the CLI; it never contains a secret.
 """
@@ -137,3 +139,21 @@ class PasskeyRejected(LoginError):
     def __init__(self, problem: str) -> None:
         self.problem = problem
         super().__init__(f"the passkey could not be verified: {problem}")
+
+
+class EmailChangeRejected(LoginError):
+    """The new address cannot be used: ``reason`` is ``invalid``, ``same`` or ``taken``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.key = f"error.email_change.{reason}"
+        super().__init__(f"the new email address cannot be used ({reason})")
+
+
+class EmailChangeLinkInvalid(LoginError):
+    """The confirmation link is ``unknown``, ``used``, ``expired``, or the address ``taken``."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+        self.key = f"error.email_change_link.{why}"
+        super().__init__(f"the email confirmation link is not valid ({why}); nothing was changed")

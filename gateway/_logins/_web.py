@@ -373,7 +373,7 @@ def setup_logins(
     """
 
     def setup(app: web.Application) -> None:
-        from gateway._logins import _web_account, _web_login
+        from gateway._logins import _web_account, _web_email, _web_login
         from gateway._pages import LOGIN_OPTIONS, LoginOption
 
         app[LOGINS] = LoginContext(
@@ -395,6 +395,7 @@ def setup_logins(
         )
         _web_login.add_routes(app.router)
         _web_account.add_routes(app.router)
+        _web_email.add_routes(app.router)
 
     return setup
 

@@ -28,12 +28,17 @@ CONTEXTS = {
     },
     "email_tan": {"name": "Erika Mustermann"},
     "activation": {"name": "Erika Mustermann", "broker_number": "60/123/4567"},
+    "email_change_confirm": {"name": "Erika Mustermann"},
+    "email_change_notice": {"name": "Erika Mustermann", "new_email": "n***@example.test"},
     "generic": {"subject": "Wartung am Samstag", "body": "Erster Absatz.\n\nZweiter Absatz."},
 }
 SECRETS = {
     "certificate_password": {"password": "tiger-lamp-7731-orbit"},
     "email_tan": {"tan": "BCSWTE"},
     "activation": {"link": "https://portal.example.test/_gateway/activate?token=abc"},
+    "email_change_confirm": {
+        "link": "https://portal.example.test/_gateway/account/email/confirm/abc"
+    },
 }
 # One phrase per locale that only that language's version of each template contains.
 MARKERS = {
@@ -42,6 +47,8 @@ MARKERS = {
         "reminder": "Gültig bis: 09.12.2026 (noch 14 Tage)",
         "email_tan": "nur für 15 Minuten gültig",
         "activation": "7 Tage gültig",
+        "email_change_confirm": "24 Stunden gültig",
+        "email_change_notice": "auf n***@example.test",
         "generic": "Mit freundlichen Grüßen",
     },
     "en": {
@@ -49,6 +56,8 @@ MARKERS = {
         "reminder": "Valid until: 9 December 2026 (14 days left)",
         "email_tan": "valid for 15 minutes only",
         "activation": "valid for 7 days",
+        "email_change_confirm": "valid for 24 hours",
+        "email_change_notice": "to n***@example.test",
         "generic": "Kind regards",
     },
     "nl": {
@@ -56,6 +65,8 @@ MARKERS = {
         "reminder": "Geldig tot: 09-12-2026 (nog 14 dagen)",
         "email_tan": "slechts 15 minuten geldig",
         "activation": "7 dagen geldig",
+        "email_change_confirm": "24 uur geldig",
+        "email_change_notice": "naar n***@example.test",
         "generic": "Met vriendelijke groet",
     },
 }
