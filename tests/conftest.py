@@ -8,6 +8,7 @@ summary; under CI (CI=true) an unreachable server is an error, not a skip.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -38,6 +39,23 @@ REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get(
     "BROKERGATE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+_PORTS_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """A loopback port the OS reported free a moment ago, never one handed out before in
+    this test run: two calls in a row can otherwise get the same port back, and a test
+    that starts two servers on "free" ports then fails with "address already in use"."""
+    for _ in range(200):  # bounded: the ephemeral range has thousands of ports
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _PORTS_HANDED_OUT:
+            _PORTS_HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh loopback port after 200 tries")
 
 
 def _postgres_unavailable() -> str | None:

@@ -59,17 +59,17 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     gw_port, up_port = free_port(), free_port()
     gateway_url, upstream_url = f"https://localhost:{gw_port}", f"http://127.0.0.1:{up_port}"
     gw_runner = web.AppRunner(gateway_app)
-    await gw_runner.setup()
-    await web.TCPSite(gw_runner, "127.0.0.1", gw_port, ssl_context=tls).start()
     settings = UpstreamSettings(
         gateway_url=gateway_url, own_url=upstream_url, gateway_ca_file=str(paths.ca_cert)
     )
     up_runner = web.AppRunner(create_upstream_app(settings, clock=lambda: datetime.now(UTC)))
-    await up_runner.setup()
-    await web.TCPSite(up_runner, "127.0.0.1", up_port).start()
     try:
+        await gw_runner.setup()
+        await web.TCPSite(gw_runner, "127.0.0.1", gw_port, ssl_context=tls).start()
+        await up_runner.setup()
+        await web.TCPSite(up_runner, "127.0.0.1", up_port).start()
         yield Setup(upstream=upstream_url, gateway=gateway_url, key=key)
-    finally:
+    finally:  # also when a site failed to start: no listening socket outlives the test
         await up_runner.cleanup()
         await gw_runner.cleanup()
 

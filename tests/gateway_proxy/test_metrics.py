@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 
 import aiohttp
@@ -29,7 +28,7 @@ from store import (
     WebSession,
     transaction,
 )
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, free_port
 
 
 def _samples(metrics: GatewayMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -177,18 +176,11 @@ def test_store_gauges(sessions: sessionmaker[Session], clock: FakeClock) -> None
     assert _samples(metrics)[("brokergate_active_sessions", ())] == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_metrics_listener_serves_and_refreshes() -> None:
     metrics = GatewayMetrics()
     metrics.record_handshake("none")
     calls: list[int] = []
-    port = _free_port()
+    port = free_port()
     runner = await start_metrics_listener(
         metrics_app(metrics, refresh=lambda: calls.append(1)), host="127.0.0.1", port=port
     )
@@ -210,7 +202,7 @@ async def test_metrics_listener_failing_refresh_is_a_failed_scrape() -> None:
     def broken() -> None:
         raise RuntimeError("database down")
 
-    port = _free_port()
+    port = free_port()
     runner = await start_metrics_listener(
         metrics_app(GatewayMetrics(), refresh=broken), host="127.0.0.1", port=port
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -107,13 +108,26 @@ async def _drain_check(
     assert output.count("stopped") == workers
 
 
+def _free_port_pair() -> int:
+    """A free port whose successor is free too (worker N's metrics listener is port + N)."""
+    for _ in range(50):  # bounded
+        first = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", first + 1))
+            except OSError:
+                continue
+        return first
+    raise RuntimeError("no two adjacent free loopback ports")
+
+
 async def test_two_workers_share_the_port_and_drain(
     upstream: tuple[str, web.Application], tmp_path: Path
 ) -> None:
     upstream_url, app = upstream
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_port(), _free_port_pair()
     while metrics_port + 1 == port:
-        metrics_port = free_port()
+        metrics_port = _free_port_pair()
     log = tmp_path / "serve.log"
     args = [sys.executable, "-m", "tests.gateway_proxy._apps", "serve", upstream_url, str(port)]
     with _process([*args, "2", str(metrics_port)], log, cwd=REPO) as proc:

@@ -4,7 +4,6 @@ rows, and the delivery service wired to both."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,16 +32,10 @@ from store import (
     UserStatus,
     transaction,
 )
-from tests.conftest import TEST_SECRET_KEY, FakeClock
+from tests.conftest import TEST_SECRET_KEY, FakeClock, free_port
 
 PUBLIC_URL = "https://portal.example.test"
 DUMMY_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
