@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway._logins._errors import ActivationInvalid, EnrolmentError, InvalidCredentials
 from gateway._logins._passwords import check_password, hash_password, validate_new_password
 from gateway._logins._settings import LoginSettings
-from gateway._logins._tokens import new_token, token_hash
+from gateway._logins._tokens import live_link_row, new_token, token_hash
 from store import ActivationToken, Sealer, User, UserStatus, queue_mail, record_audit, transaction
 
 ACTIVATION_PATH = "/activate"  # under the gateway's reserved prefix; the token follows
@@ -100,18 +100,7 @@ def send_activation(
 
 
 def _live_token(session: Session, token: str, now: datetime) -> ActivationToken:
-    row = session.scalar(
-        select(ActivationToken)
-        .where(ActivationToken.token_hash == token_hash(token))
-        .with_for_update()
-    )
-    if row is None:
-        raise ActivationInvalid("unknown")
-    if row.used_at is not None:
-        raise ActivationInvalid("used")
-    if row.expires_at <= now:
-        raise ActivationInvalid("expired")
-    return row
+    return live_link_row(session, ActivationToken, token, now, ActivationInvalid)
 
 
 def check_activation(sessions: sessionmaker[Session], *, token: str, now: datetime) -> str:

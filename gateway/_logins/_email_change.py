@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ca import InvalidEmail, normalise_email
 from gateway._logins._errors import EmailChangeLinkInvalid, EmailChangeRejected
-from gateway._logins._tokens import new_token, token_hash
+from gateway._logins._tokens import live_link_row, new_token, token_hash
 from store import EmailChangeToken, Sealer, User, queue_mail, record_audit, transaction
 
 EMAIL_CHANGE_PATH = "/account/email/confirm"  # under the reserved prefix; the token follows
@@ -143,18 +143,7 @@ def request_email_change(
 
 
 def _live_token(session: Session, token: str, now: datetime) -> EmailChangeToken:
-    row = session.scalar(
-        select(EmailChangeToken)
-        .where(EmailChangeToken.token_hash == token_hash(token))
-        .with_for_update()
-    )
-    if row is None:
-        raise EmailChangeLinkInvalid("unknown")
-    if row.used_at is not None:
-        raise EmailChangeLinkInvalid("used")
-    if row.expires_at <= now:
-        raise EmailChangeLinkInvalid("expired")
-    return row
+    return live_link_row(session, EmailChangeToken, token, now, EmailChangeLinkInvalid)
 
 
 def check_email_change(sessions: sessionmaker[Session], *, token: str, now: datetime) -> str:

@@ -15,9 +15,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store import ActivationToken, EmailChangeToken
 
 TOKEN_BYTES = 32  # 256 bits: unguessable for any lifetime we give a token
 
@@ -48,3 +55,27 @@ def same(a: str, b: str) -> bool:
     """Constant-time comparison of two hex digests."""
     # SECURITY: compare_digest so the time taken says nothing about how much matched.
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+LinkRow = TypeVar("LinkRow", ActivationToken, EmailChangeToken)
+
+
+def live_link_row(
+    session: Session,
+    model: type[LinkRow],
+    token: str,
+    now: datetime,
+    invalid: Callable[[str], Exception],
+) -> LinkRow:
+    """The unused, unexpired row of a mailed one-time link, locked for the caller's
+    transaction; otherwise ``invalid("unknown" | "used" | "expired")`` is raised."""
+    row = session.scalar(
+        select(model).where(model.token_hash == token_hash(token)).with_for_update()
+    )
+    if row is None:
+        raise invalid("unknown")
+    if row.used_at is not None:
+        raise invalid("used")
+    if row.expires_at <= now:
+        raise invalid("expired")
+    return row
