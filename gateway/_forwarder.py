@@ -50,7 +50,7 @@ class ProxyForwarder:
             yield
         finally:
             upstream, self._upstream = self._upstream, None
-            await upstream.client.close()
+            await upstream.close()
 
     async def __call__(
         self, request: web.Request, *, identity_headers: Mapping[str, str]

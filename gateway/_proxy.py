@@ -20,12 +20,13 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import StreamReader, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway._errors import UpstreamTimeout, UpstreamUnavailable
 from gateway._forward_headers import downstream_response_headers, upstream_request_headers
+from gateway._http1 import UpstreamResponse
 from gateway._metrics import GatewayMetrics
 from gateway._trusted import IPNetwork, is_trusted_peer, peer_text
 from gateway._upstream import Upstream
@@ -111,13 +112,14 @@ async def proxy_request(
         strip=strip_headers,
         gateway_cookies=gateway_cookies,
     )
-    url = upstream_url(upstream, path_qs if path_qs is not None else request.raw_path)
+    target = path_qs if path_qs is not None else request.raw_path
     if _is_websocket_upgrade(request):
+        url = upstream_url(upstream, target)
         return await _proxy_websocket(request, upstream=upstream, url=url, headers=headers)
     return await _proxy_http(
         request,
         upstream=upstream,
-        url=url,
+        target=target,
         headers=headers,
         metrics=metrics,
         gateway_cookies=gateway_cookies,
@@ -128,29 +130,38 @@ async def _proxy_http(
     request: web.Request,
     *,
     upstream: Upstream,
-    url: URL,
+    target: str,
     headers: CIMultiDict[str],
     metrics: GatewayMetrics | None,
     gateway_cookies: Collection[str],
 ) -> web.StreamResponse:
     started = time.monotonic()
-    # request.content is the server's flow-controlled StreamReader: aiohttp's client reads
-    # it chunk by chunk, so an upload is never held in memory.
-    body = request.content if request.body_exists else None
+    if "Host" not in headers:  # an HTTP/1.0 client sent none; HTTP/1.1 requires one
+        headers["Host"] = upstream.host_header
+    body: bytes | StreamReader | None = None
+    length = request.content_length
+    if request.body_exists:
+        if length is not None and length <= SMALL_BODY:
+            # Known and small: read it so head and body go out in one write.
+            body = await request.read()
+        else:
+            # request.content is the server's flow-controlled StreamReader: the pool reads
+            # it chunk by chunk, so an upload is never held in memory.
+            body = request.content
     try:
-        upstream_response = await upstream.client.request(
+        upstream_response = await upstream.pool.request(
             request.method,
-            url,
-            headers=headers,
-            data=body,
-            allow_redirects=False,  # redirects go to the browser unchanged
+            upstream.path_prefix + target,
+            headers.items(),
+            body=body,
+            content_length=length,
         )
-    except TimeoutError as exc:  # ServerTimeoutError and ConnectionTimeoutError included
+    except TimeoutError as exc:
         _observe(metrics, started, None)
-        raise UpstreamTimeout(f"{request.method} {url}: no answer in time ({exc!r})") from exc
-    except aiohttp.ClientError as exc:
+        raise UpstreamTimeout(f"{request.method} {target}: no answer in time ({exc})") from exc
+    except ConnectionError as exc:  # UpstreamConnectError, UpstreamProtocolError, resets
         _observe(metrics, started, None)
-        raise UpstreamUnavailable(f"{request.method} {url}: {exc!r}") from exc
+        raise UpstreamUnavailable(f"{request.method} {target}: {exc}") from exc
     _observe(metrics, started, upstream_response.status)
     try:
         length = upstream_response.content_length
@@ -160,16 +171,16 @@ async def _proxy_http(
             and request.method != "HEAD"
             and upstream_response.status not in _NO_BODY_STATUSES
         ):
-            return await _small_response(request, upstream_response, url, gateway_cookies)
-        return await _streamed_response(request, upstream_response, url, gateway_cookies)
+            return await _small_response(request, upstream_response, target, gateway_cookies)
+        return await _streamed_response(request, upstream_response, target, gateway_cookies)
     finally:
         upstream_response.release()
 
 
 async def _small_response(
     request: web.Request,
-    upstream_response: aiohttp.ClientResponse,
-    url: URL,
+    upstream_response: UpstreamResponse,
+    target: str,
     gateway_cookies: Collection[str],
 ) -> web.StreamResponse:
     """A body of known, small length: read it, send status, headers and body in one write.
@@ -179,11 +190,10 @@ async def _small_response(
     """
     try:
         body = await upstream_response.read()
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        # Nothing sent to the client yet: this can still be a page.
-        if isinstance(exc, TimeoutError):
-            raise UpstreamTimeout(f"{request.method} {url}: body not in time ({exc!r})") from exc
-        raise UpstreamUnavailable(f"{request.method} {url}: body broke off ({exc!r})") from exc
+    except TimeoutError as exc:  # nothing sent to the client yet: this can still be a page
+        raise UpstreamTimeout(f"{request.method} {target}: body not in time ({exc})") from exc
+    except ConnectionError as exc:
+        raise UpstreamUnavailable(f"{request.method} {target}: body broke off ({exc})") from exc
     return web.Response(
         status=upstream_response.status,
         reason=upstream_response.reason,
@@ -197,8 +207,8 @@ async def _small_response(
 
 async def _streamed_response(
     request: web.Request,
-    upstream_response: aiohttp.ClientResponse,
-    url: URL,
+    upstream_response: UpstreamResponse,
+    target: str,
     gateway_cookies: Collection[str],
 ) -> web.StreamResponse:
     response = web.StreamResponse(
@@ -213,13 +223,14 @@ async def _streamed_response(
     except ConnectionResetError:  # the client left while the upstream was answering
         return response
     try:
-        async for chunk in upstream_response.content.iter_any():
+        while chunk := await upstream_response.read_chunk():
             await response.write(chunk)
         await response.write_eof()
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        # ClientConnectionResetError (the client left) is a ClientError too. Status
-        # already sent: no error page possible. Abort so the browser notices.
-        log.info("%s %s broke off mid-body: %r", request.method, url, exc)
+    except (TimeoutError, ConnectionError, aiohttp.ClientError) as exc:
+        # The upstream broke off, stalled, or the client left (aiohttp's
+        # ClientConnectionResetError). Status already sent: no error page possible.
+        # Abort so the browser notices.
+        log.info("%s %s broke off mid-body: %r", request.method, target, exc)
         if request.transport is not None:
             request.transport.abort()
     return response

@@ -1,4 +1,7 @@
-"""The upstream connection pool: one aiohttp ClientSession per app, owned by its cleanup_ctx.
+"""The upstream connections of one app, owned by its cleanup_ctx.
+
+Plain HTTP requests go through ``pool`` (gateway._http1, a lean keep-alive pool); WebSocket
+upgrades through ``client`` (an aiohttp ClientSession, whose WebSocket client we keep).
 
 Usage::
 
@@ -17,7 +20,13 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from gateway._http1 import UpstreamPool
 from gateway._settings import GatewaySettings
+
+# Idle upstream connections are closed after this, below the shortest common keep-alive
+# timeout of upstream servers (Apache httpd: 5 s), so a request rarely meets a connection
+# the upstream is just closing (and an idempotent one is retried when it does).
+IDLE_TIMEOUT_SECONDS = 4.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,8 +34,15 @@ class Upstream:
     """Where requests go and the pool they go through. The cleanup_ctx owns ``client``."""
 
     base_url: URL  # scheme://host:port with an optional path prefix, no query
-    client: aiohttp.ClientSession
+    path_prefix: str  # the base URL's path without its trailing "/", still encoded
+    host_header: str  # Host for requests that came without one (HTTP/1.0 clients)
+    pool: UpstreamPool  # plain HTTP requests
+    client: aiohttp.ClientSession  # WebSocket upgrades
     timeout: aiohttp.ClientTimeout
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.client.close()
 
 
 UPSTREAM_KEY = web.AppKey("brokergate_upstream", Upstream)
@@ -71,7 +87,21 @@ def make_upstream(
         # Upstream URLs are built from already-encoded request targets; keep them as sent.
         requote_redirect_url=False,
     )
-    return Upstream(base_url=base_url, client=client, timeout=timeout)
+    pool = UpstreamPool(
+        base_url,
+        size=pool_size,
+        connect_timeout=connect_timeout.total_seconds(),
+        read_timeout=read_timeout.total_seconds(),
+        idle_timeout=IDLE_TIMEOUT_SECONDS,
+    )
+    return Upstream(
+        base_url=base_url,
+        path_prefix=base_url.raw_path.rstrip("/"),
+        host_header=base_url.raw_authority,
+        pool=pool,
+        client=client,
+        timeout=timeout,
+    )
 
 
 def upstream_context(
@@ -90,6 +120,6 @@ def upstream_context(
         try:
             yield
         finally:
-            await upstream.client.close()
+            await upstream.close()
 
     return context
