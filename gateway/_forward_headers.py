@@ -74,7 +74,7 @@ def strip_gateway_cookies(cookie_header: str, names: Collection[str] = ()) -> st
     ``__host-bg…`` is not ours, but it is no business of the upstream either and dropping
     it keeps the rule simple.
     """
-    exact = {name.lower() for name in names}
+    exact = frozenset(map(str.lower, names))
     kept = []
     for pair in (part.strip() for part in cookie_header.split(";")):
         name = pair.split("=", 1)[0].strip().lower()
@@ -176,7 +176,7 @@ def downstream_response_headers(
     # replace the gateway's session cookie in the browser (session fixation).
     """
     skip = HOP_BY_HOP | connection_tokens(headers) | {name.lower() for name in drop}
-    exact = {name.lower() for name in gateway_cookies}
+    exact = frozenset(map(str.lower, gateway_cookies))
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lowered = name.lower()
