@@ -64,7 +64,7 @@ def make_forwarder(upstream_url: str) -> Callable[..., Any]:
     """A buffering forwarder (the real one is gw-proxy's); strips client identity headers."""
 
     async def forward(
-        request: web.Request, *, identity_headers: dict[str, str]
+        request: web.Request, *, identity_headers: dict[str, str], websocket_guard: object = None
     ) -> web.StreamResponse:
         headers = {
             k: v
