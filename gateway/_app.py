@@ -11,7 +11,9 @@ Middlewares, outermost first (each a factory, see aiohttp ``normalize_path_middl
 Routes: the gateway's own pages under ``/_gateway/`` (login, step-up, certificate,
 logout, logout-everywhere, 2FA "Not now", static CSS), ``/healthz``,
 ``/.well-known/jwks.json``, and a catch-all that forwards to the upstream through the
-injected ``forward`` (gw-proxy's ``proxy_request`` bound to its upstream pool).
+injected ``forward`` (gw-proxy's ``proxy_request`` bound to its upstream pool); a
+WebSocket upgrade also hands it the guard that closes the socket when its session ends
+(``gateway._websocket_guard``).
 
 Pages of other areas (the logins helper) are added by ``extensions``: callables that get
 the app before the catch-all route is registered (aiohttp matches routes in order), e.g.
@@ -63,7 +65,7 @@ from gateway._pages import (
     safe_next,
 )
 from gateway._paths import normalise_path
-from gateway._policy import Outcome, RequestAuth, decide, required_for
+from gateway._policy import Outcome, decide, request_auth, required_for
 from gateway._revocation_cache import TrustCache, TrustMaterialLike
 from gateway._sessions import Sessions
 from gateway._settings import RESERVED_PREFIX, GatewaySettings
@@ -86,6 +88,7 @@ from gateway._state import (
 )
 from gateway._tls import set_client_ca_names
 from gateway._verification import ChainVerifier
+from gateway._websocket_guard import websocket_guard
 from store import (
     CAGeneration,
     Clock,
@@ -195,21 +198,9 @@ def policy_middleware() -> Any:
         requirement = required_for(
             normalised.path, request.method, settings.routes, settings.default_level
         )
-        session = state.session
         now = app[CLOCK]()
-        authenticated_at = session.authenticated_at if session is not None else None
-        if state.identity is not None and state.identity.cert_fingerprint is not None:
-            # The certificate's key is proven on this very connection: as fresh as it gets
-            # (the logins pages treat it the same way).
-            authenticated_at = now
-        auth = RequestAuth(
-            level=state.identity.level if state.identity is not None else Level.ANONYMOUS,
-            authenticated_at=authenticated_at,
-            twofa_prompt_dismissed=session.twofa_prompt_dismissed if session else False,
-            certificate_problem=isinstance(state.certificate, CertificateProblem),
-        )
         decision = decide(
-            auth=auth,
+            auth=request_auth(state, now),
             requirement=requirement,
             now=now,
             twofa_deadline=settings.twofa_deadline_at,
@@ -250,7 +241,9 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 async def upstream_handler(request: web.Request) -> web.StreamResponse:
-    """Forward to the upstream with our identity headers and the signed assertion."""
+    """Forward to the upstream with our identity headers and the signed assertion; a
+    WebSocket goes with its guard (``gateway._websocket_guard``), so it closes when its
+    session ends."""
     app = request.app
     state = request_state(request)
     assert state.path is not None  # set by policy_middleware
@@ -259,7 +252,9 @@ async def upstream_handler(request: web.Request) -> web.StreamResponse:
         now = app[CLOCK]()
         headers = identity_headers(state.identity, app[SIGNER].sign(state.identity, now))
     forwarded = request.clone(rel_url=URL(state.path.forward, encoded=True))
-    response: web.StreamResponse = await app[FORWARD](forwarded, identity_headers=headers)
+    response: web.StreamResponse = await app[FORWARD](
+        forwarded, identity_headers=headers, websocket_guard=websocket_guard(request)
+    )
     return response
 
 
@@ -374,7 +369,7 @@ def _store_context(
         engine = make_engine(store_url)
         factory = session_factory(engine)
         app[FACTORY] = factory
-        app[SESSIONS] = Sessions(factory=factory, settings=settings)
+        app[SESSIONS] = Sessions(factory=factory, settings=settings, max_staleness=max_staleness)
         verifier = app[VERIFIER]
         tls_context = app[TLS_CONTEXT]
 
@@ -473,8 +468,8 @@ def create_app(
         settings: the gateway's settings.
         store_url: database URL; the app opens and disposes of its own engine.
         secret_key: the application secret (seals the assertion signing keys).
-        forward: ``await forward(request, identity_headers=...)``; gw-proxy's
-            ``proxy_request`` bound to its upstream pool.
+        forward: ``await forward(request, identity_headers=..., websocket_guard=...)``;
+            gw-proxy's ``proxy_request`` bound to its upstream pool.
         clock: injected time (tests pass a fake clock; never sleep).
         certificate_source: direct mode reads the TLS connection; a terminator mode
             passes its header reader.

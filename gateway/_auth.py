@@ -76,11 +76,15 @@ from store import Level, UserStatus
 __all__ = [
     "auth_middleware",
     "complete_login",
+    "evaluate_presented",
+    "identity_from_session",
+    "is_inactivity_exempt",
     "logout",
     "logout_everywhere",
     "request_state",
     "require_csrf",
     "tls_certificate_source",
+    "user_record",
 ]
 
 log = logging.getLogger("gateway.auth")
@@ -133,7 +137,12 @@ def _store_failure(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(str(exc))
 
 
-async def _evaluate(request: web.Request, der: bytes) -> Identity | CertificateProblem:
+async def evaluate_presented(request: web.Request, der: bytes) -> Identity | CertificateProblem:
+    """What the certificate ``der`` means now (trust cache; one store read on a miss).
+
+    Raises:
+        StoreUnavailable: the store was needed and could not be read.
+    """
     app = request.app
     # The same bytes object comes back for every request of a connection: hash it once.
     parsed = _PARSED.get(_der_key(der))
@@ -173,7 +182,12 @@ async def _evaluate(request: web.Request, der: bytes) -> Identity | CertificateP
     )
 
 
-async def _user(request: web.Request, user_id: int) -> UserRecord | None:
+async def user_record(request: web.Request, user_id: int) -> UserRecord | None:
+    """The user (trust cache; one store read on a miss); None if there is none.
+
+    Raises:
+        StoreUnavailable: the store was needed and could not be read.
+    """
     trust = request.app[TRUST]
     found = trust.user(user_id)
     if found is MISS:
@@ -185,7 +199,7 @@ async def _user(request: web.Request, user_id: int) -> UserRecord | None:
     return found
 
 
-def _identity_from_session(
+def identity_from_session(
     session: SessionState, user: UserRecord, certificate: Identity | CertificateProblem | None
 ) -> Identity:
     bound = (
@@ -210,7 +224,8 @@ def _identity_from_session(
     )
 
 
-def _exempt(path: str, prefixes: tuple[str, ...]) -> bool:
+def is_inactivity_exempt(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether requests to ``path`` must not count as activity (``inactivity_exempt_paths``)."""
     return any(path.startswith(p) for p in prefixes)
 
 
@@ -224,7 +239,7 @@ async def _resolve(request: web.Request) -> RequestState:
 
     der = app[CERTIFICATE_SOURCE](request)
     if der:
-        state.certificate = await _evaluate(request, der)
+        state.certificate = await evaluate_presented(request, der)
     connection = request.transport.get_extra_info("ssl_object") if request.transport else None
     if metrics is not None and (connection is None or connection not in _COUNTED):
         if connection is not None:
@@ -260,7 +275,7 @@ async def _resolve(request: web.Request) -> RequestState:
 
     user: UserRecord | None = None
     if session is not None and session.user_id is not None:
-        user = await _user(request, session.user_id)
+        user = await user_record(request, session.user_id)
         if user is None or user.status is not UserStatus.ACTIVE:
             await asyncio.to_thread(sessions.end, session.id, now)
             session, user, state.clear_cookie = None, None, True
@@ -277,12 +292,13 @@ async def _resolve(request: web.Request) -> RequestState:
                 broker_number=cert_identity.broker_number,
             )
 
-    if session is not None and not _exempt(request.path, settings.inactivity_exempt_paths):
+    exempt = is_inactivity_exempt(request.path, settings.inactivity_exempt_paths)
+    if session is not None and not exempt:
         if now - session.last_seen_at >= TOUCH_INTERVAL:
             session = await asyncio.to_thread(sessions.touch, session, now)
     state.session = session
     if session is not None and user is not None and session.level is not Level.ANONYMOUS:
-        state.identity = _identity_from_session(session, user, state.certificate)
+        state.identity = identity_from_session(session, user, state.certificate)
     if session is not None:
         request[PAGE_CSRF] = session.csrf_token
     if user is not None:

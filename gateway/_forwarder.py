@@ -23,10 +23,12 @@ from gateway._state import CertificateSource
 from gateway._terminator import certificate_from_terminator, forwarded_certificate_headers
 from gateway._trusted import parse_networks
 from gateway._upstream import Upstream, make_upstream
+from gateway._websocket_guard import WebSocketGuard
 
 
 class ProxyForwarder:
-    """``await forwarder(request, identity_headers=...)``; owns one upstream pool per app.
+    """``await forwarder(request, identity_headers=..., websocket_guard=None)``; owns one
+    upstream pool per app.
 
     The pool is opened by :meth:`pool_context` (append it to the app's ``cleanup_ctx``) in
     the app's own event loop, and closed on the app's shutdown.
@@ -53,7 +55,11 @@ class ProxyForwarder:
             await upstream.close()
 
     async def __call__(
-        self, request: web.Request, *, identity_headers: Mapping[str, str]
+        self,
+        request: web.Request,
+        *,
+        identity_headers: Mapping[str, str],
+        websocket_guard: WebSocketGuard | None = None,
     ) -> web.StreamResponse:
         if self._upstream is None:
             raise RuntimeError("ProxyForwarder.pool_context is not in the app's cleanup_ctx")
@@ -66,6 +72,7 @@ class ProxyForwarder:
             # SECURITY: the session cookie is the gateway's bearer credential.
             gateway_cookies=(self._settings.session_cookie_name,),
             metrics=self._metrics,
+            websocket_guard=websocket_guard,
         )
 
 

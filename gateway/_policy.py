@@ -1,8 +1,9 @@
 """The route policy: which level a request needs, and what to do about it (pure functions).
 
 ``required_for(path, method, rules, default)`` finds the requirement of a normalised path;
-``decide(auth, requirement, now, twofa_deadline)`` turns what the request has into one
-:class:`Decision`. Neither does I/O; the clock value is passed in.
+``request_auth(state, now)`` reads what a request has from the auth middleware's state;
+``decide(auth, requirement, now, twofa_deadline)`` turns that into one :class:`Decision`.
+None does I/O; the clock value is passed in.
 
 Matching rules (docs/gateway.md "Route policy"):
 
@@ -21,10 +22,15 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
+from gateway._identity import CertificateProblem
 from gateway._paths import strip_segment_params
 from gateway._settings import RouteRule
 from store import Level
+
+if TYPE_CHECKING:
+    from gateway._state import RequestState
 
 __all__ = [
     "Decision",
@@ -32,6 +38,7 @@ __all__ = [
     "RequestAuth",
     "Requirement",
     "decide",
+    "request_auth",
     "required_for",
 ]
 
@@ -104,6 +111,23 @@ class RequestAuth:
     authenticated_at: datetime | None = None
     twofa_prompt_dismissed: bool = False
     certificate_problem: bool = False
+
+
+def request_auth(state: RequestState, now: datetime) -> RequestAuth:
+    """What a request has, from the auth middleware's ``RequestState`` at ``now``."""
+    session = state.session
+    identity = state.identity
+    authenticated_at = session.authenticated_at if session is not None else None
+    if identity is not None and identity.cert_fingerprint is not None:
+        # The certificate's key is proven on this very connection: as fresh as it gets
+        # (the logins pages treat it the same way).
+        authenticated_at = now
+    return RequestAuth(
+        level=identity.level if identity is not None else Level.ANONYMOUS,
+        authenticated_at=authenticated_at,
+        twofa_prompt_dismissed=session.twofa_prompt_dismissed if session else False,
+        certificate_problem=isinstance(state.certificate, CertificateProblem),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,6 +10,14 @@ Errors before the response has started become :class:`UpstreamUnavailable` (502)
 :class:`UpstreamTimeout` (504), which the error middleware renders as pages. Once the
 status line has been sent a page is impossible; the client connection is then aborted so
 the broker's browser sees a broken download rather than a silently truncated file.
+
+A WebSocket is relayed by two tasks (one per direction) and, when the app hands over a
+``websocket_guard`` (``gateway._websocket_guard``), watched by a third: every
+``guard.interval`` seconds it asks ``await guard.check(active)`` whether the socket may
+stay open (``active``: the client sent a message since the last check). A reason closes
+both legs with 1008 (policy violation) and that reason; a failing check closes them with
+1011. The proxy knows nothing of sessions or certificates; the guard knows nothing of
+frames.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import StreamReader, WSMsgType, web
@@ -30,6 +39,9 @@ from gateway._http1 import UpstreamResponse
 from gateway._metrics import GatewayMetrics
 from gateway._trusted import IPNetwork, is_trusted_peer, peer_text
 from gateway._upstream import Upstream
+
+if TYPE_CHECKING:  # the guard is the app's; the proxy only calls it
+    from gateway._websocket_guard import WebSocketGuard
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,9 @@ _WS_HANDSHAKE_HEADERS = frozenset(
 _SENDABLE_CLOSE_CODES = (
     frozenset(range(1000, 1004)) | frozenset(range(1007, 1015)) | frozenset(range(3000, 5000))
 )
+POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1: the session or certificate no longer allows it
+INTERNAL_ERROR = 1011  # RFC 6455 §7.4.1: the guard itself failed (e.g. store unreachable)
+_MAX_CLOSE_REASON = 123  # RFC 6455 §5.5: control frame payload ≤ 125 bytes, 2 are the code
 
 
 def upstream_url(upstream: Upstream, path_qs: str) -> URL:
@@ -81,6 +96,7 @@ async def proxy_request(
     gateway_cookies: Collection[str] = (),
     path_qs: str | None = None,
     metrics: GatewayMetrics | None = None,
+    websocket_guard: WebSocketGuard | None = None,
 ) -> web.StreamResponse:
     """Forward ``request`` to the upstream and stream the answer back.
 
@@ -97,6 +113,8 @@ async def proxy_request(
         path_qs: the request target to forward (e.g. the route policy's normalised path);
             defaults to the raw target the client sent.
         metrics: where to record upstream latency.
+        websocket_guard: for a WebSocket upgrade, the periodic "still allowed?" of the
+            session that opened it (None: the socket lives as long as its two ends want).
 
     Raises:
         UpstreamUnavailable: the upstream could not be reached or broke the exchange.
@@ -115,7 +133,9 @@ async def proxy_request(
     target = path_qs if path_qs is not None else request.raw_path
     if _is_websocket_upgrade(request):
         url = upstream_url(upstream, target)
-        return await _proxy_websocket(request, upstream=upstream, url=url, headers=headers)
+        return await _proxy_websocket(
+            request, upstream=upstream, url=url, headers=headers, guard=websocket_guard
+        )
     return await _proxy_http(
         request,
         upstream=upstream,
@@ -242,7 +262,12 @@ def _observe(metrics: GatewayMetrics | None, started: float, status: int | None)
 
 
 async def _proxy_websocket(
-    request: web.Request, *, upstream: Upstream, url: URL, headers: CIMultiDict[str]
+    request: web.Request,
+    *,
+    upstream: Upstream,
+    url: URL,
+    headers: CIMultiDict[str],
+    guard: WebSocketGuard | None,
 ) -> web.StreamResponse:
     """Connect upstream first (so a dead upstream is a 502 page), then relay both ways."""
     protocols = tuple(
@@ -277,14 +302,25 @@ async def _proxy_websocket(
             max_msg_size=0,
         )
         await client_ws.prepare(request)
-        to_upstream = asyncio.create_task(_relay(client_ws, upstream_ws))
+        activity = _Activity()
+        to_upstream = asyncio.create_task(_relay(client_ws, upstream_ws, activity))
         to_client = asyncio.create_task(_relay(upstream_ws, client_ws))
-        done, pending = await asyncio.wait(
-            (to_upstream, to_client), return_when=asyncio.FIRST_COMPLETED
-        )
+        tasks: set[asyncio.Task[str | None]] = {to_upstream, to_client}
+        watchdog = asyncio.create_task(_watch(guard, activity)) if guard is not None else None
+        if watchdog is not None:
+            tasks.add(watchdog)
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        if watchdog is not None and watchdog in done:
+            done.discard(watchdog)
+            code, reason = _guard_verdict(watchdog, url)
+            if code is not None:
+                # SECURITY: the session that opened the socket is over: both legs go, so
+                # the upstream stops acting for a broker who is no longer there.
+                await _close_both(client_ws, upstream_ws, code, reason)
+                return client_ws
         for task in done:
             task.result()  # surface unexpected errors in the log
         if not client_ws.closed:
@@ -296,17 +332,81 @@ def _close_code(code: int | None) -> int:
     return code if code in _SENDABLE_CLOSE_CODES else 1011 if code is not None else 1000
 
 
+class _Activity:
+    """Whether the client sent a message since the guard last looked (one flag, no lock:
+    the relay and the watchdog run on the same event loop)."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def take(self) -> bool:
+        seen, self.seen = self.seen, False
+        return seen
+
+
+async def _watch(guard: WebSocketGuard, activity: _Activity) -> str:
+    """Ask the guard every ``guard.interval`` seconds; return its reason once it says no."""
+    while True:
+        await asyncio.sleep(guard.interval)
+        reason = await guard.check(activity.take())
+        if reason is not None:
+            return reason
+
+
+def _guard_verdict(watchdog: asyncio.Task[str], url: URL) -> tuple[int | None, str]:
+    """The close code and reason a finished watchdog asks for (None: it was cancelled)."""
+    if watchdog.cancelled():
+        return None, ""
+    exc = watchdog.exception()
+    if exc is not None:
+        # Fail closed: without an answer the socket cannot be known to be allowed.
+        log.error("WebSocket %s: the guard failed, closing: %r", url, exc)
+        return INTERNAL_ERROR, "server error"
+    reason = watchdog.result()
+    log.info("WebSocket %s closed by the gateway: %s", url, reason)
+    return POLICY_VIOLATION, reason
+
+
+async def _close_both(
+    client_ws: web.WebSocketResponse,
+    upstream_ws: aiohttp.ClientWebSocketResponse,
+    code: int,
+    reason: str,
+) -> None:
+    """Close both legs at once (a slow client must not delay the upstream's close)."""
+    message = reason.encode()[:_MAX_CLOSE_REASON]
+    results = await asyncio.gather(
+        client_ws.close(code=code, message=message),
+        upstream_ws.close(code=code, message=message),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):  # the peer was gone already: nothing to do
+            log.info("WebSocket close after %r: %r", reason, result)
+
+
 async def _relay(
     source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    activity: _Activity | None = None,
 ) -> None:
-    """Copy messages from ``source`` to ``sink`` until ``source`` closes; then close ``sink``."""
+    """Copy messages from ``source`` to ``sink`` until ``source`` closes; then close ``sink``.
+
+    ``activity`` is marked on every data message (the client's direction only: a broker
+    sending is activity, an upstream pushing is not).
+    """
     async for message in source:
         if sink.closed:
             return
         if message.type is WSMsgType.TEXT:
+            if activity is not None:
+                activity.seen = True
             await sink.send_str(message.data)
         elif message.type is WSMsgType.BINARY:
+            if activity is not None:
+                activity.seen = True
             await sink.send_bytes(message.data)
         elif message.type is WSMsgType.ERROR:
             break

@@ -26,15 +26,19 @@ SameSite=Lax, Path=/.
 No database read per request in steady state: rows are cached per replica and the
 gateway's refresh task (:meth:`Sessions.refresh_cached`, every ≤ 2 s) re-reads the cached
 rows' ``ended_at``, so a logout on one replica holds on all of them within the refresh
-interval. ``last_seen_at`` is written at most once per :data:`TOUCH_INTERVAL`; before a
-session is declared idle the row is re-read, since another replica may have touched it.
+interval. If no refresh has succeeded for ``max_staleness`` (as for the trust cache) the
+cache is *stale* and every lookup reads the store, so the bound holds also while the
+refresh fails (and a store that is down fails closed). ``last_seen_at`` is written at most
+once per :data:`TOUCH_INTERVAL`; before a session is declared idle the row is re-read,
+since another replica may have touched it.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -83,11 +87,25 @@ class Sessions:
     Args:
         factory: the store's session factory (the app owns the engine).
         settings: idle and absolute timeouts.
+        max_staleness: after this long without a successful :meth:`refresh_cached`, the
+            cache is not trusted and every lookup reads the store.
+        monotonic: injectable monotonic clock for staleness.
     """
 
-    def __init__(self, *, factory: sessionmaker[Session], settings: GatewaySettings) -> None:
+    def __init__(
+        self,
+        *,
+        factory: sessionmaker[Session],
+        settings: GatewaySettings,
+        max_staleness: timedelta = timedelta(seconds=4),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._factory = factory
         self._settings = settings
+        self._max_staleness = max_staleness.total_seconds()
+        self._monotonic = monotonic
+        # An empty cache holds nothing stale: fresh from the start.
+        self._last_refresh = monotonic()
         self._cache: dict[str, SessionState] = {}
         # Certificate sessions this replica started, by fingerprint, WITH their cookie value
         # (memory only): a client that keeps no cookies (curl, API clients, load tests) gets
@@ -97,6 +115,17 @@ class Sessions:
         self._lock = threading.Lock()
 
     # --- cache
+    @property
+    def fresh(self) -> bool:
+        """Whether the cache may answer (a refresh succeeded within ``max_staleness``)."""
+        return self._monotonic() - self._last_refresh <= self._max_staleness
+
+    def _cached(self, session_id: str) -> SessionState | None:
+        if not self.fresh:
+            return None
+        with self._lock:
+            return self._cache.get(session_id)
+
     def _remember(self, state: SessionState) -> None:
         with self._lock:
             if len(self._cache) >= _CACHE_LIMIT:
@@ -115,7 +144,7 @@ class Sessions:
         """The live certificate session this replica started for ``fingerprint``, if any."""
         with self._lock:
             known = self._by_fingerprint.get(fingerprint)
-            state = self._cache.get(known.state.id) if known is not None else None
+        state = self._cached(known.state.id) if known is not None else None
         if known is None or state is None or state.user_id != user_id:
             return None
         verdict = session_verdict(
@@ -137,6 +166,7 @@ class Sessions:
 
         Called by the gateway's refresh task. A row that is gone or ended is dropped.
         """
+        started = self._monotonic()  # the rows read below are at least this fresh
         ids = self.cached_ids()
         changed = 0
         for start in range(0, len(ids), 500):
@@ -158,6 +188,7 @@ class Sessions:
                     if old is not None and old != fresh:
                         self._cache[session_id] = fresh
                         changed += 1
+        self._last_refresh = started
         return changed
 
     # --- reads
@@ -166,12 +197,27 @@ class Sessions:
             row = db.get(WebSession, session_id)
             return None if row is None else SessionState.from_row(row)
 
+    def cached(self, session_id: str) -> SessionState | None:
+        """The session with row id ``session_id`` from the cache, without I/O.
+
+        None means "ask :meth:`read`": not cached, ended (ended rows are dropped), or the
+        cache is stale.
+        """
+        return self._cached(session_id)
+
+    def read(self, session_id: str) -> SessionState | None:
+        """The session with row id ``session_id`` from the store (blocking), ended or not;
+        None if there is no such row. A live one is cached."""
+        state = self._read(session_id)
+        if state is not None and state.ended_at is None:
+            self._remember(state)
+        return state
+
     def peek(self, cookie: str | None, now: datetime) -> SessionState | None:
         """The cached live session for a cookie, without I/O; None means "ask :meth:`load`"."""
         if not cookie or len(cookie) > 128:
             return None
-        with self._lock:
-            state = self._cache.get(session_id_for(cookie))
+        state = self._cached(session_id_for(cookie))
         if state is None:
             return None
         verdict = session_verdict(
@@ -191,8 +237,7 @@ class Sessions:
         if not cookie or len(cookie) > 128:
             return None
         session_id = session_id_for(cookie)
-        with self._lock:
-            state = self._cache.get(session_id)
+        state = self._cached(session_id)
         if state is None:
             state = self._read(session_id)
             if state is None:

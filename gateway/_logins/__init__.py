@@ -46,6 +46,7 @@ from gateway._logins._history import (
     METHOD_PASSKEY,
     METHOD_PASSWORD,
     METHOD_RECOVERY,
+    METHOD_RESTRICTED,
     METHOD_TOTP,
     record_login,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "METHOD_PASSKEY",
     "METHOD_PASSWORD",
     "METHOD_RECOVERY",
+    "METHOD_RESTRICTED",
     "METHOD_TOTP",
     "TAN_KEY_PURPOSE",
     "TOTP_PURPOSE",

@@ -14,16 +14,27 @@ METHOD_RECOVERY = "recovery-code"
 METHOD_PASSKEY = "passkey"
 METHOD_EMAIL_TAN = "email-tan"
 METHOD_DEVICE = "device"  # broker number + email on a browser remembered after a TAN
+# "Continue without email" (seed 001): the broker-number flow ended before the TAN. Not
+# written to the history (docs/logins.md); the name keeps its display text for old rows.
+METHOD_RESTRICTED = "broker-number"
 
 # The upstream's method header (and the assertion's amr) has exactly five values:
-# certificate, totp, passkey, email-tan, password. The login history keeps the finer name.
-_SESSION_METHOD = {METHOD_RECOVERY: METHOD_TOTP, METHOD_DEVICE: METHOD_EMAIL_TAN}
+# certificate, totp, passkey, email-tan, password (gateway._metrics.LOGIN_METHODS). The
+# login history keeps the finer name.
+_SESSION_METHOD = {
+    METHOD_RECOVERY: METHOD_TOTP,
+    METHOD_DEVICE: METHOD_EMAIL_TAN,
+    # The method names the login flow, the level what it proved: a restricted session is
+    # the broker-number + e-mail TAN flow at level "restricted" (no TAN was checked).
+    METHOD_RESTRICTED: METHOD_EMAIL_TAN,
+}
 
 
 def session_method(method: str) -> str:
     """The session's method (what the upstream is told) for a login ``method``.
 
-    A recovery code stands in for the TOTP code; a remembered browser for the e-mail TAN.
+    A recovery code stands in for the TOTP code; a remembered browser for the e-mail TAN;
+    "continue without email" is the e-mail TAN flow cut short (its level says so).
     """
     return _SESSION_METHOD.get(method, method)
 

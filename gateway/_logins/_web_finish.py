@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway._auth import complete_login, request_state
-from gateway._logins._history import METHOD_PASSWORD, session_method
+from gateway._logins._history import METHOD_PASSWORD, METHOD_RESTRICTED, session_method
 from gateway._logins._password_login import second_factors_of
 from gateway._logins._web import (
     PENDING_KEY,
@@ -26,7 +26,6 @@ from store import Level, User, transaction
 
 TAN_KEY = "logins.tan"  # session data: the TAN on its way (id, email, broker number)
 CHALLENGE_KEY = "logins.challenge"  # session data: the WebAuthn challenge (base64), single use
-METHOD_RESTRICTED = "broker-number"
 
 # --- after a successful factor
 

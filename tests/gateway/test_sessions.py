@@ -163,3 +163,29 @@ def test_update_data_and_not_now(store: Sessions, engine: Engine, user_id: int, 
     loaded = other.load(new.cookie, clock())
     assert loaded is not None and loaded.data == {"pending": 2} and loaded.twofa_prompt_dismissed
     assert state.twofa_prompt_dismissed
+
+
+def test_a_stale_cache_is_not_trusted(engine: Engine, user_id: int, clock) -> None:
+    """Without a successful refresh for max_staleness, lookups read the store (so a logout
+    on another replica holds within the bound even while the refresh fails)."""
+    tick = [100.0]
+    store = Sessions(
+        factory=session_factory(engine),
+        settings=SETTINGS,
+        max_staleness=dt.timedelta(seconds=4),
+        monotonic=lambda: tick[0],
+    )
+    new = store.start(user_id=user_id, level=Level.BASIC, method="password", now=clock())
+    assert store.fresh and store.cached(new.state.id) == new.state
+    Sessions(factory=session_factory(engine), settings=SETTINGS).end(new.state.id, clock())
+    # within the bound the cache may still answer (the refresh would drop the row) ...
+    assert store.peek(new.cookie, clock()) is not None
+    tick[0] += 4.5  # ... past it, no more: no refresh has succeeded since
+    assert not store.fresh
+    assert store.peek(new.cookie, clock()) is None and store.cached(new.state.id) is None
+    assert store.load(new.cookie, clock()) is None  # read from the store: ended
+    ended = store.read(new.state.id)
+    assert ended is not None and ended.ended_at is not None
+    assert store.read("0" * 64) is None
+    store.refresh_cached()
+    assert store.fresh

@@ -85,3 +85,19 @@ def test_seed_wording() -> None:
     assert catalogs.translate("nl", "logins.second.code_label") == "6-cijferige code"
     with pytest.raises(KeyError):  # a missing placeholder value is a programming error
         catalogs.translate("de", "logins.tan.body", email="a@example.org")
+
+
+def test_every_login_method_maps_to_one_of_the_five_header_values() -> None:
+    """The history keeps finer names (recovery code, remembered browser, restricted); the
+    upstream's X-Brokergate-Method and the login metric know exactly five."""
+    from gateway._logins import _history
+    from gateway._metrics import LOGIN_METHODS
+
+    names = {
+        value
+        for name, value in vars(_history).items()
+        if name.startswith("METHOD_") and isinstance(value, str)
+    }
+    assert {"broker-number", "device", "recovery-code"} <= names
+    assert {_history.session_method(name) for name in names} == set(LOGIN_METHODS)
+    assert _history.session_method(_history.METHOD_RESTRICTED) == "email-tan"

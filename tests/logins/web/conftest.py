@@ -23,6 +23,7 @@ from gateway import GatewaySettings, RouteRule, create_app, create_server_contex
 from gateway._identity_headers import is_identity_header
 from gateway._logins import LoginSettings
 from gateway._logins._web import setup_logins
+from gateway._metrics import GatewayMetrics
 from store import OUTBOX_PURPOSE, Level, Sealer
 from tests.conftest import TEST_SECRET_KEY
 from tests.gateway.conftest import ServerTLS, make_server_tls
@@ -63,7 +64,7 @@ def make_forwarder(upstream_url: str) -> Callable[..., Any]:
     """A buffering forwarder (the real one is gw-proxy's); strips client identity headers."""
 
     async def forward(
-        request: web.Request, *, identity_headers: dict[str, str]
+        request: web.Request, *, identity_headers: dict[str, str], websocket_guard: object = None
     ) -> web.StreamResponse:
         headers = {
             k: v
@@ -163,8 +164,11 @@ async def gateway(
     """``await gateway(**gateway_settings)`` → a running gateway with the login pages."""
     runners: list[web.AppRunner] = []
 
-    async def start(*, host: str = "127.0.0.1", **overrides: Any) -> Gateway:
-        """``host``: the name brokers type (WebAuthn needs a domain: pass "localhost")."""
+    async def start(
+        *, host: str = "127.0.0.1", metrics: GatewayMetrics | None = None, **overrides: Any
+    ) -> Gateway:
+        """``host``: the name brokers type (WebAuthn needs a domain: pass "localhost");
+        ``metrics``: counts logins into it (as the real service does)."""
         overrides.setdefault("revocation_refresh_interval", dt.timedelta(seconds=0.2))
         overrides.setdefault("routes", ROUTES)
         with sessions() as db:
@@ -199,6 +203,7 @@ async def gateway(
             forward=make_forwarder(upstream),
             clock=clock,
             tls_context=tls_context,
+            metrics=metrics,
             extensions=[
                 setup_logins(
                     settings=login_settings,

@@ -8,6 +8,10 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from gateway._metrics import GatewayMetrics
 from tests.conftest import FakeClock
 
 
@@ -106,7 +110,8 @@ async def test_invalid_broker_number_and_unknown_email(
 async def test_restricted_session_is_refused_on_a_basic_route(
     gateway: Any, browser_for: Any, make_user: Any
 ) -> None:
-    gw = await gateway()
+    metrics = GatewayMetrics()
+    gw = await gateway(metrics=metrics)
     make_user(email="anna@example.org", broker="60/123/4567")
     b = browser_for(gw)
     await start(b, "60/123/4567", "max.muster@musterman.de", next_path="/rechner")
@@ -120,6 +125,18 @@ async def test_restricted_session_is_refused_on_a_basic_route(
     headers = json.loads(body)["headers"]
     assert status == 200 and headers["x-brokergate-level"] == "restricted"
     assert headers["x-brokergate-broker-number"] == "60/123/4567"
+    # One of the five method values: the broker-number + e-mail TAN flow, cut short (the
+    # level says what it proved); the signed assertion's amr says the same.
+    assert headers["x-brokergate-method"] == "email-tan"
+    _, jwks = await b.get("/.well-known/jwks.json")
+    claims = jwt.decode(
+        headers["x-brokergate-assertion"],
+        KeySet.import_key_set(json.loads(jwks)),
+        algorithms=["ES256"],
+    ).claims
+    assert claims["amr"] == ["email-tan"] and claims["level"] == "restricted"
+    counted = metrics.logins.labels(method="email-tan", outcome="success")._value.get()
+    assert counted == 1
     status, body = await b.get("/antrag")
     assert status == 403 and "Anmeldung mit Passwort oder TAN" in body  # the step-up page says why
     status, _ = await b.get("/_gateway/account", follow=False)
