@@ -37,6 +37,7 @@ from bench.gateway_vs_nginx import (
     _median,
     _per_cpu,
     _rate,
+    _tickets_as_nginx_sends_them,
     free_port,
     make_material,
     nginx_command,
@@ -132,8 +133,7 @@ def serve(spec: dict[str, str]) -> int:
         context = create_server_context(
             cert_chain=Path(spec["cert"]), private_key=Path(spec["key"]), client_ca_issuers=issuers
         )
-        context.options |= ssl.OP_NO_TICKET
-        context.num_tickets = 0  # every new connection a full handshake
+        _tickets_as_nginx_sends_them(context)  # no resumption by ab; no Nagle stall either
         return context
 
     def app_factory(context: ssl.SSLContext | None, metrics: GatewayMetrics) -> web.Application:

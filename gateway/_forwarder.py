@@ -39,6 +39,8 @@ class ProxyForwarder:
         self._metrics = metrics
         self._trusted = parse_networks(settings.trusted_proxies)
         self._strip = forwarded_certificate_headers(settings)
+        # SECURITY: the session cookie is the gateway's bearer credential.
+        self._gateway_cookies = (settings.session_cookie_name,)
         self._upstream: Upstream | None = None
 
     async def pool_context(self, app: web.Application) -> AsyncIterator[None]:
@@ -59,6 +61,7 @@ class ProxyForwarder:
         request: web.Request,
         *,
         identity_headers: Mapping[str, str],
+        path_qs: str | None = None,
         websocket_guard: WebSocketGuard | None = None,
     ) -> web.StreamResponse:
         if self._upstream is None:
@@ -69,8 +72,8 @@ class ProxyForwarder:
             identity_headers=identity_headers,
             trusted_proxies=self._trusted,
             strip_headers=self._strip,
-            # SECURITY: the session cookie is the gateway's bearer credential.
-            gateway_cookies=(self._settings.session_cookie_name,),
+            gateway_cookies=self._gateway_cookies,
+            path_qs=path_qs,
             metrics=self._metrics,
             websocket_guard=websocket_guard,
         )

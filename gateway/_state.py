@@ -45,9 +45,10 @@ __all__ = [
 ]
 
 Forwarder = Callable[..., Awaitable[web.StreamResponse]]
-"""``await forward(request, identity_headers=..., websocket_guard=...)``: gw-proxy's
-``proxy_request`` on a pool (``websocket_guard``: a ``gateway._websocket_guard.WebSocketGuard``
-or None)."""
+"""``await forward(request, identity_headers=..., path_qs=..., websocket_guard=...)``:
+gw-proxy's ``proxy_request`` on a pool (``path_qs``: the request target to forward, the
+route policy's normalised one; ``websocket_guard``: a
+``gateway._websocket_guard.WebSocketGuard`` or None)."""
 
 CertificateSource = Callable[[web.Request], bytes | None]
 """Where the client certificate (DER) of a request comes from: the TLS handshake or a terminator."""

@@ -64,7 +64,11 @@ def make_forwarder(upstream_url: str) -> Callable[..., Any]:
     """A buffering forwarder (the real one is gw-proxy's); strips client identity headers."""
 
     async def forward(
-        request: web.Request, *, identity_headers: dict[str, str], websocket_guard: object = None
+        request: web.Request,
+        *,
+        identity_headers: dict[str, str],
+        path_qs: str | None = None,
+        websocket_guard: object = None,
     ) -> web.StreamResponse:
         headers = {
             k: v
@@ -79,7 +83,7 @@ def make_forwarder(upstream_url: str) -> Callable[..., Any]:
             aiohttp.ClientSession(timeout=timeout) as client,
             client.request(
                 request.method,
-                upstream_url + request.raw_path,
+                upstream_url + (path_qs or request.raw_path),
                 headers=headers,
                 data=await request.read(),
             ) as response,
