@@ -172,15 +172,22 @@ async def _worker_main(
         log.info(
             "worker %d (pid %d) serving on %s:%d", index, os.getpid(), options.host, options.port
         )
-        print(f"worker {index} ready pid={os.getpid()}", file=sys.stderr, flush=True)
+        _status(f"worker {index} ready pid={os.getpid()}")
         await stop.wait()
         log.info("worker %d draining (up to %.0fs)", index, options.shutdown_grace)
-        print(f"worker {index} draining", file=sys.stderr, flush=True)
+        _status(f"worker {index} draining")
     finally:
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         await runner.cleanup()
-    print(f"worker {index} stopped", file=sys.stderr, flush=True)
+    _status(f"worker {index} stopped")
+
+
+def _status(line: str) -> None:
+    """One status line on stderr in ONE write: print() writes the text and its newline
+    separately, and the workers share stderr, so their lines could interleave."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _supervise(
