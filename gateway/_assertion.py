@@ -17,6 +17,7 @@ Claims: ``iss`` = the gateway's public URL, ``aud`` = the upstream URL, ``sub`` 
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 from collections.abc import Mapping
@@ -171,6 +172,7 @@ class AssertionSigner:
         return token
 
 
+@functools.lru_cache(maxsize=4096)  # a broker's not-after, formatted once, not per request
 def _rfc3339(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 

@@ -95,10 +95,13 @@ _PASSWORD_METHOD = "password"
 # Connections already counted in brokergate_handshakes (one count per TLS connection).
 _COUNTED: weakref.WeakSet[Any] = weakref.WeakSet()
 _CONNECTION_CERT: weakref.WeakKeyDictionary[Any, bytes | None] = weakref.WeakKeyDictionary()
+# fingerprint → (DER, parsed certificate): each certificate is parsed once, however many
+# connections present it (a browser opens several).
 _PARSED: dict[str, tuple[bytes, x509.Certificate]] = {}
 _PARSED_LIMIT = 20_000
-# id(DER bytes) → fingerprint. Safe against id reuse: a hit counts only if _PARSED holds
-# that very object (alive, so its id is not reused).
+# id(DER bytes of a connection) → fingerprint, so a connection's requests skip the hash.
+# Safe against id reuse: a hit counts only if the DER cached for that fingerprint has the
+# same bytes (a cheap comparison), so a recycled id can never borrow another's fingerprint.
 _FINGERPRINTS: dict[int, str] = {}
 
 
@@ -145,22 +148,25 @@ async def evaluate_presented(request: web.Request, der: bytes) -> Identity | Cer
     """
     app = request.app
     # The same bytes object comes back for every request of a connection: hash it once.
-    parsed = _PARSED.get(_der_key(der))
-    if parsed is not None and parsed[0] is der:
-        fingerprint, certificate = _der_key(der), parsed[1]
-    else:
+    fingerprint = _FINGERPRINTS.get(id(der), "")
+    parsed = _PARSED.get(fingerprint)
+    if parsed is None or (parsed[0] is not der and parsed[0] != der):
         fingerprint = hashlib.sha256(der).hexdigest()
-        try:
-            certificate = x509.load_der_x509_certificate(der)
-        except ValueError:
-            return CertificateProblem(
-                kind=ProblemKind.INVALID, fingerprint=fingerprint, detail="unparsable"
-            )
-        if len(_PARSED) >= _PARSED_LIMIT:
-            _PARSED.clear()
+        parsed = _PARSED.get(fingerprint)
+        if parsed is None:
+            try:
+                certificate = x509.load_der_x509_certificate(der)
+            except ValueError:
+                return CertificateProblem(
+                    kind=ProblemKind.INVALID, fingerprint=fingerprint, detail="unparsable"
+                )
+            if len(_PARSED) >= _PARSED_LIMIT:
+                _PARSED.clear()
+            parsed = _PARSED[fingerprint] = (der, certificate)
+        if len(_FINGERPRINTS) >= _PARSED_LIMIT:  # one entry per connection: keep it bounded
             _FINGERPRINTS.clear()
-        _PARSED[fingerprint] = (der, certificate)
         _FINGERPRINTS[id(der)] = fingerprint
+    certificate = parsed[1]
     trust = app[TRUST]
     entry = trust.get(fingerprint)
     if not isinstance(entry, CacheEntry):

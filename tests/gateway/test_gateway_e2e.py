@@ -581,3 +581,39 @@ async def test_crl_distribution_point_is_served_anonymously(
     assert again.get_revoked_certificate_by_serial_number(int(cert.serial, 16)) is not None
     assert (await get(gw, server_tls, "/_gateway/crl/9.crl")).status == 404
     assert (await get(gw, server_tls, "/_gateway/crl/x.crl")).status == 404
+
+
+async def test_certificate_parsed_once_across_connections(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A browser keeps several connections that present the same certificate; requests
+    alternating between them must not parse it again each time (a cache that held only the
+    last connection's DER object did, on every request)."""
+    import aiohttp
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    import gateway._auth as auth
+
+    gw = await start_gateway()
+    cert = brokers.issue(brokers.user())
+    der = cert.certificate.public_bytes(Encoding.DER)
+    real = auth.x509.load_der_x509_certificate
+    parses: list[bytes] = []
+
+    def counting(data: bytes, *args: Any) -> Any:
+        if data == der:
+            parses.append(data)
+        return real(data, *args)
+
+    monkeypatch.setattr(auth.x509, "load_der_x509_certificate", counting)
+    context = client_context(server_tls.ca, cert)
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=1)) as first,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=1)) as second,
+    ):
+        for _ in range(5):
+            for client in (first, second):  # two keep-alive connections, interleaved
+                async with client.get(gw.url + "/portal") as response:
+                    assert response.status == 200
+                    assert (await response.json())["headers"]  # the upstream's echo
+    assert len(parses) == 1
