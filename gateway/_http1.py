@@ -430,13 +430,15 @@ class UpstreamPool:
         """
         if not target.startswith("/") or _FORBIDDEN_IN_TARGET.search(target):
             raise ValueError(f"request target {target!r} is not an origin-form target")
-        lines = [f"{method} {target} HTTP/1.1\r\n"]
-        for name, value in headers:
-            if name.lower() in _FRAMING:
-                continue
-            if _FORBIDDEN_IN_HEADER.search(name) or _FORBIDDEN_IN_HEADER.search(value):
-                raise ValueError(f"header {name!r} contains CR, LF or NUL")
-            lines.append(f"{name}: {value}\r\n")
+        fields = [f"{name}: {value}\r\n" for name, value in headers if name.lower() not in _FRAMING]
+        text = "".join(fields)
+        # Each field line carries exactly one CR and one LF; any more means a name or value
+        # had one inside (header injection). Two counts over the whole text, not a regex
+        # per header: this runs on every proxied request.
+        if text.count("\n") != len(fields) or text.count("\r") != len(fields) or "\0" in text:
+            bad = next(f for f in fields if _FORBIDDEN_IN_HEADER.search(f.removesuffix("\r\n")))
+            raise ValueError(f"header {bad.split(':', 1)[0]!r} contains CR, LF or NUL")
+        lines = [f"{method} {target} HTTP/1.1\r\n", text]
         streamed = body is not None and not isinstance(body, bytes)
         if isinstance(body, bytes):
             if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE"):
