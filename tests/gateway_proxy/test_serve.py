@@ -32,6 +32,7 @@ from tests.gateway_proxy._proxy_client import (
 from tests.gateway_proxy.conftest import start_site
 
 REPO = Path(__file__).resolve().parents[2]
+READY = " ready pid="  # a worker's start line ("ready" alone is also in "already in use")
 
 
 @pytest.fixture
@@ -137,7 +138,7 @@ async def test_two_workers_share_the_port_and_drain(
     log = tmp_path / "serve.log"
     args = [sys.executable, "-m", "tests.gateway_proxy._apps", "serve", upstream_url, str(port)]
     with _process([*args, "2", str(metrics_port)], log, cwd=REPO) as proc:
-        await _wait_for(lambda: log.read_text().count("ready") == 2, 20, "two workers")
+        await _wait_for(lambda: log.read_text().count(READY) == 2, 20, "two workers")
         pids = {line.split("pid=")[1] for line in log.read_text().splitlines() if "ready" in line}
         assert len(pids) == 2 and str(proc.pid) not in pids
         # 40 new connections: SO_REUSEPORT spreads them over both workers, which each count
@@ -178,7 +179,7 @@ async def test_single_worker_tls_drains(
     args = [sys.executable, "-m", "tests.gateway_proxy._apps", "serve", upstream_url, str(port)]
     args += ["1", "0", str(server_pem.cert), str(server_pem.key)]
     with _process(args, log, cwd=REPO) as proc:
-        await _wait_for(lambda: "ready" in log.read_text(), 20, "the worker")
+        await _wait_for(lambda: READY in log.read_text(), 20, "the worker")
         context = ssl.create_default_context(cafile=str(server_pem.cert))
         await _drain_check(
             proc,
@@ -204,7 +205,7 @@ async def test_uvloop_workers_behind_the_proxy_protocol_drain(
     args += ["2", "0", str(server_pem.cert), str(server_pem.key), "--uvloop", "--proxy-protocol"]
     context = ssl.create_default_context(cafile=str(server_pem.cert))
     with _process(args, log, cwd=REPO) as proc:
-        await _wait_for(lambda: log.read_text().count("ready") == 2, 20, "two workers")
+        await _wait_for(lambda: log.read_text().count(READY) == 2, 20, "two workers")
         for index in range(12):  # new connections: SO_REUSEPORT spreads them over both
             client = f"203.0.113.{index + 1}"
             response = await proxied_request(port, v2_header(client, 40000), context=context)
@@ -268,7 +269,9 @@ async def test_cli_gateway_serve_end_to_end(
     assert run_cli("db", "upgrade").code == 0
     init = run_cli("ca", "init")
     assert init.code == 0, init.err
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_port(), _free_port_pair()  # worker 1: metrics_port + 1
+    while metrics_port + 1 == port:
+        metrics_port = _free_port_pair()
     config = tmp_path / "brokergate.toml"
     config.write_text(
         f"""
@@ -292,7 +295,7 @@ level = "anonymous"
     env = {**cli_env, "BROKERGATE_CONFIG": str(config)}
     args = [sys.executable, "-m", "brokergate", "gateway", "serve", "--workers", "2"]
     with _process(args, log, cwd=tmp_path, env=env) as proc:
-        await _wait_for(lambda: log.read_text().count("ready") == 2, 30, "two workers")
+        await _wait_for(lambda: log.read_text().count(READY) == 2, 30, "two workers")
         context = ssl.create_default_context(cafile=str(server_pem.cert))
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
             async with client.get(f"https://127.0.0.1:{port}/healthz") as resp:
