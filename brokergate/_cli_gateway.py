@@ -48,6 +48,8 @@ def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
         options = ServeOptions(**{**options.__dict__, "event_loop": "uvloop"})
     settings = config.gateway
     mode = "TLS" if settings.terminator_format == "none" else f"behind {settings.terminator_format}"
+    if settings.proxy_protocol:
+        mode += ", PROXY protocol from trusted_proxies"
     print(
         f"brokergate gateway: {options.workers} worker(s) on {settings.host}:{settings.port}"
         f" ({mode}), upstream {settings.upstream_url}",

@@ -41,7 +41,9 @@ from typing import Literal
 from aiohttp import web
 
 from gateway._metrics import GatewayMetrics, metrics_app, start_metrics_listener
+from gateway._proxy_protocol import ProxyProtocolSite
 from gateway._settings import GatewaySettings
+from gateway._trusted import parse_networks
 
 log = logging.getLogger("gateway.serve")
 
@@ -71,12 +73,17 @@ class ServeOptions:
     metrics_port: int = 0  # 0: no metrics listener
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     ssl_read_buffer: int = SSL_READ_BUFFER
+    proxy_protocol: bool = False  # connections start with a PROXY header (_proxy_protocol)
+    trusted_proxies: tuple[str, ...] = ()  # who may send that header
+    proxy_protocol_timeout: float = 3.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         if self.shutdown_grace <= 0:
             raise ValueError("shutdown_grace must be positive")
+        if self.proxy_protocol and not self.trusted_proxies:
+            raise ValueError("proxy_protocol needs trusted_proxies")
 
     @classmethod
     def from_settings(
@@ -89,6 +96,9 @@ class ServeOptions:
             shutdown_grace=settings.shutdown_grace.total_seconds(),
             metrics_host=settings.metrics_host,
             metrics_port=settings.metrics_port,
+            proxy_protocol=settings.proxy_protocol,
+            trusted_proxies=settings.trusted_proxies,
+            proxy_protocol_timeout=settings.proxy_protocol_timeout.total_seconds(),
         )
 
 
@@ -153,14 +163,27 @@ async def _worker_main(
     await runner.setup()
     metrics_runner: web.AppRunner | None = None
     try:
-        site = web.TCPSite(
-            runner,
-            options.host,
-            options.port,
-            ssl_context=tls,
-            reuse_port=options.workers > 1,
-            backlog=LISTEN_BACKLOG,
-        )
+        site: web.BaseSite
+        if options.proxy_protocol:  # behind an L4 balancer: PROXY header, then TLS
+            site = ProxyProtocolSite(
+                runner,
+                options.host,
+                options.port,
+                ssl_context=tls,
+                trusted_proxies=parse_networks(options.trusted_proxies),
+                header_timeout=options.proxy_protocol_timeout,
+                reuse_port=options.workers > 1,
+                backlog=LISTEN_BACKLOG,
+            )
+        else:
+            site = web.TCPSite(
+                runner,
+                options.host,
+                options.port,
+                ssl_context=tls,
+                reuse_port=options.workers > 1,
+                backlog=LISTEN_BACKLOG,
+            )
         await site.start()
         if options.metrics_port:
             refresh = metrics_refresh(app, metrics) if metrics_refresh else None

@@ -104,6 +104,21 @@ class GatewaySettings:
             "X-SSL-Client-Cert for nginx/haproxy, X-Forwarded-Client-Cert for envoy)"
         },
     )
+    proxy_protocol: bool = field(
+        default=False,
+        metadata={
+            "help": "Every connection to the HTTPS listener starts with a PROXY protocol "
+            "header (v1 or v2, e.g. HAProxy send-proxy-v2) naming the client's address; "
+            "believed only from trusted_proxies, anything else is closed before TLS"
+        },
+    )
+    proxy_protocol_timeout: timedelta = field(
+        default=timedelta(seconds=3),
+        metadata={
+            "help": "With proxy_protocol: a connection whose PROXY header is not complete "
+            "within this time is closed"
+        },
+    )
     upstream_connect_timeout: timedelta = field(
         default=timedelta(seconds=5),
         metadata={"help": "Time to open a connection to the upstream before the 502 page"},
@@ -153,6 +168,19 @@ class GatewaySettings:
                 f"terminator_format = {self.terminator_format!r} needs trusted_proxies: the "
                 "addresses of the terminator whose certificate header may be believed"
             )
+        if self.proxy_protocol and not self.trusted_proxies:
+            raise ValueError(
+                "proxy_protocol = true needs trusted_proxies: the addresses of the load "
+                "balancers whose PROXY header may be believed (e.g. ['10.0.0.5/32'])"
+            )
+        if self.proxy_protocol and self.terminator_format != "none":
+            raise ValueError(
+                f"proxy_protocol = true is for an L4 balancer in front of the gateway's own "
+                f"TLS; with terminator_format = {self.terminator_format!r} the terminator "
+                "passes the client's address in X-Forwarded-For: set proxy_protocol = false"
+            )
+        if not timedelta(0) < self.proxy_protocol_timeout <= timedelta(seconds=60):
+            raise ValueError("proxy_protocol_timeout must be between 0s and 60s")
         if self.upstream_pool_size < 1:
             raise ValueError("upstream_pool_size must be at least 1")
         if not 1 <= self.workers <= 256:

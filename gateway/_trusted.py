@@ -1,7 +1,12 @@
 """Which peers are trusted proxies (terminators, load balancers) whose headers we believe.
 
 Shared by the reverse proxy (X-Forwarded-* chain) and terminator mode (client-certificate
-header). The peer is the TCP peer of the connection, never anything a header says.
+header). The peer is the connection's ``peername``, never anything an HTTP header says:
+the TCP peer, or, on a PROXY protocol listener (``gateway.proxy_protocol``), the client
+address that a balancer in ``trusted_proxies`` announced before TLS. In that case the
+balancer relayed TCP only and wrote none of the HTTP headers inside the end-to-end TLS,
+so they are judged by the client's address like those of a client connecting directly
+(gateway/_proxy_protocol.py explains why the balancer's address must not count here).
 """
 
 from __future__ import annotations
@@ -31,14 +36,9 @@ def parse_networks(networks: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(parsed)
 
 
-def peer_address(request: web.Request) -> IPAddress | None:
-    """The TCP peer's address (IPv4-mapped IPv6 unwrapped), or None for a unix socket."""
-    transport = request.transport
-    peername = transport.get_extra_info("peername") if transport is not None else None
-    if not isinstance(peername, tuple) or not peername:
-        return None
+def _address(text: str) -> IPAddress | None:
     try:
-        address = ipaddress.ip_address(peername[0])
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -47,8 +47,23 @@ def peer_address(request: web.Request) -> IPAddress | None:
     return address
 
 
+def peer_address(request: web.Request) -> IPAddress | None:
+    """The peer's address (IPv4-mapped IPv6 unwrapped), or None for a unix socket."""
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    if not isinstance(peername, tuple) or not peername:
+        return None
+    return _address(peername[0])
+
+
+def is_trusted_address(text: str, networks: Sequence[IPNetwork]) -> bool:
+    """True only if the address ``text`` (IPv4-mapped IPv6 unwrapped) lies in ``networks``."""
+    address = _address(text)
+    return address is not None and any(address in network for network in networks)
+
+
 def peer_text(request: web.Request) -> str | None:
-    """The TCP peer's address as text for X-Forwarded-For (IPv4-mapped IPv6 unwrapped).
+    """The peer's address as text for X-Forwarded-For (IPv4-mapped IPv6 unwrapped).
 
     String work only: this runs on every proxied request, and parsing into an
     ``ipaddress`` object costs more than the rest of the header rewrite.

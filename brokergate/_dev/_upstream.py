@@ -121,6 +121,9 @@ async def _show_identity(request: web.Request) -> web.Response:
         "brokergate demo portal (the upstream)",
         f"{request.method} {request.path_qs}",
         "",
+        # The client address the gateway saw (behind HAProxy with PROXY protocol too).
+        f"Client address (X-Forwarded-For): {request.headers.get('X-Forwarded-For', '-')}",
+        "",
         "Identity headers received:" if identity else "No identity headers received.",
         *(f"  {name}: {value}" for name, value in sorted(identity.items())),
         "",

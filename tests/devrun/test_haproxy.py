@@ -1,10 +1,14 @@
 """deploy/haproxy/haproxy.cfg, run as shipped (only the ADAPT lines changed) in front of a
-real gateway: the client certificate survives the L4 passthrough."""
+real gateway: the client certificate survives the L4 passthrough, and the gateway sees the
+client's own address through the PROXY protocol (``send-proxy-v2``)."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,8 +38,8 @@ def adapted(layout: DevLayout, *, listen: int, gateway: int) -> str:
                     "/etc/haproxy/brokergate-server-ca.pem", str(layout.server_ca_cert)
                 )
             elif stripped.startswith("server "):
-                name = stripped.split()[1]
-                line = f"    server {name} 127.0.0.1:{gateway}"
+                _, name, _address, *options = stripped.split()
+                line = f"    server {name} 127.0.0.1:{gateway} {' '.join(options)}"
             else:
                 raise AssertionError(f"unexpected ADAPT line: {line}")
         lines.append(line)
@@ -48,6 +52,23 @@ def test_only_marked_lines_are_site_specific() -> None:
     assert "mode http" not in text
     assert "ssl crt" not in text  # no certificate on HAProxy's own bind line
     assert sum("# ADAPT" in line for line in text.splitlines()) == 5
+    servers = [line for line in text.splitlines() if line.strip().startswith("server ")]
+    assert servers and all("send-proxy-v2" in line for line in servers)
+    assert "proxy_protocol = true" in text and "trusted_proxies" in text  # the gateways' side
+
+
+def behind_haproxy(layout: DevLayout, *, port: int) -> Path:
+    """The dev run's gateway configuration for a second gateway on ``port`` that expects
+    PROXY headers from HAProxy (which connects from 127.0.0.1), without /metrics."""
+    text = layout.config_file.read_text()
+    text = re.sub(r"(?m)^port = \d+$", f"port = {port}", text)
+    text = re.sub(r"(?m)^metrics_port = \d+$", "metrics_port = 0", text)
+    text = text.replace(
+        "[gateway]\n", '[gateway]\nproxy_protocol = true\ntrusted_proxies = ["127.0.0.1/32"]\n'
+    )
+    config = layout.data_dir / "gateway-behind-haproxy.toml"
+    config.write_text(text)
+    return config
 
 
 @pytest.fixture
@@ -77,33 +98,88 @@ def haproxy() -> Iterator[Callable[[Path], subprocess.Popen[bytes]]]:
             proc.stderr.close()
 
 
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[Callable[[Path, Path], subprocess.Popen[bytes]]]:
+    """``brokergate --config FILE gateway serve`` in the project folder, stopped after."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(project: Path, config: Path) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERGATE_")}
+        env["PYTHONPATH"] = str(REPO)
+        command = [sys.executable, "-m", "brokergate", "--config", str(config)]
+        with (tmp_path / "gateway-behind-haproxy.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [*command, "gateway", "serve"], cwd=project, env=env, stdout=log, stderr=log
+            )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 @pytest.mark.slow
 @needs_gateway_and_renewal
-def test_client_certificate_passes_through_haproxy(
+def test_client_certificate_and_address_pass_through_haproxy(
     tmp_path: Path,
     dev_run: Callable[[Path, DevPorts], DevRun],
     free_ports: Callable[[], DevPorts],
     haproxy: Callable[[Path], subprocess.Popen[bytes]],
+    gateway_process: Callable[[Path, Path], subprocess.Popen[bytes]],
 ) -> None:
     ports = free_ports()
     run = dev_run(tmp_path / "project", ports)
     run.wait_ready()
     _, password = run.demo_password()
-    listen = free_port()
+    # A second gateway on the dev run's store and upstream, behind HAProxy with the PROXY
+    # protocol (the dev run's own gateway answers the dev supervisor's plain checks).
+    gateway_port, listen = free_port(), free_port()
+    log = tmp_path / "gateway-behind-haproxy.log"
+    gateway = gateway_process(run.project, behind_haproxy(run.layout, port=gateway_port))
+    deadline = time.monotonic() + 60
+    while "worker 0 ready" not in (log.read_text() if log.exists() else ""):
+        assert gateway.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
     config = tmp_path / "haproxy.cfg"
-    config.write_text(adapted(run.layout, listen=listen, gateway=ports.gateway))
+    config.write_text(adapted(run.layout, listen=listen, gateway=gateway_port))
     proc = haproxy(config)
 
+    # The broker connects from 127.0.0.2; HAProxy connects to the gateway from 127.0.0.1.
+    broker = ("--interface", "127.0.0.2")
     deadline = time.monotonic() + 30
-    page = curl(run.layout, listen, *with_certificate(run.layout, password))
+    page = curl(run.layout, listen, *broker, *with_certificate(run.layout, password))
     while page.returncode != 0 and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         time.sleep(0.5)
-        page = curl(run.layout, listen, *with_certificate(run.layout, password))
+        page = curl(run.layout, listen, *broker, *with_certificate(run.layout, password))
     assert page.returncode == 0, page.stderr
     assert f"X-Brokergate-Email: {DEMO_BROKER.email}" in page.stdout
     assert "X-Brokergate-Method: certificate" in page.stdout
     assert "verified (ES256" in page.stdout
+    # The upstream is told the broker's address, not HAProxy's; a header the broker sends
+    # itself is not believed (HAProxy relays TCP only, it cannot vouch for HTTP headers).
+    assert "Client address (X-Forwarded-For): 127.0.0.2\n" in page.stdout, page.stdout
+    forged = curl(
+        run.layout,
+        listen,
+        *broker,
+        *with_certificate(run.layout, password),
+        *("-H", "X-Forwarded-For: 10.9.9.9"),
+    )
+    assert "Client address (X-Forwarded-For): 127.0.0.2\n" in forged.stdout, forged.stdout
     # Negative: through the same balancer, no certificate means no identity.
-    anonymous = curl(run.layout, listen)
+    anonymous = curl(run.layout, listen, *broker)
     assert "X-Brokergate-Email" not in anonymous.stdout
+    # SECURITY: a broker that skips the balancer gets no TLS from this gateway at all.
+    direct = curl(run.layout, gateway_port, *broker)
+    assert direct.returncode != 0
+    output = log.read_text()
+    assert "closed a connection from 127.0.0.2 before TLS" in output
+    # HAProxy's health checks (PROXY LOCAL) were accepted: no complaint about 127.0.0.1.
+    assert "closed a connection from 127.0.0.1" not in output

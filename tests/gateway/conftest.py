@@ -29,6 +29,8 @@ from ca import CertificateAuthority, load_trust_material
 from gateway import GatewaySettings, create_app, create_server_context
 from gateway._forwarder import ProxyForwarder
 from gateway._metrics import GatewayMetrics
+from gateway._proxy_protocol import ProxyProtocolSite
+from gateway._trusted import parse_networks
 from store import RevocationReason, User
 from tests.conftest import TEST_SECRET_KEY, password_mail_for
 
@@ -326,7 +328,18 @@ async def start_gateway(
         runner = web.AppRunner(app)
         await runner.setup()
         runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+        site: web.BaseSite
+        if settings.proxy_protocol:  # behind an L4 balancer, as gateway._serve does it
+            site = ProxyProtocolSite(
+                runner,
+                "127.0.0.1",
+                0,
+                ssl_context=tls,
+                trusted_proxies=parse_networks(settings.trusted_proxies),
+                header_timeout=settings.proxy_protocol_timeout.total_seconds(),
+            )
+        else:
+            site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return RunningGateway(url=f"https://127.0.0.1:{port}", app=app, runner=runner, tls=tls)

@@ -202,11 +202,17 @@ def settings_for(upstream_url: str, **overrides: object) -> GatewaySettings:
 
 
 def serve_minimal(argv: list[str]) -> int:
-    """``serve`` with the minimal gateway: UPSTREAM PORT WORKERS METRICS_PORT [CERT KEY]."""
+    """``serve`` with the minimal gateway: UPSTREAM PORT WORKERS METRICS_PORT [CERT KEY]
+    [--uvloop] [--proxy-protocol] (PROXY headers believed from 127.0.0.1)."""
+    flags = {arg for arg in argv if arg.startswith("--")}
+    argv = [arg for arg in argv if not arg.startswith("--")]
     upstream, port, workers, metrics_port = argv[:4]
     cert_key = argv[4:6]
+    trusted = ("127.0.0.1/32",) if "--proxy-protocol" in flags else ()
     # The drain tests keep a slow request in flight for several seconds.
-    settings = settings_for(upstream, upstream_read_timeout=timedelta(seconds=30))
+    settings = settings_for(
+        upstream, upstream_read_timeout=timedelta(seconds=30), trusted_proxies=trusted
+    )
 
     def tls() -> ssl.SSLContext | None:
         if not cert_key:
@@ -223,6 +229,9 @@ def serve_minimal(argv: list[str]) -> int:
         workers=int(workers),
         shutdown_grace=10,
         metrics_port=int(metrics_port),
+        event_loop="uvloop" if "--uvloop" in flags else "asyncio",
+        proxy_protocol="--proxy-protocol" in flags,
+        trusted_proxies=trusted,
     )
     return serve(
         options,

@@ -23,9 +23,16 @@ from tests.conftest import CliRunner
 from tests.gateway_proxy._apps import SLOW_STARTED, upstream_app
 from tests.gateway_proxy._certs import PemPair
 from tests.gateway_proxy._nginx import free_port
+from tests.gateway_proxy._proxy_client import (
+    ClosedBeforeTLS,
+    proxied_request,
+    v1_header,
+    v2_header,
+)
 from tests.gateway_proxy.conftest import start_site
 
 REPO = Path(__file__).resolve().parents[2]
+READY = " ready pid="  # a worker's start line ("ready" alone is also in "already in use")
 
 
 @pytest.fixture
@@ -131,7 +138,7 @@ async def test_two_workers_share_the_port_and_drain(
     log = tmp_path / "serve.log"
     args = [sys.executable, "-m", "tests.gateway_proxy._apps", "serve", upstream_url, str(port)]
     with _process([*args, "2", str(metrics_port)], log, cwd=REPO) as proc:
-        await _wait_for(lambda: log.read_text().count("ready") == 2, 20, "two workers")
+        await _wait_for(lambda: log.read_text().count(READY) == 2, 20, "two workers")
         pids = {line.split("pid=")[1] for line in log.read_text().splitlines() if "ready" in line}
         assert len(pids) == 2 and str(proc.pid) not in pids
         # 40 new connections: SO_REUSEPORT spreads them over both workers, which each count
@@ -172,7 +179,7 @@ async def test_single_worker_tls_drains(
     args = [sys.executable, "-m", "tests.gateway_proxy._apps", "serve", upstream_url, str(port)]
     args += ["1", "0", str(server_pem.cert), str(server_pem.key)]
     with _process(args, log, cwd=REPO) as proc:
-        await _wait_for(lambda: "ready" in log.read_text(), 20, "the worker")
+        await _wait_for(lambda: READY in log.read_text(), 20, "the worker")
         context = ssl.create_default_context(cafile=str(server_pem.cert))
         await _drain_check(
             proc,
@@ -183,6 +190,48 @@ async def test_single_worker_tls_drains(
             workers=1,
             ssl_context=context,
         )
+
+
+async def test_uvloop_workers_behind_the_proxy_protocol_drain(
+    upstream: tuple[str, web.Application], tmp_path: Path, server_pem: PemPair
+) -> None:
+    """``proxy_protocol`` with two uvloop workers: each client's address reaches the
+    upstream whichever worker takes it, a client without a header is closed before TLS,
+    and SIGTERM still drains a request in flight."""
+    upstream_url, app = upstream
+    port = free_port()
+    log = tmp_path / "serve.log"
+    args = [sys.executable, "-m", "tests.gateway_proxy._apps", "serve", upstream_url, str(port)]
+    args += ["2", "0", str(server_pem.cert), str(server_pem.key), "--uvloop", "--proxy-protocol"]
+    context = ssl.create_default_context(cafile=str(server_pem.cert))
+    with _process(args, log, cwd=REPO) as proc:
+        await _wait_for(lambda: log.read_text().count(READY) == 2, 20, "two workers")
+        for index in range(12):  # new connections: SO_REUSEPORT spreads them over both
+            client = f"203.0.113.{index + 1}"
+            response = await proxied_request(port, v2_header(client, 40000), context=context)
+            assert response.echoed()["x-forwarded-for"] == [client]
+        with pytest.raises(ClosedBeforeTLS):
+            await proxied_request(port, b"", context=context, coalesce=False)
+        started = len(app[SLOW_STARTED])
+        in_flight = asyncio.create_task(
+            proxied_request(
+                port, v1_header("198.51.100.1", 1), context=context, target="/slow?delay=6"
+            )
+        )
+        await _wait_for(lambda: len(app[SLOW_STARTED]) > started, 10, "the slow request")
+        proc.send_signal(signal.SIGTERM)
+        await _wait_for(lambda: log.read_text().count("draining") == 2, 10, "both draining")
+        await _wait_for(lambda: _refused(port), 4, "the port to stop accepting")
+        assert not in_flight.done()
+        response = await asyncio.wait_for(in_flight, 15)
+        assert response.status == 200 and response.body == b"slow done"
+        for _ in range(200):
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+    output = log.read_text()
+    assert proc.returncode == 0, output
+    assert output.count("stopped") == 2 and "Traceback" not in output
 
 
 def test_ssl_read_buffer_limit() -> None:
@@ -220,7 +269,9 @@ async def test_cli_gateway_serve_end_to_end(
     assert run_cli("db", "upgrade").code == 0
     init = run_cli("ca", "init")
     assert init.code == 0, init.err
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_port(), _free_port_pair()  # worker 1: metrics_port + 1
+    while metrics_port + 1 == port:
+        metrics_port = _free_port_pair()
     config = tmp_path / "brokergate.toml"
     config.write_text(
         f"""
@@ -244,7 +295,7 @@ level = "anonymous"
     env = {**cli_env, "BROKERGATE_CONFIG": str(config)}
     args = [sys.executable, "-m", "brokergate", "gateway", "serve", "--workers", "2"]
     with _process(args, log, cwd=tmp_path, env=env) as proc:
-        await _wait_for(lambda: log.read_text().count("ready") == 2, 30, "two workers")
+        await _wait_for(lambda: log.read_text().count(READY) == 2, 30, "two workers")
         context = ssl.create_default_context(cafile=str(server_pem.cert))
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
             async with client.get(f"https://127.0.0.1:{port}/healthz") as resp:
