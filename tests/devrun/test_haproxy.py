@@ -71,6 +71,19 @@ def behind_haproxy(layout: DevLayout, *, port: int) -> Path:
     return config
 
 
+def _stop(procs: list[subprocess.Popen[bytes]], *, grace: float) -> None:
+    """SIGTERM each process, SIGKILL after ``grace`` seconds; close any stderr pipe."""
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
 @pytest.fixture
 def haproxy() -> Iterator[Callable[[Path], subprocess.Popen[bytes]]]:
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -87,15 +100,7 @@ def haproxy() -> Iterator[Callable[[Path], subprocess.Popen[bytes]]]:
         return proc
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+    _stop(procs, grace=10)
 
 
 @pytest.fixture
@@ -115,13 +120,7 @@ def gateway_process(tmp_path: Path) -> Iterator[Callable[[Path, Path], subproces
         return proc
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    _stop(procs, grace=15)
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from gateway import SESSIONS
 from store import Level, User, UserStatus, WebSession, transaction
 from tests.gateway.conftest import Brokers, ServerTLS
-from tests.gateway.helpers import client_context, raw_request
+from tests.gateway.helpers import RawResponse, client_context, raw_request
 
 UpstreamCloses = asyncio.Queue[int | None]
 UPSTREAM_CLOSES = web.AppKey("upstream_closes", UpstreamCloses)
@@ -130,6 +130,21 @@ async def _password_session(gw: Any, brokers: Brokers, clock: Any, **kw: Any) ->
     )
 
 
+async def _post_as(session: Any, url: str, path: str, server_tls: ServerTLS) -> RawResponse:
+    """A form POST (with its CSRF token) to the gateway's own page at ``path`` as ``session``."""
+    return await raw_request(
+        url,
+        path,
+        method="POST",
+        context=client_context(server_tls.ca),
+        headers=[
+            ("Cookie", f"__Host-brokergate={session.cookie}"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        body=urlencode({"csrf": session.state.csrf_token}).encode(),
+    )
+
+
 async def test_revoking_the_certificate_closes_its_websocket_within_5s(
     brokers: Brokers,
     start_gateway: Any,
@@ -182,17 +197,7 @@ async def test_logout_from_another_request_closes_the_websocket(
     new = await _password_session(gw, brokers, clock)
     ws = await _open(client, gw.url, client_context(server_tls.ca), cookie=new.cookie)
     await _echo(ws, "before")
-    logout = await raw_request(
-        gw.url,
-        "/_gateway/logout",
-        method="POST",
-        context=client_context(server_tls.ca),
-        headers=[
-            ("Cookie", f"__Host-brokergate={new.cookie}"),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        body=urlencode({"csrf": new.state.csrf_token}).encode(),
-    )
+    logout = await _post_as(new, gw.url, "/_gateway/logout", server_tls)
     assert logout.status == 200
     message, seconds = await _closed_by_gateway(ws, within=5)
     _assert_policy_close(message, "session ended")
@@ -369,17 +374,7 @@ async def test_logout_everywhere_and_revocation_on_one_replica_close_sockets_on_
     await _echo(by_password, "one")
     await _echo(by_certificate, "two")
 
-    everywhere = await raw_request(
-        a.url,
-        "/_gateway/logout-everywhere",
-        method="POST",
-        context=client_context(server_tls.ca),
-        headers=[
-            ("Cookie", f"__Host-brokergate={new.cookie}"),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        body=urlencode({"csrf": new.state.csrf_token}).encode(),
-    )
+    everywhere = await _post_as(new, a.url, "/_gateway/logout-everywhere", server_tls)
     assert everywhere.status == 200
     message, seconds = await _closed_by_gateway(by_password, within=6)
     _assert_policy_close(message, "session ended")
