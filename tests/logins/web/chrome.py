@@ -5,7 +5,7 @@ the driver through :meth:`Chrome.run` (a worker thread) and never block the loop
 
 The browser test modules share their marks (:data:`BROWSER_TEST_MARKS`) and the few steps
 every flow starts with (:func:`password_login`, :func:`upstream_json`); the ``chromes`` and
-``screenshots`` fixtures are in this folder's conftest.
+``screenshots`` fixtures are in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from cryptography.x509.oid import NameOID
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.virtual_authenticator import VirtualAuthenticatorOptions
 from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy.orm import Session, sessionmaker
 
+from ca import load_trust_material
 from tests.logins.web.test_password_pages import PASSWORD
 
 T = TypeVar("T")
@@ -207,6 +210,14 @@ class Chrome:
         if not self._closed:
             self._closed = True
             self.driver.quit()
+
+
+def issuing_ca_cn(sessions: sessionmaker[Session]) -> str:
+    """The CN of the active issuing CA: the auto-select rule's filter (docs/broker-guide.md)."""
+    with sessions() as session:
+        issuing = list(load_trust_material(session).issuing_by_generation.values())
+    (cn,) = issuing[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cn.value)
 
 
 def start_chrome(

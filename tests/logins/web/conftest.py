@@ -5,12 +5,10 @@ The gateway's clock is the ``clock`` fixture; tests move it instead of sleeping.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import os
 import re
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,6 @@ from gateway._metrics import GatewayMetrics
 from store import OUTBOX_PURPOSE, Level, Sealer
 from tests.conftest import TEST_SECRET_KEY
 from tests.gateway.conftest import ServerTLS, make_server_tls
-from tests.logins.web.chrome import Chrome
 
 ROUTES = (
     RouteRule(prefix="/public", level=Level.ANONYMOUS),
@@ -294,27 +291,3 @@ def mailbox(sessions: sessionmaker[Session], clock: Any) -> Any:
     )
     yield Mailbox(server=server, deliver_once=delivery.deliver_due)
     server.stop()
-
-
-# --- headless Chromium (the browser tests)
-
-# Screenshots of the browser tests go to $BROKERGATE_SCREENSHOT_DIR (to look at them), else
-# into the test's temporary folder.
-SHOTS_ENV = "BROKERGATE_SCREENSHOT_DIR"
-
-
-@pytest.fixture
-def chromes() -> Iterator[list[Chrome]]:
-    """The browsers a test started (append them); each is quit at the end of the test."""
-    started: list[Chrome] = []
-    yield started
-    for chrome in started:
-        chrome.close()
-
-
-@pytest.fixture
-async def screenshots(tmp_path: Path) -> Path:
-    """Where a browser test saves its screenshots (the folder exists)."""
-    shots = Path(os.environ.get(SHOTS_ENV) or tmp_path)
-    await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
-    return shots

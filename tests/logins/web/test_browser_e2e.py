@@ -16,12 +16,12 @@ import pytest
 from selenium.webdriver.common.by import By
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca import load_trust_material
 from tests.conftest import FakeClock
 from tests.logins.web.chrome import (
     BROWSER_TEST_MARKS,
     Chrome,
     import_p12,
+    issuing_ca_cn,
     list_user_certs,
     nss_db,
     password_login,
@@ -77,12 +77,9 @@ async def test_download_import_with_pk12util_then_sso_without_prompt(
         import_p12(db, p12, "not the password")
     import_p12(db, p12, password)
     assert "Anna Muster" in list_user_certs(db)
-    with sessions() as s:
-        issuing_cn = next(
-            iter(load_trust_material(s).issuing_by_generation.values())
-        ).subject.rfc4514_string()
-    cn = re.search(r"CN=([^,]+)", issuing_cn).group(1)  # type: ignore[union-attr]
-    second = start_chrome(home=second_home, base=gw.url, auto_select_issuer_cn=cn)
+    second = start_chrome(
+        home=second_home, base=gw.url, auto_select_issuer_cn=issuing_ca_cn(sessions)
+    )
     chromes.append(second)
     page = await second.open("/vertrag")  # a strong route, straight through: no page, no prompt
     headers = upstream_json(page)["headers"]
