@@ -7,6 +7,7 @@ summary; under CI (CI=true) an unreachable server is an error, not a skip.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
@@ -34,6 +36,9 @@ from store import (
     transaction,
     upgrade,
 )
+
+if TYPE_CHECKING:  # selenium is imported by the browser tests only
+    from tests.logins.web.chrome import Chrome
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get(
@@ -273,3 +278,27 @@ def password_mail_for(sessions: sessionmaker[Session], serial: str) -> str:
                 sealer = Sealer(secret=TEST_SECRET_KEY, purpose=OUTBOX_PURPOSE)
                 return open_mail_secrets(row, sealer)["password"]
     raise AssertionError(f"no password mail queued for {serial}")
+
+
+# --- headless Chromium (the browser tests; the driver helpers are tests/logins/web/chrome.py)
+
+# Screenshots of the browser tests go to $BROKERGATE_SCREENSHOT_DIR (to look at them), else
+# into the test's temporary folder.
+SHOTS_ENV = "BROKERGATE_SCREENSHOT_DIR"
+
+
+@pytest.fixture
+def chromes() -> Iterator[list[Chrome]]:
+    """The browsers a test started (append them); each is quit at the end of the test."""
+    started: list[Chrome] = []
+    yield started
+    for chrome in started:
+        chrome.close()
+
+
+@pytest.fixture
+async def screenshots(tmp_path: Path) -> Path:
+    """Where a browser test saves its screenshots (the folder exists)."""
+    shots = Path(os.environ.get(SHOTS_ENV) or tmp_path)
+    await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
+    return shots

@@ -334,6 +334,13 @@ def account_nav() -> Markup:
     return _NAV.get() or Markup("")
 
 
+def drop_account_nav() -> None:
+    """The handler ended the broker's session (the middleware computed the menu and banner
+    before): the page it answers with offers neither "My account" nor the expiry banner."""
+    _NAV.set(None)
+    _BANNER.set(None)
+
+
 def ca_authority_factory(
     *, ca_settings: Any, secret_key: bytes, clock: Callable[[], datetime]
 ) -> Callable[[sessionmaker[Session]], Authority] | None:

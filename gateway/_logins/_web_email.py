@@ -26,6 +26,7 @@ from gateway._logins._web import (
     P,
     client_addr,
     ctx,
+    drop_account_nav,
     ensure_session,
     error_text,
     factory,
@@ -123,6 +124,7 @@ async def confirm_submit(request: web.Request) -> web.StreamResponse:
     if state.session is not None and state.session.user_id == changed.user_id:
         # SECURITY: this browser's session of the user ended with the others; drop its cookie.
         state.session, state.identity, state.new_cookie, state.clear_cookie = None, None, None, True
+        drop_account_nav()  # "Mein Konto / Abmelden" would contradict "you were logged out"
     context: dict[str, Any] = {"new_email": changed.new_email}
     return show(request, "email_change_done.html", context)
 

@@ -1,4 +1,5 @@
-"""Client helpers for the gateway tests: raw HTTP over real TLS (no client-side path cleaning)."""
+"""Helpers of the gateway tests: raw HTTP over real TLS (no client-side path cleaning), and a
+real upstream with a WebSocket echo that records how its leg ended."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
+
+from aiohttp import WSMsgType, web
 
 from tests.gateway.conftest import ClientCert
 
@@ -127,3 +131,56 @@ async def run_tool(*args: str, stdin: bytes = b"", limit: float = 30) -> tuple[i
     out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
     assert proc.returncode is not None
     return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+# --- an upstream with a WebSocket echo (the WebSocket guard's tests, in aiohttp and Chromium)
+
+UpstreamCloses = asyncio.Queue[int | None]
+UPSTREAM_CLOSES = web.AppKey("upstream_closes", UpstreamCloses)
+
+
+async def _ws_echo(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    await ws.send_str(json.dumps({"level": request.headers.get("X-Brokergate-Level")}))
+    async for message in ws:
+        if message.type is WSMsgType.TEXT:
+            await ws.send_str("echo:" + message.data)
+    request.app[UPSTREAM_CLOSES].put_nowait(ws.close_code)  # how the gateway ended our leg
+    return ws
+
+
+async def _json_echo(request: web.Request) -> web.Response:
+    return web.json_response({"path": request.raw_path, "headers": list(request.headers.items())})
+
+
+@asynccontextmanager
+async def websocket_upstream(
+    closes: UpstreamCloses, *, pages: Mapping[str, str] | None = None
+) -> AsyncIterator[str]:
+    """A real upstream on 127.0.0.1 (yields its URL): a WebSocket echo at ``/ws`` and
+    ``/feed/ws`` (it first sends ``{"level": …}`` as the gateway told it, then echoes
+    ``echo:<text>``, and puts its close code into ``closes`` when its leg ends), the HTML
+    ``pages`` (path → document), and a JSON echo of path and headers everywhere else."""
+    app = web.Application()
+    app[UPSTREAM_CLOSES] = closes
+    app.router.add_get("/ws", _ws_echo)
+    app.router.add_get("/feed/ws", _ws_echo)  # an inactivity-exempt path in one test
+    for path, html in (pages or {}).items():
+        app.router.add_get(path, _page(html))
+    app.router.add_route("*", "/{tail:.*}", _json_echo)  # last: the router matches in order
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def _page(html: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(text=html, content_type="text/html", charset="utf-8")
+
+    return handler

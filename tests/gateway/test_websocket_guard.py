@@ -17,31 +17,19 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 from sqlalchemy import select
 
 from gateway import SESSIONS
 from store import Level, User, UserStatus, WebSession, transaction
 from tests.gateway.conftest import Brokers, ServerTLS
-from tests.gateway.helpers import RawResponse, client_context, raw_request
-
-UpstreamCloses = asyncio.Queue[int | None]
-UPSTREAM_CLOSES = web.AppKey("upstream_closes", UpstreamCloses)
-
-
-async def _ws_echo(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse()
-    await ws.prepare(request)
-    await ws.send_str(json.dumps({"level": request.headers.get("X-Brokergate-Level")}))
-    async for message in ws:
-        if message.type is WSMsgType.TEXT:
-            await ws.send_str("echo:" + message.data)
-    request.app[UPSTREAM_CLOSES].put_nowait(ws.close_code)  # how the gateway ended our leg
-    return ws
-
-
-async def _json_echo(request: web.Request) -> web.Response:
-    return web.json_response({"path": request.raw_path, "headers": list(request.headers.items())})
+from tests.gateway.helpers import (
+    RawResponse,
+    UpstreamCloses,
+    client_context,
+    raw_request,
+    websocket_upstream,
+)
 
 
 @pytest.fixture
@@ -52,17 +40,8 @@ def upstream_closes() -> UpstreamCloses:
 @pytest.fixture
 async def upstream(upstream_closes: UpstreamCloses) -> AsyncIterator[str]:
     """Overrides the gateway tests' echo upstream: the same, plus a WebSocket echo at /ws…"""
-    app = web.Application()
-    app[UPSTREAM_CLOSES] = upstream_closes
-    app.router.add_get("/ws", _ws_echo)
-    app.router.add_get("/feed/ws", _ws_echo)  # an inactivity-exempt path in one test
-    app.router.add_route("*", "/{tail:.*}", _json_echo)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with websocket_upstream(upstream_closes) as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,28 +2,47 @@
 
 Every WebDriver call blocks; the gateway runs on the test's event loop, so the tests call
 the driver through :meth:`Chrome.run` (a worker thread) and never block the loop.
+
+The browser test modules share their marks (:data:`BROWSER_TEST_MARKS`) and the few steps
+every flow starts with (:func:`password_login`, :func:`upstream_json`); the ``chromes`` and
+``screenshots`` fixtures are in tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+from cryptography.x509.oid import NameOID
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.virtual_authenticator import VirtualAuthenticatorOptions
 from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy.orm import Session, sessionmaker
+
+from ca import load_trust_material
+from tests.logins.web.test_password_pages import PASSWORD
 
 T = TypeVar("T")
 CHROMIUM = "/usr/lib/chromium/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 COMMAND_TIMEOUT = 30  # seconds for any single browser command
+BROWSER_TEST_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+    # SQLite only: the store is covered on both backends elsewhere; the browser is the point.
+    pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
+]
 
 
 def nss_db(home: Path, server_ca: Path) -> Path:
@@ -98,6 +117,10 @@ class Chrome:
     async def source(self) -> str:
         return await self.run(lambda: self.driver.page_source)
 
+    async def visible_text(self) -> str:
+        """What the broker reads: the rendered text of the page (no markup, no hidden parts)."""
+        return await self.run(lambda: self.driver.find_element(By.TAG_NAME, "body").text)
+
     async def fill(self, field_id: str, value: str) -> None:
         def do() -> None:
             element = self.driver.find_element(By.ID, field_id)
@@ -133,6 +156,14 @@ class Chrome:
     async def click_download(self, css: str) -> None:
         """Click a button whose answer is a file: the page itself stays."""
         await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
+
+    async def scroll_to(self, element_id: str) -> None:
+        """Bring an element to the top of the window (for the screenshot of a long page)."""
+        await self.run(
+            self.driver.execute_script,
+            "document.getElementById(arguments[0]).scrollIntoView()",
+            element_id,
+        )
 
     async def url(self) -> str:
         return await self.run(lambda: self.driver.current_url)
@@ -181,6 +212,14 @@ class Chrome:
             self.driver.quit()
 
 
+def issuing_ca_cn(sessions: sessionmaker[Session]) -> str:
+    """The CN of the active issuing CA: the auto-select rule's filter (docs/broker-guide.md)."""
+    with sessions() as session:
+        issuing = list(load_trust_material(session).issuing_by_generation.values())
+    (cn,) = issuing[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cn.value)
+
+
 def start_chrome(
     *, home: Path, base: str, auto_select_issuer_cn: str | None = None, language: str = "de"
 ) -> Chrome:
@@ -221,3 +260,21 @@ def start_chrome(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )
     return Chrome(driver=driver, home=home, downloads=downloads, base=base)
+
+
+def upstream_json(page: str) -> dict[str, Any]:
+    """The echo upstream's answer (path and the headers it received) from the page source."""
+    match = re.search(r"\{.*\}", page, re.S)
+    assert match, page[:500]
+    text = re.sub(r"<[^>]+>", "", match.group(0))
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+async def password_login(
+    chrome: Chrome, email: str, next_path: str, password: str = PASSWORD
+) -> str:
+    """Type email and password into the password login page; returns the next page."""
+    await chrome.open(f"/_gateway/login/password?next={next_path}")
+    await chrome.fill("f-identifier", email)
+    await chrome.fill("f-password", password)
+    return await chrome.click("form button[type=submit]")

@@ -6,11 +6,7 @@ event loop; every WebDriver call goes through a worker thread with a timeout.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,43 +16,21 @@ import pytest
 from selenium.webdriver.common.by import By
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca import load_trust_material
 from tests.conftest import FakeClock
-from tests.logins.web.chrome import Chrome, import_p12, list_user_certs, nss_db, start_chrome
-from tests.logins.web.test_password_pages import PASSWORD, set_password
+from tests.logins.web.chrome import (
+    BROWSER_TEST_MARKS,
+    Chrome,
+    import_p12,
+    issuing_ca_cn,
+    list_user_certs,
+    nss_db,
+    password_login,
+    start_chrome,
+    upstream_json,
+)
+from tests.logins.web.test_password_pages import set_password
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
-# Screenshots of the login and account pages go to $BROKERGATE_SCREENSHOT_DIR (to look at
-# them), else into the test's temporary folder.
-SHOTS_ENV = "BROKERGATE_SCREENSHOT_DIR"
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> Iterator[str]:
-    """SQLite only: the store is covered on both backends elsewhere; the browser is the point."""
-    yield f"sqlite:///{tmp_path / 'brokergate.db'}"
-
-
-@pytest.fixture
-def chromes() -> Iterator[list[Chrome]]:
-    started: list[Chrome] = []
-    yield started
-    for chrome in started:
-        chrome.close()
-
-
-def upstream_json(page: str) -> dict[str, Any]:
-    match = re.search(r"\{.*\}", page, re.S)
-    assert match, page[:500]
-    text = re.sub(r"<[^>]+>", "", match.group(0))
-    return json.loads(text)  # type: ignore[no-any-return]
-
-
-async def password_login(chrome: Chrome, email: str, next_path: str) -> str:
-    await chrome.open(f"/_gateway/login/password?next={next_path}")
-    await chrome.fill("f-identifier", email)
-    await chrome.fill("f-password", PASSWORD)
-    return await chrome.click("form button[type=submit]")
+pytestmark = BROWSER_TEST_MARKS
 
 
 async def test_download_import_with_pk12util_then_sso_without_prompt(
@@ -65,6 +39,7 @@ async def test_download_import_with_pk12util_then_sso_without_prompt(
     sessions: sessionmaker[Session],
     mailbox: Any,
     chromes: list[Chrome],
+    screenshots: Path,
     tmp_path: Path,
     clock: FakeClock,
 ) -> None:
@@ -77,9 +52,7 @@ async def test_download_import_with_pk12util_then_sso_without_prompt(
 
     page = await first.open("/antrag")
     assert "Anmelden" in page and "Vermittlernummer und E-Mail (TAN)" in page
-    shots = Path(os.environ.get(SHOTS_ENV) or tmp_path)
-    await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
-    await first.screenshot(shots / "login.png")
+    await first.screenshot(screenshots / "login.png")
     page = await password_login(first, "anna@example.org", "/antrag")
     assert "Zwei-Faktor-Authentifizierung aktivieren" in page and "Nicht jetzt" in page
     page = await first.click("button[value=not_now]")
@@ -87,9 +60,9 @@ async def test_download_import_with_pk12util_then_sso_without_prompt(
 
     page = await first.open("/_gateway/account")
     assert "Mein Konto" in page and "Zertifikat herunterladen" in page
-    await first.screenshot(shots / "account.png")
-    assert (shots / "login.png").stat().st_size > 5000 and (
-        shots / "account.png"
+    await first.screenshot(screenshots / "account.png")
+    assert (screenshots / "login.png").stat().st_size > 5000 and (
+        screenshots / "account.png"
     ).stat().st_size > 5000
     await first.click_download("form[action$='/certificate/download'] button")
     p12 = await first.wait_for_download(".p12")
@@ -104,12 +77,9 @@ async def test_download_import_with_pk12util_then_sso_without_prompt(
         import_p12(db, p12, "not the password")
     import_p12(db, p12, password)
     assert "Anna Muster" in list_user_certs(db)
-    with sessions() as s:
-        issuing_cn = next(
-            iter(load_trust_material(s).issuing_by_generation.values())
-        ).subject.rfc4514_string()
-    cn = re.search(r"CN=([^,]+)", issuing_cn).group(1)  # type: ignore[union-attr]
-    second = start_chrome(home=second_home, base=gw.url, auto_select_issuer_cn=cn)
+    second = start_chrome(
+        home=second_home, base=gw.url, auto_select_issuer_cn=issuing_ca_cn(sessions)
+    )
     chromes.append(second)
     page = await second.open("/vertrag")  # a strong route, straight through: no page, no prompt
     headers = upstream_json(page)["headers"]
