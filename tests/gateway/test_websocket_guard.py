@@ -102,6 +102,17 @@ def _assert_policy_close(message: aiohttp.WSMessage, reason: str) -> None:
     assert message.extra == reason, message
 
 
+async def _both_legs_closed(
+    ws: aiohttp.ClientWebSocketResponse, reason: str, upstream_closes: UpstreamCloses
+) -> None:
+    """The gateway closed the browser's leg with 1008 and ``reason`` in under 5 s, and the
+    upstream's leg with 1008 too."""
+    message, seconds = await _closed_by_gateway(ws, within=5)
+    _assert_policy_close(message, reason)
+    assert seconds < 5.0
+    assert await asyncio.wait_for(upstream_closes.get(), 5) == 1008
+
+
 async def _password_session(gw: Any, brokers: Brokers, clock: Any, **kw: Any) -> Any:
     user = brokers.user(email=kw.pop("email", "ws@example.org"))
     return gw.app[SESSIONS].start(
@@ -178,10 +189,7 @@ async def test_logout_from_another_request_closes_the_websocket(
     await _echo(ws, "before")
     logout = await _post_as(new, gw.url, "/_gateway/logout", server_tls)
     assert logout.status == 200
-    message, seconds = await _closed_by_gateway(ws, within=5)
-    _assert_policy_close(message, "session ended")
-    assert seconds < 5.0
-    assert await asyncio.wait_for(upstream_closes.get(), 5) == 1008
+    await _both_legs_closed(ws, "session ended", upstream_closes)
 
 
 async def test_disabling_the_user_closes_the_websocket(
@@ -200,10 +208,7 @@ async def test_disabling_the_user_closes_the_websocket(
         user = db.get(User, new.state.user_id)
         assert user is not None
         user.status = UserStatus.DISABLED
-    message, seconds = await _closed_by_gateway(ws, within=5)
-    _assert_policy_close(message, "account disabled")
-    assert seconds < 5.0
-    assert await asyncio.wait_for(upstream_closes.get(), 5) == 1008
+    await _both_legs_closed(ws, "account disabled", upstream_closes)
 
 
 async def test_absolute_expiry_closes_the_websocket(
