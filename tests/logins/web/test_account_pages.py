@@ -70,8 +70,12 @@ async def test_download_then_certificate_login_and_superseding(
     assert status == 200 and "Mein Konto" in body and "Zertifikat herunterladen" in body
     assert "Aktueller Benutzer" in body  # Windows import steps
     assert "Dies ist Ihre erste Anmeldung." in body
+    # No certificate yet: nothing to warn about in the email section.
+    assert "Ihr Zertifikat enthält Ihre E-Mail-Adresse" not in body
     status, data, response = await download(b)
     assert status == 200
+    _status, body = await b.get("/_gateway/account")
+    assert "Ihr Zertifikat enthält Ihre E-Mail-Adresse" in body  # now there is one
     assert response.headers["Content-Type"] == "application/x-pkcs12"
     assert re.fullmatch(
         r'attachment; filename="broker-certificate-60-123-4567-\d{4}-\d{2}-\d{2}\.p12"',

@@ -14,6 +14,7 @@ from typing import Any
 import pyotp
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca import CertificateAuthority
 from tests.conftest import FakeClock
 from tests.logins.web.chrome import (
     BROWSER_TEST_MARKS,
@@ -52,6 +53,7 @@ async def readable(chrome: Chrome, shot: Path) -> str:
 
 async def test_email_change_with_the_mailed_link_logs_out_the_other_browser(
     gateway: Any,
+    authority: CertificateAuthority,
     make_user: Any,
     sessions: sessionmaker[Session],
     mailbox: Any,
@@ -63,6 +65,9 @@ async def test_email_change_with_the_mailed_link_logs_out_the_other_browser(
     gw = await gateway()
     uid = make_user(email=OLD, name="Emil Wechsel").id
     set_password(sessions, uid)
+    # The broker holds a certificate (its SAN names OLD): the case every warning is about.
+    authority.issue_certificate(uid, "test")
+    await mailbox.deliver()  # its password mail went out long ago
     first = start_chrome(home=tmp_path / "first", base=gw.url)
     chromes.append(first)
     nss_db(first.home, gw.tls.ca)
