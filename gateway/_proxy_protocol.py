@@ -249,6 +249,7 @@ class ProxyProtocolServer(asyncio.AbstractServer):
         self._backlog = backlog
         self._admitting: set[asyncio.Task[None]] = set()
         self._serving = False
+        self._closed: asyncio.Future[None] = self._loop.create_future()
         for listener in self._sockets:
             listener.setblocking(False)
 
@@ -272,6 +273,8 @@ class ProxyProtocolServer(asyncio.AbstractServer):
     def close(self) -> None:
         """Stop accepting now (the listening sockets close), and drop connections that have
         not finished their header or handshake."""
+        if not self._closed.done():
+            self._closed.set_result(None)  # serve_forever returns
         if not self._serving:
             return
         self._serving = False
@@ -282,7 +285,13 @@ class ProxyProtocolServer(asyncio.AbstractServer):
             task.cancel()
 
     async def serve_forever(self) -> None:
-        raise NotImplementedError("aiohttp's runner serves it (ProxyProtocolSite)")
+        """Accept until :meth:`close` (asyncio.Server's contract; cancelling it closes the
+        server). aiohttp's runner only calls :meth:`start_serving`."""
+        await self.start_serving()
+        try:
+            await asyncio.shield(self._closed)
+        finally:
+            self.close()
 
     async def wait_closed(self) -> None:
         if self._admitting:

@@ -424,3 +424,29 @@ def test_proxy_protocol_needs_trusted_proxies() -> None:
     assert not ServeOptions.from_settings(GatewaySettings()).proxy_protocol
     with pytest.raises(ValueError, match="trusted_proxies"):
         ServeOptions(host="127.0.0.1", port=1, proxy_protocol=True)
+
+
+async def test_serve_forever_accepts_until_closed() -> None:
+    """asyncio.Server's contract, for callers other than aiohttp's runner."""
+    import socket
+
+    from gateway._proxy_protocol import ProxyProtocolServer
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = ProxyProtocolServer(
+        [listener],
+        protocol_factory=asyncio.Protocol,
+        ssl_context=None,
+        trusted_proxies=parse_networks(("127.0.0.1",)),
+        header_timeout=1.0,
+        backlog=8,
+    )
+    serving = asyncio.create_task(server.serve_forever())
+    for _ in range(100):  # bounded: start_serving runs on the next loop turn
+        if server.is_serving():
+            break
+        await asyncio.sleep(0.01)
+    assert server.is_serving() and not serving.done()
+    server.close()
+    await asyncio.wait_for(serving, 5)
+    assert not server.is_serving() and server.sockets == ()
