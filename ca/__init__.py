@@ -12,7 +12,7 @@ from ca._authority import (
     make_authority,
     normalise_serial,
 )
-from ca._builders import DIGITAL_SIGNATURE_ONLY, user_uri
+from ca._builders import CERTIFICATE_SIGNING, DIGITAL_SIGNATURE_ONLY, user_uri
 from ca._errors import (
     CAAlreadyInitialised,
     CAError,
@@ -36,6 +36,7 @@ from ca._trust import TrustMaterial, load_trust_material
 from ca._users import LOCALES, create_user, find_user, normalise_email, validate_broker_number
 
 __all__ = [
+    "CERTIFICATE_SIGNING",
     "DIGITAL_SIGNATURE_ONLY",
     "LOCALES",
     "PASSWORD_BITS",

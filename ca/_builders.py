@@ -38,6 +38,20 @@ DIGITAL_SIGNATURE_ONLY = x509.KeyUsage(
     decipher_only=False,
 )
 
+# keyUsage of every CA certificate we make (our roots and issuing CAs, the dev server CA):
+# it signs certificates and CRLs, nothing else.
+CERTIFICATE_SIGNING = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
 
 def _public(key: PrivateKey) -> PublicKey:
     return key.public_key()
@@ -57,20 +71,7 @@ def _ca_extensions(
 ) -> x509.CertificateBuilder:
     return (
         builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(CERTIFICATE_SIGNING, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
     )
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ca import DIGITAL_SIGNATURE_ONLY
+from ca import CERTIFICATE_SIGNING, DIGITAL_SIGNATURE_ONLY
 
 SERVER_CA_VALIDITY = timedelta(days=3650)  # a dev CA imported into a browser should not lapse
 # 397 days: the longest server certificate validity browsers accept (CA/B Forum, Apple).
@@ -117,20 +117,7 @@ def _build_ca(key: ec.EllipticCurvePrivateKey, now: datetime) -> x509.Certificat
         .not_valid_before(now - timedelta(minutes=5))  # tolerate small clock skew
         .not_valid_after(now + SERVER_CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(CERTIFICATE_SIGNING, critical=True)
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
