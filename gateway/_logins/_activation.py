@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway._logins._errors import ActivationInvalid, EnrolmentError, InvalidCredentials
 from gateway._logins._passwords import check_password, hash_password, validate_new_password
 from gateway._logins._settings import LoginSettings
-from gateway._logins._tokens import live_link_row, new_token, token_hash
+from gateway._logins._tokens import expire_open_links, live_link_row, new_token, token_hash
 from store import ActivationToken, Sealer, User, UserStatus, queue_mail, record_audit, transaction
 
 ACTIVATION_PATH = "/activate"  # under the gateway's reserved prefix; the token follows
@@ -61,11 +60,7 @@ def send_activation(
         raise EnrolmentError(f"{user.email} is disabled; enable the account first")
     if user.status == UserStatus.ACTIVE and user.password_hash is not None:
         raise EnrolmentError(f"{user.email} is already activated and has a password")
-    session.execute(
-        update(ActivationToken)
-        .where(ActivationToken.user_id == user_id, ActivationToken.used_at.is_(None))
-        .values(expires_at=now)
-    )
+    expire_open_links(session, ActivationToken, user_id, now)
     token = new_token()
     row = ActivationToken(
         user_id=user_id,

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import InvalidEmail, normalise_email
 from gateway._logins._errors import EmailChangeLinkInvalid, EmailChangeRejected
-from gateway._logins._tokens import live_link_row, new_token, token_hash
+from gateway._logins._tokens import expire_open_links, live_link_row, new_token, token_hash
 from store import EmailChangeToken, Sealer, User, queue_mail, record_audit, transaction
 
 EMAIL_CHANGE_PATH = "/account/email/confirm"  # under the reserved prefix; the token follows
@@ -91,11 +91,7 @@ def request_email_change(
             raise EmailChangeRejected("same")
         if _taken(session, address, user_id):
             raise EmailChangeRejected("taken")
-        session.execute(
-            update(EmailChangeToken)
-            .where(EmailChangeToken.user_id == user_id, EmailChangeToken.used_at.is_(None))
-            .values(expires_at=now)
-        )
+        expire_open_links(session, EmailChangeToken, user_id, now)
         token = new_token()
         row = EmailChangeToken(
             user_id=user_id,

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from store import ActivationToken, EmailChangeToken
@@ -58,6 +58,15 @@ def same(a: str, b: str) -> bool:
 
 
 LinkRow = TypeVar("LinkRow", ActivationToken, EmailChangeToken)
+
+
+def expire_open_links(session: Session, model: type[LinkRow], user_id: int, now: datetime) -> None:
+    """A new mailed link replaces the user's open ones of this kind: they expire ``now``."""
+    session.execute(
+        update(model)
+        .where(model.user_id == user_id, model.used_at.is_(None))
+        .values(expires_at=now)
+    )
 
 
 def live_link_row(
