@@ -44,12 +44,7 @@ class ProxyForwarder:
         self._upstream: Upstream | None = None
 
     async def pool_context(self, app: web.Application) -> AsyncIterator[None]:
-        self._upstream = make_upstream(
-            self._settings.upstream_url,
-            connect_timeout=self._settings.upstream_connect_timeout,
-            read_timeout=self._settings.upstream_read_timeout,
-            pool_size=self._settings.upstream_pool_size,
-        )
+        self._upstream = make_upstream(self._settings)
         try:
             yield
         finally:

@@ -80,7 +80,6 @@ class _Connection(asyncio.Protocol):
         self._loop = pool.loop
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
-        self.exchanges = 0
         self.dropped = False  # no longer counted in the pool's open connections
         self.request_sent = False  # the whole request went out (else the framing is unknown)
         self.keep_alive = False  # the finished answer allows another request on this connection
@@ -222,7 +221,6 @@ class _Connection(asyncio.Protocol):
         self.received_any = False
         self.request_sent = False
         self.keep_alive = False
-        self.exchanges += 1
         self._headers_waiter = self._loop.create_future()
         return self._headers_waiter
 
@@ -336,11 +334,6 @@ class UpstreamResponse:
     def content_length(self) -> int | None:
         value = self.headers.get("Content-Length")
         return int(value) if value is not None and value.isdigit() else None
-
-    @property
-    def body_complete(self) -> bool:
-        """The whole body has arrived already (a small page usually comes with its head)."""
-        return self._connection.complete
 
     async def read_chunk(self) -> bytes:
         """The next piece of the body, b"" at its end.

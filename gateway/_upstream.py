@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
@@ -38,7 +37,6 @@ class Upstream:
     host_header: str  # Host for requests that came without one (HTTP/1.0 clients)
     pool: UpstreamPool  # plain HTTP requests
     client: aiohttp.ClientSession  # WebSocket upgrades
-    timeout: aiohttp.ClientTimeout
 
     async def close(self) -> None:
         await self.pool.close()
@@ -48,14 +46,13 @@ class Upstream:
 UPSTREAM_KEY = web.AppKey("brokergate_upstream", Upstream)
 
 
-def make_upstream(
-    upstream_url: str,
-    *,
-    connect_timeout: timedelta,
-    read_timeout: timedelta,
-    pool_size: int,
-) -> Upstream:
-    """Open the pool (call inside a running event loop); the caller closes ``client``."""
+def make_upstream(settings: GatewaySettings) -> Upstream:
+    """Open the connections (call inside a running event loop); the caller awaits
+    :meth:`Upstream.close`."""
+    upstream_url = settings.upstream_url
+    connect_timeout = settings.upstream_connect_timeout
+    read_timeout = settings.upstream_read_timeout
+    pool_size = settings.upstream_pool_size
     base_url = URL(upstream_url)
     if base_url.scheme not in ("http", "https") or not base_url.host:
         raise ValueError(f"upstream_url {upstream_url!r} must be http(s)://host[:port][/prefix]")
@@ -100,7 +97,6 @@ def make_upstream(
         host_header=base_url.raw_authority,
         pool=pool,
         client=client,
-        timeout=timeout,
     )
 
 
@@ -110,12 +106,7 @@ def upstream_context(
     """A cleanup_ctx that opens the pool under ``app[UPSTREAM_KEY]`` and closes it on shutdown."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        upstream = make_upstream(
-            settings.upstream_url,
-            connect_timeout=settings.upstream_connect_timeout,
-            read_timeout=settings.upstream_read_timeout,
-            pool_size=settings.upstream_pool_size,
-        )
+        upstream = make_upstream(settings)
         app[UPSTREAM_KEY] = upstream
         try:
             yield
