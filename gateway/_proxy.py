@@ -159,9 +159,9 @@ async def _proxy_http(
     if "Host" not in headers:  # an HTTP/1.0 client sent none; HTTP/1.1 requires one
         headers["Host"] = upstream.host_header
     body: bytes | StreamReader | None = None
-    length = request.content_length
+    request_length = request.content_length
     if request.body_exists:
-        if length is not None and length <= SMALL_BODY:
+        if request_length is not None and request_length <= SMALL_BODY:
             # Known and small: read it so head and body go out in one write.
             body = await request.read()
         else:
@@ -174,7 +174,7 @@ async def _proxy_http(
             upstream.path_prefix + target,
             headers.items(),
             body=body,
-            content_length=length,
+            content_length=request_length,
         )
     except TimeoutError as exc:
         _observe(metrics, started, None)
@@ -184,10 +184,10 @@ async def _proxy_http(
         raise UpstreamUnavailable(f"{request.method} {target}: {exc}") from exc
     _observe(metrics, started, upstream_response.status)
     try:
-        length = upstream_response.content_length
+        answer_length = upstream_response.content_length
         if (
-            length is not None
-            and length <= SMALL_BODY
+            answer_length is not None
+            and answer_length <= SMALL_BODY
             and request.method != "HEAD"
             and upstream_response.status not in _NO_BODY_STATUSES
         ):
