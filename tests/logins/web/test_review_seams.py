@@ -19,6 +19,7 @@ from store import RevocationReason
 from tests.conftest import password_mail_for
 from tests.logins.web.test_account_pages import write_pem
 from tests.logins.web.test_password_pages import PASSWORD, login, set_password
+from tests.polling import async_wait_for
 
 
 def _with_cookies_of(source: Any, target: Any) -> Any:
@@ -90,11 +91,12 @@ async def test_password_reauth_does_not_unbind_a_certificate_session(
         follow=False,
     )
     authority.revoke(serial2, RevocationReason.KEY_COMPROMISE, "test")
-    for _ in range(50):
-        status, body = await laptop2.get("/vertrag")
-        if status != 200:
-            break
-        await asyncio.sleep(0.1)
+    status, body = await async_wait_for(
+        lambda: laptop2.get("/vertrag"),
+        until=lambda got: got[0] != 200,
+        timeout=10,
+        message="the revoked certificate still serves",
+    )
     assert status == 403, body
 
 
