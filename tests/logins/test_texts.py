@@ -12,7 +12,7 @@ import pytest
 from gateway import load_catalogs
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "gateway" / "templates" / "logins"
+TEMPLATES = ROOT / "gateway" / "web" / "templates" / "logins"
 KEY = re.compile(r"""t\(\s*["']((?:logins|error|banner)\.[a-z0-9_.\-]+)["']""")
 
 
@@ -53,13 +53,13 @@ def test_every_key_is_translated(language: str) -> None:
     ):
         assert f"logins.account.done.{notice}" in known
     assert {"logins.reauth.intro_basic", "logins.reauth.intro_strong"} <= known
-    ours = json.loads((ROOT / "gateway/web/locales" / language / "logins.json").read_text("utf-8"))
-    german = json.loads((ROOT / "gateway/web/locales/de/logins.json").read_text("utf-8"))
-    assert set(ours) == set(german)
-    for key, text in ours.items():  # same placeholders in every language
-        assert set(re.findall(r"\{(\w+)\}", text)) == set(re.findall(r"\{(\w+)\}", german[key])), (
-            key
-        )
+    for name in ("logins.json", "broker_login.json"):
+        ours = json.loads((ROOT / "gateway/web/locales" / language / name).read_text("utf-8"))
+        german = json.loads((ROOT / "gateway/web/locales/de" / name).read_text("utf-8"))
+        assert set(ours) == set(german), name
+        for key, text in ours.items():  # same placeholders in every language
+            placeholders = set(re.findall(r"\{(\w+)\}", text))
+            assert placeholders == set(re.findall(r"\{(\w+)\}", german[key])), key
 
 
 def test_seed_wording() -> None:
