@@ -175,12 +175,14 @@ def downstream_response_headers(
     # SECURITY: an upstream (or anything injecting into its responses) must not be able to
     # replace the gateway's session cookie in the browser (session fixation).
     """
-    skip = HOP_BY_HOP | connection_tokens(headers) | {name.lower() for name in drop}
+    skip = HOP_BY_HOP | connection_tokens(headers) | {normalise_header_name(n) for n in drop}
     exact = frozenset(map(str.lower, gateway_cookies))
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lowered = name.lower()
-        if lowered in skip:
+        # Compared normalised ("_" as "-"), as connection_tokens() and the request side do:
+        # a header the upstream's Connection names as "X_Foo" is hop-by-hop too.
+        if lowered.replace("_", "-") in skip:
             continue
         if lowered == "set-cookie":
             cookie = value.split("=", 1)[0].strip().lower()

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -18,6 +17,7 @@ from brokergate.__main__ import build_parser
 from brokergate._cli_reference import walk_commands
 from brokergate._dev import DevLayout, DevPorts, read_mail, text_body
 from tests.conftest import REPO
+from tests.polling import wait_for
 
 READY_TIMEOUT = 120.0  # first start: two RSA-3072 CA keys, then both children start
 STOP_TIMEOUT = 30.0  # the supervisor gives each child 15 s before SIGKILL
@@ -68,15 +68,20 @@ class DevRun:
         return "\n".join(self.lines)
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if match := re.search(pattern, self.output):
-                return match
-            if self.proc.poll() is not None:
+
+        def search() -> re.Match[str] | None:
+            match = re.search(pattern, self.output)
+            if match is None and self.proc.poll() is not None:
                 self._reader.join(5)
                 pytest.fail(f"dev run exited ({self.proc.returncode}):\n{self.output}")
-            time.sleep(0.2)
-        pytest.fail(f"no {pattern!r} within {timeout:.0f} s:\n{self.output}")
+            return match
+
+        try:
+            found = wait_for(search, timeout=timeout, interval=0.2, message=f"no {pattern!r}")
+        except AssertionError as exc:
+            pytest.fail(f"{exc}:\n{self.output}")
+        assert found is not None
+        return found
 
     def wait_ready(self) -> None:
         self.wait_for(r"\[dev\] ready: ", READY_TIMEOUT)

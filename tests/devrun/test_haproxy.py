@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from brokergate._dev import DEMO_BROKER, DevLayout, DevPorts
 from tests.conftest import REPO
 from tests.devrun._dev_process import DevRun, curl, needs_gateway_and_renewal, with_certificate
 from tests.devrun.conftest import free_port
+from tests.polling import wait_for
 
 SHIPPED = REPO / "deploy" / "haproxy" / "haproxy.cfg"
 
@@ -141,23 +141,37 @@ def test_client_certificate_and_address_pass_through_haproxy(
     gateway_port, listen = free_port(), free_port()
     log = tmp_path / "gateway-behind-haproxy.log"
     gateway = gateway_process(run.project, behind_haproxy(run.layout, port=gateway_port))
-    deadline = time.monotonic() + 60
-    while "worker 0 ready" not in (log.read_text() if log.exists() else ""):
-        assert gateway.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
+
+    def gateway_log() -> str:
+        text = log.read_text() if log.exists() else ""
+        assert gateway.poll() is None, text
+        return text
+
+    wait_for(
+        gateway_log,
+        until=lambda text: "worker 0 ready" in text,
+        timeout=60,
+        interval=0.2,
+        message="the gateway behind HAProxy did not start",
+    )
     config = tmp_path / "haproxy.cfg"
     config.write_text(adapted(run.layout, listen=listen, gateway=gateway_port))
     proc = haproxy(config)
 
     # The broker connects from 127.0.0.2; HAProxy connects to the gateway from 127.0.0.1.
     broker = ("--interface", "127.0.0.2")
-    deadline = time.monotonic() + 30
-    page = curl(run.layout, listen, *broker, *with_certificate(run.layout, password))
-    while page.returncode != 0 and time.monotonic() < deadline:
+
+    def through_haproxy() -> subprocess.CompletedProcess[str]:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        time.sleep(0.5)
-        page = curl(run.layout, listen, *broker, *with_certificate(run.layout, password))
-    assert page.returncode == 0, page.stderr
+        return curl(run.layout, listen, *broker, *with_certificate(run.layout, password))
+
+    page = wait_for(
+        through_haproxy,
+        until=lambda page: page.returncode == 0,
+        timeout=30,
+        interval=0.5,
+        message="no page through HAProxy",
+    )
     assert f"X-Brokergate-Email: {DEMO_BROKER.email}" in page.stdout
     assert "X-Brokergate-Method: certificate" in page.stdout
     assert "verified (ES256" in page.stdout

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -100,24 +99,6 @@ async def raw_request(
         for name, morsel in cookie.items():
             result.cookies[name] = morsel.value
     return result
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[RawResponse]],
-    done: Callable[[RawResponse], bool],
-    *,
-    within: float = 5.0,
-    interval: float = 0.05,
-) -> tuple[RawResponse, float]:
-    """Repeat ``probe`` until ``done`` (bounded); returns the last response and seconds taken."""
-    start = time.monotonic()
-    response = await probe()
-    for _ in range(int(within / interval)):
-        if done(response) or time.monotonic() - start > within:
-            break
-        await asyncio.sleep(interval)
-        response = await probe()
-    return response, time.monotonic() - start
 
 
 async def run_tool(*args: str, stdin: bytes = b"", limit: float = 30) -> tuple[int, str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from tests.logins.web.chrome import (
     nss_db,
     start_chrome,
 )
+from tests.polling import async_holds_for, async_wait_for
 
 pytestmark = BROWSER_TEST_MARKS
 
@@ -81,16 +81,6 @@ async def dom(chrome: Chrome) -> dict[str, Any]:
     )
 
 
-async def poll_dom(chrome: Chrome, done: Any, *, within: float) -> tuple[dict[str, Any], float]:
-    """Read the DOM every 0.05 s until ``done(dom)``, at most ``within`` seconds."""
-    started = time.monotonic()
-    seen = await dom(chrome)
-    while not done(seen) and time.monotonic() - started < within:
-        await asyncio.sleep(0.05)
-        seen = await dom(chrome)
-    return seen, time.monotonic() - started
-
-
 async def test_revoking_the_certificate_closes_the_pages_websocket_with_1008(
     brokers: Brokers,
     start_gateway: Any,
@@ -112,20 +102,34 @@ async def test_revoking_the_certificate_closes_the_pages_websocket_with_1008(
     chromes.append(browser)
 
     await browser.open("/live")
-    seen, _ = await poll_dom(browser, lambda d: len(d["messages"]) >= 2, within=10)
+    seen = await async_wait_for(
+        lambda: dom(browser),
+        until=lambda d: len(d["messages"]) >= 2,
+        timeout=10,
+        message="the page's WebSocket did not open and echo",
+    )
     assert seen["state"] == "offen", seen
     # the upstream learnt the certificate login; the browser's message came back
     assert seen["messages"] == ['{"level": "strong"}', "echo:hallo aus dem Browser"], seen
     await browser.screenshot(screenshots / "websocket-1-open.png")
     # Left alone, it stays open across several guard checks (one every 0.5 s).
-    seen, _ = await poll_dom(browser, lambda d: d["code"] != "", within=1.2)
+    seen = await async_holds_for(
+        lambda: dom(browser),
+        holds=lambda d: d["code"] == "",
+        duration=1.2,
+        message="the page's WebSocket closed while nothing changed",
+    )
     assert seen["state"] == "offen" and seen["code"] == "", seen
 
     brokers.revoke(cert.serial)  # through the CA: the store changes, the gateway's cache lags
-    seen, seconds = await poll_dom(browser, lambda d: d["code"] != "", within=CLOSE_BOUND)
+    seen = await async_wait_for(
+        lambda: dom(browser),
+        until=lambda d: d["code"] != "",
+        timeout=CLOSE_BOUND,
+        message="the page's WebSocket stayed open after the revocation",
+    )
     assert seen["code"] == "1008", seen  # policy violation
     assert seen["reason"] == "certificate revoked" and seen["state"] == "geschlossen", seen
-    assert seconds < CLOSE_BOUND
     await browser.screenshot(screenshots / "websocket-2-closed.png")
 
     # Reloading the page (same browser, same certificate) gets the gateway's clear page.

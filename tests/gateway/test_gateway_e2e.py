@@ -18,7 +18,8 @@ from joserfc.jwk import KeySet
 from gateway import SETTINGS, RouteRule
 from store import Level
 from tests.gateway.conftest import Brokers, ServerTLS, foreign_certificate
-from tests.gateway.helpers import RawResponse, client_context, eventually, raw_request
+from tests.gateway.helpers import RawResponse, client_context, raw_request
+from tests.polling import async_wait_for
 
 IDENTITY = "x-brokergate-"
 
@@ -187,8 +188,11 @@ async def test_revocation_ends_an_open_session_on_the_next_request(
     again = await get(gw, server_tls, "/portal", cert, headers=with_cookie)
     assert again.status == 200 and not again.header("Set-Cookie")  # the same session, cached
     brokers.revoke(cert.serial)
-    response, _ = await eventually(
-        lambda: get(gw, server_tls, "/portal", cert, headers=with_cookie), lambda r: r.status != 200
+    response = await async_wait_for(
+        lambda: get(gw, server_tls, "/portal", cert, headers=with_cookie),
+        until=lambda r: r.status != 200,
+        timeout=5,
+        message="the revoked certificate's cached session still serves",
     )
     assert response.status == 403 and "gesperrt" in response.body
     # the session itself is over: without the certificate the cookie gives nothing
@@ -239,8 +243,11 @@ async def test_disabled_user_certificate_is_refused(
     assert (await get(gw, server_tls, "/portal", cert)).status == 200
     with transaction(brokers.sessions) as db:
         db.execute(update(User).where(User.id == user).values(status=UserStatus.DISABLED))
-    response, _ = await eventually(
-        lambda: get(gw, server_tls, "/portal", cert), lambda r: r.status != 200
+    response = await async_wait_for(
+        lambda: get(gw, server_tls, "/portal", cert),
+        until=lambda r: r.status != 200,
+        timeout=5,
+        message="the disabled user's certificate still serves",
     )
     assert response.status == 403 and "nicht aktiv" in response.body
 

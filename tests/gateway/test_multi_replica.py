@@ -14,7 +14,8 @@ from gateway import SESSIONS, TLSSetupError
 from gateway._state import FACTORY
 from store import Level
 from tests.gateway.conftest import Brokers, ServerTLS
-from tests.gateway.helpers import client_context, eventually, raw_request
+from tests.gateway.helpers import client_context, raw_request
+from tests.polling import async_wait_for
 
 # Replicas share a database server: PostgreSQL only (the `postgres` marker skips it with a
 # reason when the server is unreachable, and CI fails instead).
@@ -49,11 +50,13 @@ async def test_session_made_on_one_replica_works_on_the_other(
     assert second.status == 200 and not second.header("Set-Cookie")
     # logout everywhere on A ends the password session on B within the refresh interval
     a.app[SESSIONS].end_all_for_user(user, clock())
-    gone, _ = await eventually(
+    gone = await async_wait_for(
         lambda: raw_request(
             b.url, "/portal", context=client_context(server_tls.ca), headers=cookie
         ),
-        lambda r: r.status != 200,
+        until=lambda r: r.status != 200,
+        timeout=5,
+        message="replica B still serves the session that A ended",
     )
     assert gone.status == 401
 
@@ -70,13 +73,13 @@ async def test_revocation_on_one_replica_is_enforced_by_the_other_within_5s(
     assert (await raw_request(a.url, "/portal", context=context)).status == 200
     assert (await raw_request(b.url, "/portal", context=context)).status == 200
     brokers.revoke(cert.serial)  # the CA writes the store; B has the certificate cached
-    response, seconds = await eventually(
+    response = await async_wait_for(
         lambda: raw_request(b.url, "/portal", context=context),
-        lambda r: r.status != 200,
-        within=5.0,
+        until=lambda r: r.status != 200,
+        timeout=5.0,
+        message="replica B still accepts the certificate revoked through the CA",
     )
     assert response.status == 403 and "gesperrt" in response.body
-    assert seconds < 5.0
 
 
 async def test_known_certificate_costs_no_query_per_request(

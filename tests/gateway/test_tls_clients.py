@@ -15,6 +15,7 @@ from ca import load_trust_material
 from gateway import TLSSetupError, create_server_context, set_client_ca_names
 from tests.gateway.conftest import Brokers, ServerTLS, foreign_certificate
 from tests.gateway.helpers import client_context, raw_request, run_tool
+from tests.polling import async_wait_for
 
 
 def _port(gw: Any) -> str:
@@ -175,11 +176,12 @@ async def test_tls_resumption_does_not_skip_revocation(
     second, _, reused = await asyncio.to_thread(_blocking_get, port, context, session)
     assert reused and "HTTP/1.1 200" in second
     brokers.revoke(cert.serial)
-    for _ in range(100):
-        third, _, reused = await asyncio.to_thread(_blocking_get, port, context, session)
-        if "HTTP/1.1 200" not in third:
-            break
-        await asyncio.sleep(0.05)
+    third, _, reused = await async_wait_for(
+        lambda: asyncio.to_thread(_blocking_get, port, context, session),
+        until=lambda got: "HTTP/1.1 200" not in got[0],
+        timeout=10,
+        message="a resumed TLS session still serves the revoked certificate",
+    )
     assert reused, "the test must exercise a resumed session"
     assert "HTTP/1.1 403" in third and "gesperrt" in third
 
@@ -231,22 +233,24 @@ async def test_rotation_and_retirement_update_the_ca_names_and_identity(
     assert len(await _ca_names(gw, server_tls)) == 1
     brokers.authority.rotate("test")
     new = brokers.issue(brokers.user())
-    for _ in range(100):
-        names = await _ca_names(gw, server_tls)
-        if len(names) == 2:
-            break
-        await asyncio.sleep(0.05)
+    names = await async_wait_for(
+        lambda: _ca_names(gw, server_tls),
+        until=lambda names: len(names) == 2,
+        timeout=10,
+        message="the CertificateRequest does not name both generations after the rotation",
+    )
     assert len(names) == 2 and any("G2" in n for n in names), names
     # both generations are trusted: the new certificate logs in, so does the old one
     for cert in (old, new):
         response = await raw_request(gw.url, "/portal", context=client_context(server_tls.ca, cert))
         assert response.status == 200
     brokers.authority.retire(1, "test", force=True)
-    for _ in range(100):
-        names = await _ca_names(gw, server_tls)
-        if len(names) == 1:
-            break
-        await asyncio.sleep(0.05)
+    names = await async_wait_for(
+        lambda: _ca_names(gw, server_tls),
+        until=lambda names: len(names) == 1,
+        timeout=10,
+        message="the CertificateRequest still names the retired generation",
+    )
     assert len(names) == 1 and "G2" in names[0], names
     refused = await raw_request(gw.url, "/portal", context=client_context(server_tls.ca, old))
     assert refused.status == 403 and "nicht mehr anerkannt" in refused.body

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from tests.gateway.helpers import (
     raw_request,
     websocket_upstream,
 )
+from tests.polling import async_holds_for, async_wait_for
 
 
 @pytest.fixture
@@ -78,13 +80,15 @@ async def _stays_open(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> No
     """Echo every 0.1 s for ``seconds`` (several guard checks): a close frame from the
     gateway would arrive instead of an echo. (No receive timeouts: aiohttp's client marks
     a socket abnormally closed after one.)"""
-    started = time.monotonic()
-    for rounds in range(int(seconds / 0.1) + 1):
-        await _echo(ws, f"ping {rounds}")
-        if time.monotonic() - started >= seconds:
-            break
-        await asyncio.sleep(0.1)
-    assert not ws.closed
+    rounds = itertools.count()
+
+    async def echoed() -> bool:
+        await _echo(ws, f"ping {next(rounds)}")
+        return not ws.closed
+
+    await async_holds_for(
+        echoed, duration=seconds, interval=0.1, message="the gateway closed a healthy WebSocket"
+    )
 
 
 async def _closed_by_gateway(
@@ -238,19 +242,22 @@ async def test_absolute_expiry_closes_the_websocket(
 
 async def _touched(brokers: Brokers, session_id: str, at: dt.datetime) -> bool:
     """Wait (bounded) until the guard has recorded the client's activity in the store."""
-    for _ in range(50):
+
+    def last_seen() -> dt.datetime:
         with brokers.sessions() as db:
             row = db.get(WebSession, session_id)
             assert row is not None
-            seen = (
-                row.last_seen_at.replace(tzinfo=dt.UTC)
-                if row.last_seen_at.tzinfo is None
-                else row.last_seen_at
-            )
-        if seen >= at:
-            return True
-        await asyncio.sleep(0.1)
-    return False
+            seen = row.last_seen_at
+        return seen.replace(tzinfo=dt.UTC) if seen.tzinfo is None else seen
+
+    await async_wait_for(
+        last_seen,
+        until=lambda seen: seen >= at,
+        timeout=5,
+        interval=0.1,
+        message="the guard did not record the client's activity",
+    )
+    return True
 
 
 @pytest.mark.parametrize("exempt", [False, True], ids=["counts", "exempt-path"])

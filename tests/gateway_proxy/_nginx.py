@@ -6,12 +6,12 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import free_port as free_port  # re-exported for the nginx tests
+from tests.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = REPO / "deploy" / "nginx" / "brokergate.conf"
@@ -61,16 +61,17 @@ http {{
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+            return False
+
+    wait_for(listening, timeout=timeout, message=f"nothing listens on 127.0.0.1:{port}")
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from gateway.proxy._http1_pool import (
 )
 from tests.conftest import free_port
 from tests.gateway_proxy.conftest import start_site
+from tests.polling import async_wait_for
 
 Script = Callable[["Peer"], Awaitable[None]]
 Start = Callable[[Script], Awaitable["Scripted"]]
@@ -503,10 +504,12 @@ async def test_upstream_closing_an_idle_connection_frees_its_slot(
     server = await scripted(script)
     pool = make_pool(server.url, size=1)
     assert await body_of(await pool.request("GET", "/", HOST, body=None)) == b"x"
-    for _ in range(100):  # bounded: the close reaches the pool within a few loop turns
-        if pool.open_connections == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert pool.open_connections == 0
+    await async_wait_for(  # the close reaches the pool within a few loop turns
+        lambda: pool.open_connections,
+        until=lambda count: count == 0,
+        timeout=1,
+        interval=0.01,
+        message="the pool still counts the connection the upstream closed",
+    )
     assert await body_of(await pool.request("GET", "/", HOST, body=None)) == b"x"
     await pool.close()

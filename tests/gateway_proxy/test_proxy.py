@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway._metrics import GatewayMetrics
 from tests.gateway_proxy._apps import IDENTITY, gateway_app, settings_for
 from tests.gateway_proxy.conftest import StartGateway, start_site
+from tests.polling import async_wait_for
 
 
 async def _echo(gateway_url: str, path: str = "/echo", **kwargs: Any) -> dict[str, Any]:
@@ -394,12 +395,12 @@ async def test_client_leaving_mid_upload_is_no_error(
     await writer.wait_closed()
     # The upstream's handler sees its body break off: the gateway dropped the exchange.
     # (That line comes from the upstream's aiohttp server, which shares this process.)
-    for _ in range(250):  # bounded: a few loop turns in practice
-        if any("Error handling request" in r.getMessage() for r in caplog.records):
-            break
-        await asyncio.sleep(0.02)
-    else:
-        pytest.fail("the upstream never saw the upload break off")
+    await async_wait_for(  # a few loop turns in practice
+        lambda: any("Error handling request" in r.getMessage() for r in caplog.records),
+        timeout=5,
+        interval=0.02,
+        message="the upstream never saw the upload break off",
+    )
     assert (await _echo(url))["method"] == "GET"
     errors = [
         r

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import psutil
 import pytest
 
 from tests.gateway_proxy._apps import CHUNK
+from tests.polling import wait_for
 
 BODY_SIZE = 300 * 1024 * 1024
 MAX_GROWTH = 40 * 1024 * 1024
@@ -34,11 +34,13 @@ def gateway_process(upstream_url: str, tmp_path: Path) -> Iterator[tuple[str, ps
         cwd=REPO,
     )
     try:
-        deadline = time.monotonic() + 20
-        while not port_file.exists() or not port_file.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the gateway process did not start")
-            time.sleep(0.05)
+
+        def port_written() -> str:
+            if proc.poll() is not None:
+                pytest.fail(f"the gateway process exited ({proc.returncode}) before it listened")
+            return port_file.read_text() if port_file.exists() else ""
+
+        wait_for(port_written, timeout=20, message="the gateway process did not start")
         yield f"http://127.0.0.1:{port_file.read_text()}", psutil.Process(proc.pid)
     finally:
         proc.terminate()

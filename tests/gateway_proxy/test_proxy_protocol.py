@@ -36,6 +36,7 @@ from tests.gateway_proxy._proxy_client import (
     v2_local,
 )
 from tests.gateway_proxy.conftest import start_site
+from tests.polling import async_wait_for
 
 BALANCER = ("127.0.0.1/32",)
 LOG = "gateway.proxy_protocol"
@@ -443,11 +444,10 @@ async def test_serve_forever_accepts_until_closed() -> None:
         backlog=8,
     )
     serving = asyncio.create_task(server.serve_forever())
-    for _ in range(100):  # bounded: start_serving runs on the next loop turn
-        if server.is_serving():
-            break
-        await asyncio.sleep(0.01)
-    assert server.is_serving() and not serving.done()
+    await async_wait_for(  # start_serving runs on the next loop turn
+        server.is_serving, timeout=1, interval=0.01, message="the PROXY listener is not serving"
+    )
+    assert not serving.done()
     server.close()
     await asyncio.wait_for(serving, 5)
     assert not server.is_serving() and server.sockets == ()

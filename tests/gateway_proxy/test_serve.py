@@ -8,7 +8,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.gateway_proxy._proxy_client import (
     v2_header,
 )
 from tests.gateway_proxy.conftest import start_site
+from tests.polling import async_wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 READY = " ready pid="  # a worker's start line ("ready" alone is also in "already in use")
@@ -41,14 +41,6 @@ async def upstream() -> AsyncIterator[tuple[str, web.Application]]:
     runner, port = await start_site(app)
     yield f"http://127.0.0.1:{port}", app
     await runner.cleanup()
-
-
-async def _wait_for(predicate: object, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @contextmanager
@@ -94,22 +86,27 @@ async def _drain_check(
                 return resp.status, await resp.text()
 
         in_flight = asyncio.create_task(slow())
-        await _wait_for(
-            lambda: len(upstream_app_[SLOW_STARTED]) > started, 10, "the slow request upstream"
+        await async_wait_for(
+            lambda: len(upstream_app_[SLOW_STARTED]) > started,
+            timeout=10,
+            message="the slow request upstream",
         )
         proc.send_signal(signal.SIGTERM)
-        await _wait_for(
-            lambda: log.read_text().count("draining") >= workers, 10, "every worker draining"
+        await async_wait_for(
+            lambda: log.read_text().count("draining") >= workers,
+            timeout=10,
+            message="every worker draining",
         )
         # the listening sockets are closed while the request is still running
-        await _wait_for(lambda: _refused(port), 4, "the port to stop accepting")
+        await async_wait_for(
+            lambda: _refused(port), timeout=4, message="the port to stop accepting"
+        )
         assert not in_flight.done()
         status, text = await asyncio.wait_for(in_flight, timeout=15)
     assert status == 200 and "slow done" in text
-    for _ in range(200):
-        if proc.poll() is not None:
-            break
-        await asyncio.sleep(0.05)
+    await async_wait_for(
+        proc.poll, until=lambda code: code is not None, timeout=10, message="no exit after draining"
+    )
     output = log.read_text()  # noqa: ASYNC240 (a small local file, once)
     assert proc.returncode == 0, output
     assert output.count("stopped") == workers
@@ -138,7 +135,9 @@ async def test_two_workers_share_the_port_and_drain(
     log = tmp_path / "serve.log"
     args = [sys.executable, "-m", "tests.gateway_proxy._apps", "serve", upstream_url, str(port)]
     with _process([*args, "2", str(metrics_port)], log, cwd=REPO) as proc:
-        await _wait_for(lambda: log.read_text().count(READY) == 2, 20, "two workers")
+        await async_wait_for(
+            lambda: log.read_text().count(READY) == 2, timeout=20, message="two workers"
+        )
         pids = {line.split("pid=")[1] for line in log.read_text().splitlines() if "ready" in line}
         assert len(pids) == 2 and str(proc.pid) not in pids
         # 40 new connections: SO_REUSEPORT spreads them over both workers, which each count
@@ -179,7 +178,7 @@ async def test_single_worker_tls_drains(
     args = [sys.executable, "-m", "tests.gateway_proxy._apps", "serve", upstream_url, str(port)]
     args += ["1", "0", str(server_pem.cert), str(server_pem.key)]
     with _process(args, log, cwd=REPO) as proc:
-        await _wait_for(lambda: READY in log.read_text(), 20, "the worker")
+        await async_wait_for(lambda: READY in log.read_text(), timeout=20, message="the worker")
         context = ssl.create_default_context(cafile=str(server_pem.cert))
         await _drain_check(
             proc,
@@ -205,7 +204,9 @@ async def test_uvloop_workers_behind_the_proxy_protocol_drain(
     args += ["2", "0", str(server_pem.cert), str(server_pem.key), "--uvloop", "--proxy-protocol"]
     context = ssl.create_default_context(cafile=str(server_pem.cert))
     with _process(args, log, cwd=REPO) as proc:
-        await _wait_for(lambda: log.read_text().count(READY) == 2, 20, "two workers")
+        await async_wait_for(
+            lambda: log.read_text().count(READY) == 2, timeout=20, message="two workers"
+        )
         for index in range(12):  # new connections: SO_REUSEPORT spreads them over both
             client = f"203.0.113.{index + 1}"
             response = await proxied_request(port, v2_header(client, 40000), context=context)
@@ -218,17 +219,25 @@ async def test_uvloop_workers_behind_the_proxy_protocol_drain(
                 port, v1_header("198.51.100.1", 1), context=context, target="/slow?delay=6"
             )
         )
-        await _wait_for(lambda: len(app[SLOW_STARTED]) > started, 10, "the slow request")
+        await async_wait_for(
+            lambda: len(app[SLOW_STARTED]) > started, timeout=10, message="the slow request"
+        )
         proc.send_signal(signal.SIGTERM)
-        await _wait_for(lambda: log.read_text().count("draining") == 2, 10, "both draining")
-        await _wait_for(lambda: _refused(port), 4, "the port to stop accepting")
+        await async_wait_for(
+            lambda: log.read_text().count("draining") == 2, timeout=10, message="both draining"
+        )
+        await async_wait_for(
+            lambda: _refused(port), timeout=4, message="the port to stop accepting"
+        )
         assert not in_flight.done()
         response = await asyncio.wait_for(in_flight, 15)
         assert response.status == 200 and response.body == b"slow done"
-        for _ in range(200):
-            if proc.poll() is not None:
-                break
-            await asyncio.sleep(0.05)
+        await async_wait_for(
+            proc.poll,
+            until=lambda code: code is not None,
+            timeout=10,
+            message="no exit after draining",
+        )
     output = log.read_text()
     assert proc.returncode == 0, output
     assert output.count("stopped") == 2 and "Traceback" not in output
@@ -295,7 +304,9 @@ level = "anonymous"
     env = {**cli_env, "BROKERGATE_CONFIG": str(config)}
     args = [sys.executable, "-m", "brokergate", "gateway", "serve", "--workers", "2"]
     with _process(args, log, cwd=tmp_path, env=env) as proc:
-        await _wait_for(lambda: log.read_text().count(READY) == 2, 30, "two workers")
+        await async_wait_for(
+            lambda: log.read_text().count(READY) == 2, timeout=30, message="two workers"
+        )
         context = ssl.create_default_context(cafile=str(server_pem.cert))
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
             async with client.get(f"https://127.0.0.1:{port}/healthz") as resp:

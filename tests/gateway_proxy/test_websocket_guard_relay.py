@@ -19,6 +19,7 @@ from gateway.proxy._forwarder import ProxyForwarder
 from gateway.proxy._websocket_guard import WebSocketGuard
 from tests.gateway_proxy._apps import IDENTITY, settings_for
 from tests.gateway_proxy.conftest import start_site
+from tests.polling import async_wait_for
 
 UPSTREAM_CLOSES = web.AppKey("upstream_closes", asyncio.Queue[int | None])
 
@@ -93,12 +94,14 @@ async def _echo(ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
     assert answer.type is WSMsgType.TEXT and answer.data == "echo:" + text, answer
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(200):  # bounded: 10 s
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached within 10 s")
+async def _asked(stand_in: StandInGuard, at_least: int) -> None:
+    """Wait (bounded) until the guard has asked the stand-in ``at_least`` times in all."""
+    await async_wait_for(
+        lambda: len(stand_in.asked),
+        until=lambda asked: asked >= at_least,
+        timeout=10,
+        message=f"the guard asked fewer than {at_least} times",
+    )
 
 
 async def test_a_no_closes_both_legs_with_1008_and_the_reason(
@@ -115,7 +118,7 @@ async def test_a_no_closes_both_legs_with_1008_and_the_reason(
     async with aiohttp.ClientSession() as client:
         ws = await client.ws_connect(url + "/ws")
         await _echo(ws, "hello")
-        await _until(lambda: len(stand_in.asked) >= 3)  # asked again and again, still open
+        await _asked(stand_in, 3)  # asked again and again, still open
         await _echo(ws, "still open")
         verdict[0] = "session ended"
         message = await ws.receive(timeout=5)
@@ -134,18 +137,18 @@ async def test_only_the_clients_messages_count_as_activity(
     stand_in = StandInGuard(answer=allowed)
     url = await proxy_with(stand_in.guard())
     async with aiohttp.ClientSession() as client, client.ws_connect(url + "/ws") as ws:
-        await _until(lambda: len(stand_in.asked) >= 1)
+        await _asked(stand_in, 1)
         assert not any(stand_in.asked)  # nothing sent yet
         before = len(stand_in.asked)
         await _echo(ws, "typed")
-        await _until(lambda: len(stand_in.asked) >= before + 2)
+        await _asked(stand_in, before + 2)
         assert stand_in.asked[before:].count(True) == 1  # reported once, then reset
         # the upstream pushing (answers to one client message) is not the broker's activity
         await ws.send_str("push")
         assert (await ws.receive(timeout=5)).data == "news 1"
         assert (await ws.receive(timeout=5)).data == "news 2"
         after = len(stand_in.asked)
-        await _until(lambda: len(stand_in.asked) >= after + 3)
+        await _asked(stand_in, after + 3)
         assert stand_in.asked[after + 1 :].count(True) == 0
 
 

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from store import (
     transaction,
 )
 from tests.conftest import REPO, TEST_SECRET_KEY
+from tests.polling import wait_for
 from tests.renewal.conftest import SmtpServer
 
 pytestmark = pytest.mark.slow
@@ -83,14 +83,6 @@ def counts(sessions: sessionmaker[Session]) -> dict[MailStatus, int]:
             select(MailOutbox.status, func.count()).group_by(MailOutbox.status)
         ).all()
     return {MailStatus(s): int(n) for s, n in rows}
-
-
-def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 ProcessStarter = Callable[[str], subprocess.Popen[bytes]]
@@ -151,11 +143,14 @@ def test_two_processes_deliver_each_mail_exactly_once(
     wait_for(
         lambda: all("started as worker" in (tmp_path / f"{p}.log").read_text() for p in ("a", "b")),
         timeout=60,
-        what="both processes to start",
+        message="both renewal processes did not start",
     )
     ids = queue_many(sessions, n)
     wait_for(
-        lambda: counts(sessions).get(MailStatus.SENT, 0) == n, timeout=120, what="all mails sent"
+        lambda: counts(sessions).get(MailStatus.SENT, 0),
+        until=lambda sent: sent == n,
+        timeout=120,
+        message=f"not all {n} mails sent",
     )
     assert stop(a) == 0 and stop(b) == 0, (tmp_path / "a.log").read_text()
     received = smtp_server.sink.message_ids()
@@ -184,7 +179,12 @@ def test_kill_9_mid_batch_then_restart_loses_nothing_and_doubles_nothing(
     sink = smtp_server.sink
     sink.rcpt_delay = 0.2
     first = start_renewal("first")
-    wait_for(lambda: len(sink.messages) >= 3, timeout=60, what="the first deliveries")
+    wait_for(
+        lambda: len(sink.messages),
+        until=lambda sent: sent >= 3,
+        timeout=60,
+        message="no first deliveries",
+    )
     # Kill while the server is busy with the next mail's RCPT: mid-batch, mid-send.
     sink.rcpt_started.clear()
     assert sink.rcpt_started.wait(timeout=30)
@@ -204,9 +204,10 @@ def test_kill_9_mid_batch_then_restart_loses_nothing_and_doubles_nothing(
     sink.rcpt_delay = 0.0
     second = start_renewal("second")
     wait_for(
-        lambda: counts(sessions).get(MailStatus.SENT, 0) == n,
+        lambda: counts(sessions).get(MailStatus.SENT, 0),
+        until=lambda sent: sent == n,
         timeout=60,
-        what="the restarted process to deliver the rest",
+        message="the restarted process did not deliver the rest",
     )
     assert stop(second) == 0
     received = sink.message_ids()

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ca import load_trust_material
 from tests.logins.web.test_password_pages import PASSWORD
+from tests.polling import async_wait_for
 
 T = TypeVar("T")
 CHROMIUM = "/usr/lib/chromium/chromium"
@@ -172,12 +173,13 @@ class Chrome:
         await self.run(self.driver.save_screenshot, str(path))
 
     async def wait_for_download(self, suffix: str, seconds: float = 20) -> Path:
-        for _ in range(int(seconds * 10)):
-            files = [p for p in self.downloads.iterdir() if p.name.endswith(suffix)]
-            if files:
-                return files[0]
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"no {suffix} download in {self.downloads}")
+        files = await async_wait_for(
+            lambda: [p for p in self.downloads.iterdir() if p.name.endswith(suffix)],
+            timeout=seconds,
+            interval=0.1,
+            message=f"no {suffix} download in {self.downloads}",
+        )
+        return files[0]
 
     def add_passkey_authenticator(self) -> None:
         """A virtual platform authenticator (CDP WebAuthn domain) with resident keys and UV."""
@@ -193,18 +195,22 @@ class Chrome:
 
     async def wait_for_url(self, path: str, seconds: float = 20) -> str:
         """Wait until script-driven navigation reached ``path`` (with its query, if given)."""
-        for _ in range(int(seconds * 10)):
-            if (await self.url()).split("#")[0] == self.base + path:
-                await self.run(
-                    lambda: WebDriverWait(self.driver, COMMAND_TIMEOUT).until(
-                        lambda d: d.execute_script("return document.readyState") == "complete"
-                    )
-                )
-                return await self.source()
-            await asyncio.sleep(0.1)
-        raise AssertionError(
-            f"never reached {path}; at {await self.url()}: {(await self.source())[:2000]}"
+        try:
+            await async_wait_for(
+                self.url,
+                until=lambda url: url.split("#")[0] == self.base + path,
+                timeout=seconds,
+                interval=0.1,
+                message=f"never reached {path}",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {(await self.source())[:2000]}") from None
+        await self.run(
+            lambda: WebDriverWait(self.driver, COMMAND_TIMEOUT).until(
+                lambda d: d.execute_script("return document.readyState") == "complete"
+            )
         )
+        return await self.source()
 
     def close(self) -> None:
         if not self._closed:

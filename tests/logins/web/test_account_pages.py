@@ -3,7 +3,6 @@ banner, last login, security changes needing a fresh strong login, activation pa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from datetime import timedelta
@@ -20,6 +19,7 @@ from gateway.logins import hash_password
 from store import Certificate, CertificateStatus, RevocationReason, User, transaction
 from tests.conftest import FakeClock, password_mail_for
 from tests.logins.web.test_password_pages import PASSWORD, login, set_password
+from tests.polling import async_wait_for
 
 
 def write_pem(p12: bytes, password: str, folder: Path, name: str) -> tuple[Path, Path]:
@@ -115,11 +115,12 @@ async def test_download_then_certificate_login_and_superseding(
         assert s.get(Certificate, second.id).first_used_at is not None  # type: ignore[union-attr]
     # The old one no longer works: each replica's trust cache catches up within 5 s.
     old_browser = browser_for(gw, cert=(cert_path, key_path))
-    for _ in range(50):
-        status, body = await old_browser.get("/vertrag")
-        if status != 200:
-            break
-        await asyncio.sleep(0.1)
+    status, body = await async_wait_for(
+        lambda: old_browser.get("/vertrag"),
+        until=lambda got: got[0] != 200,
+        timeout=10,
+        message="the superseded certificate still serves",
+    )
     assert status == 403 and "gesperrt" in body
 
 
@@ -176,11 +177,12 @@ async def test_revoke_my_certificate_ends_its_sessions(
     assert status == 303
     status, body = await b.get(response.headers["Location"])
     assert "Das Zertifikat wurde gesperrt." in body
-    for _ in range(50):
-        status, body = await laptop.get("/vertrag")
-        if status != 200:
-            break
-        await asyncio.sleep(0.1)
+    status, body = await async_wait_for(
+        lambda: laptop.get("/vertrag"),
+        until=lambda got: got[0] != 200,
+        timeout=10,
+        message="the revoked certificate still serves",
+    )
     assert status == 403 and "gesperrt" in body
 
 

@@ -1,4 +1,4 @@
-"""Found in review: the download rate limit held under concurrent requests (PostgreSQL)."""
+"""The daily certificate-download limit holds under concurrent requests (PostgreSQL)."""
 
 from __future__ import annotations
 

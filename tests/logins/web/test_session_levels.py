@@ -1,6 +1,7 @@
-"""Seams between the core's sessions and the login pages (found in review).
-
-Each test failed before its fix; the commit that added it says why.
+"""The level and method a session has after the login pages' actions: a password
+re-auth on a certificate session, a password login while the certificate is presented,
+a recovery-code login, re-auth freshness for strong changes, and what a restricted session
+may end. Each test failed before its fix; its docstring says what went wrong.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from yarl import URL
 
@@ -19,6 +19,7 @@ from store import RevocationReason
 from tests.conftest import password_mail_for
 from tests.logins.web.test_account_pages import write_pem
 from tests.logins.web.test_password_pages import PASSWORD, login, set_password
+from tests.polling import async_wait_for
 
 
 def _with_cookies_of(source: Any, target: Any) -> Any:
@@ -30,7 +31,7 @@ def _with_cookies_of(source: Any, target: Any) -> Any:
     return target
 
 
-async def _certificate_browser(
+async def certificate_browser(
     gw: Any,
     browser_for: Any,
     authority: CertificateAuthority,
@@ -59,7 +60,7 @@ async def test_password_reauth_does_not_unbind_a_certificate_session(
     gw = await gateway()
     uid = make_user(email="anna@example.org").id
     set_password(sessions, uid)
-    laptop, _ = await _certificate_browser(gw, browser_for, authority, sessions, uid, tmp_path)
+    laptop, _ = await certificate_browser(gw, browser_for, authority, sessions, uid, tmp_path)
     status, body = await laptop.get("/vertrag")
     assert status == 200 and json.loads(body)["headers"]["x-brokergate-level"] == "strong"
     status, _ = await laptop.get("/_gateway/reauth?level=basic&next=/_gateway/account")
@@ -79,7 +80,7 @@ async def test_password_reauth_does_not_unbind_a_certificate_session(
 
     # And with the certificate revoked, the next request is refused as well.
     (tmp_path / "2").mkdir()
-    laptop2, serial2 = await _certificate_browser(
+    laptop2, serial2 = await certificate_browser(
         gw, browser_for, authority, sessions, uid, tmp_path / "2"
     )
     assert (await laptop2.get("/vertrag"))[0] == 200
@@ -90,11 +91,12 @@ async def test_password_reauth_does_not_unbind_a_certificate_session(
         follow=False,
     )
     authority.revoke(serial2, RevocationReason.KEY_COMPROMISE, "test")
-    for _ in range(50):
-        status, body = await laptop2.get("/vertrag")
-        if status != 200:
-            break
-        await asyncio.sleep(0.1)
+    status, body = await async_wait_for(
+        lambda: laptop2.get("/vertrag"),
+        until=lambda got: got[0] != 200,
+        timeout=10,
+        message="the revoked certificate still serves",
+    )
     assert status == 403, body
 
 
@@ -215,7 +217,7 @@ async def test_password_login_on_a_certificate_connection_stays_strong(
     gw = await gateway()
     uid = make_user(email="anna@example.org").id
     set_password(sessions, uid)
-    laptop, _ = await _certificate_browser(gw, browser_for, authority, sessions, uid, tmp_path)
+    laptop, _ = await certificate_browser(gw, browser_for, authority, sessions, uid, tmp_path)
     assert (await laptop.get("/vertrag"))[0] == 200
     status, _, _ = await login(laptop, "anna@example.org", next_path="/vertrag")
     assert status == 303
@@ -252,123 +254,3 @@ async def test_a_restricted_session_cannot_log_the_broker_out_everywhere(
     assert (await stranger.get("/rechner"))[0] == 401  # its own session did end
     await asyncio.sleep(0.5)  # > the refresh interval: a cached copy would be dropped now
     assert (await broker.get("/antrag"))[0] == 200
-
-
-async def test_cookieless_certificate_client_costs_no_query_per_request(
-    gateway: Any,
-    browser_for: Any,
-    make_user: Any,
-    sessions: sessionmaker[Session],
-    authority: CertificateAuthority,
-    tmp_path: Path,
-) -> None:
-    """A client without cookies (curl, API, load test) gets its certificate session back
-    from memory, with a Set-Cookie each time. The login pages' middleware took every such
-    Set-Cookie for a new certificate login and locked the certificate's row (SELECT … FOR
-    UPDATE) on every request, breaking "no store query per request for a known
-    certificate". It now notes a certificate's first use once per replica."""
-    from sqlalchemy import event
-
-    from gateway._state import FACTORY
-
-    gw = await gateway()
-    uid = make_user(email="anna@example.org").id
-    laptop, _ = await _certificate_browser(gw, browser_for, authority, sessions, uid, tmp_path)
-
-    async def get() -> int:
-        laptop.client.cookie_jar.clear()  # keeps no cookies
-        return int((await laptop.get("/vertrag"))[0])
-
-    assert await get() == 200
-    assert await get() == 200  # warm
-    statements: list[str] = []
-    engine = gw.app[FACTORY].kw["bind"]
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        for _ in range(20):
-            assert await get() == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-    certificate_reads = [s for s in statements if "FROM certificates" in s]
-    assert len(certificate_reads) < 5, certificate_reads
-
-
-async def test_the_activation_token_stays_out_of_the_log(
-    gateway: Any, browser_for: Any, caplog: Any
-) -> None:
-    """The activation link's token lets its holder set the account's password. A form
-    posted after the pre-login session idled out (CSRF refused) logged the request path,
-    token included; the error log now names the route's pattern instead."""
-    import logging
-
-    gw = await gateway()
-    token = "Zq3" + "x" * 40
-    b = browser_for(gw)
-    caplog.set_level(logging.DEBUG)
-    status, _, _ = await b.post(
-        f"/_gateway/activate/{token}",
-        {"password": "a new password 123", "repeat": "a new password 123", "csrf": "stale"},
-        follow=False,
-    )
-    assert status == 403
-    # (The test runner's aiohttp access log is not ours: 'gateway serve' runs without one.)
-    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("gateway"))
-    assert "CsrfRejected" in ours and "/_gateway/activate/{token}" in ours
-    assert token not in ours
-
-
-async def test_behind_a_terminator_lockouts_count_the_client_not_the_terminator(
-    gateway: Any, browser_for: Any, make_user: Any, sessions: sessionmaker[Session]
-) -> None:
-    """Behind a trusted terminator every connection comes from the terminator's address.
-    The login pages counted failures per TCP peer, so one client's wrong broker numbers
-    locked every broker out of the TAN and password logins. The client address is now the
-    one the trusted terminator put in X-Forwarded-For (its last element)."""
-    from dataclasses import replace
-
-    from gateway.logins import LoginSettings
-    from gateway.web._common import LOGINS
-
-    gw = await gateway(trusted_proxies=("127.0.0.1",))
-    gw.app[LOGINS].settings = replace(LoginSettings(), failures_per_address=3)
-    set_password(sessions, make_user(email="anna@example.org", broker="60/123/4567").id)
-    mallory = browser_for(gw)
-    mallory.client._default_headers["X-Forwarded-For"] = "203.0.113.66"  # type: ignore[attr-defined]
-    await mallory.get("/_gateway/login/broker")
-    for _ in range(4):
-        status, body, _ = await mallory.post(
-            "/_gateway/login/broker", {"broker": "99/999/9999", "email": "x@example.org"}
-        )
-    assert status == 401 and "Zu viele" in body, body  # mallory is locked out
-
-    anna = browser_for(gw)
-    # A client-sent copy comes first; the terminator appends what it saw.
-    anna.client._default_headers["X-Forwarded-For"] = "203.0.113.66, 198.51.100.7"  # type: ignore[attr-defined]
-    status, _, _ = await login(anna, "anna@example.org")
-    assert status == 303  # anna, at another address, is not
-
-
-async def test_a_store_outage_on_the_login_pages_is_the_store_page(
-    gateway: Any, browser_for: Any, db_url: str, tmp_path: Path
-) -> None:
-    """The auth middleware turns store failures into the 'store unavailable' page (503),
-    but the login pages' own store calls (and session writes) let the driver's
-    OperationalError through as the generic 500 page."""
-    import shutil
-
-    from gateway._state import FACTORY
-
-    if not db_url.startswith("sqlite"):
-        pytest.skip("simulated by taking the SQLite file away")
-    gw = await gateway()
-    b = browser_for(gw)
-    engine = gw.app[FACTORY].kw["bind"]
-    database = Path(engine.url.database)
-    engine.dispose()
-    shutil.move(database, tmp_path / "away.db")  # the next connection finds no tables
-    status, body = await b.get("/_gateway/login/password")
-    assert status == 503, body

@@ -1,4 +1,4 @@
-"""Found in review: a failing statement's parameters stay out of exception texts and logs."""
+"""A failing statement's parameters stay out of exception texts and logs."""
 
 from __future__ import annotations
 
