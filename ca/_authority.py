@@ -39,6 +39,7 @@ from ca._errors import (
 from ca._keys import PrivateKey, decrypt_key, encrypt_key, generate_key
 from ca._pkcs12 import generate_password, pack_pkcs12
 from ca._settings import CASettings, P12Profile
+from ca._validity import add_calendar_years
 from store import (
     OUTBOX_PURPOSE,
     CAGeneration,
@@ -346,7 +347,8 @@ class CertificateAuthority:
         generation = self._active_generation(session)
         issuer_key = self._generation_key(generation)
         issuer = x509.load_pem_x509_certificate(generation.cert_pem.encode())
-        if now + self.settings.leaf_validity > issuer.not_valid_after_utc:
+        not_after = add_calendar_years(now, self.settings.leaf_validity_years)
+        if not_after > issuer.not_valid_after_utc:
             raise InvalidGenerationState(
                 f"the active issuing CA (generation {generation.id}) expires on "
                 f"{issuer.not_valid_after_utc:%Y-%m-%d}, before a new certificate would; "
@@ -368,7 +370,7 @@ class CertificateAuthority:
             issuer_key=issuer_key,
             serial=serial,
             now=now,
-            validity=self.settings.leaf_validity,
+            not_after=not_after,
             crl_url=crl_url,
         )
         chosen = profile or self.settings.p12_profile
