@@ -24,14 +24,16 @@ from ca._errors import (
     InvalidGenerationState,
     InvalidLocale,
     InvalidUserData,
+    KeyStoreError,
     MissingPassphrase,
     UnknownCertificate,
     UnknownGeneration,
     UnknownUser,
     WrongPassphrase,
+    WrongTokenPin,
 )
 from ca._pkcs12 import PASSWORD_BITS, generate_password
-from ca._settings import CASettings, KeyType, P12Profile
+from ca._settings import CASettings, KeyStoreKind, KeyType, P12Profile
 from ca._trust import TrustMaterial, load_trust_material
 from ca._users import LOCALES, create_user, find_user, normalise_email, validate_broker_number
 from ca._validity import BROKER_TIME_ZONE, add_calendar_years
@@ -56,6 +58,8 @@ __all__ = [
     "InvalidLocale",
     "InvalidUserData",
     "IssuedCertificate",
+    "KeyStoreError",
+    "KeyStoreKind",
     "KeyType",
     "MissingPassphrase",
     "P12Profile",
@@ -64,6 +68,7 @@ __all__ = [
     "UnknownGeneration",
     "UnknownUser",
     "WrongPassphrase",
+    "WrongTokenPin",
     "add_calendar_years",
     "create_user",
     "find_user",
