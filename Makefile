@@ -6,12 +6,14 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests drive as real clients (see README "What `make test` installs"):
 #   pk12util/certutil (libnss3-tools), chromium + chromedriver, nginx (terminator mode), ab (bench),
 #   sqlite3 and pg_dump/pg_restore (the tested backup and restore procedure, docs/operations.md),
-#   haproxy (the tested L4 passthrough example, deploy/haproxy/haproxy.cfg); curl, openssl and
+#   haproxy (the tested L4 passthrough example, deploy/haproxy/haproxy.cfg), softhsm2 (a real
+#   PKCS#11 token for the CA keys, tests/ca/test_pkcs11.py and make bench); curl, openssl and
 #   keytool are usually there already and installed only when missing
 SYSTEM_TOOLS := pk12util:libnss3-tools certutil:libnss3-tools chromium:chromium \
                 chromedriver:chromium-driver nginx:nginx ab:apache2-utils \
                 sqlite3:sqlite3 pg_dump:postgresql-client pg_restore:postgresql-client \
-                haproxy:haproxy curl:curl openssl:openssl keytool:default-jre-headless
+                haproxy:haproxy softhsm2-util:softhsm2 curl:curl openssl:openssl \
+                keytool:default-jre-headless
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test test-fast lint format bench clean

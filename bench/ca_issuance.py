@@ -14,15 +14,19 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
+from sqlalchemy.orm import Session, sessionmaker
 
-from ca import CASettings, KeyType, create_user, generate_key, make_authority
+from ca import CASettings, CertificateAuthority, KeyType, create_user, generate_key, make_authority
 from store import CAGeneration, make_engine, session_factory, transaction, upgrade
+from tests.softhsm import SoftHsmToken, make_token, softhsm_module
 
 ROUNDS = int(os.environ.get("BENCH_CA_ROUNDS", "5"))
 # RSA key generation time varies a lot (prime search): enough keys per side to even it out.
@@ -82,6 +86,101 @@ def _measure(key_type: KeyType, folder: Path) -> tuple[float, float]:
     return statistics.median(full_rates), statistics.median(bare_rates)
 
 
+# --- CA keys in a PKCS#11 token (SoftHSM2) against encrypted key files ---------------------
+
+TOKEN_PER_ROUND: dict[KeyType, int] = {"rsa2048": 20, "ec-p256": 40}
+
+
+def _authority(
+    folder: Path, name: str, settings: CASettings
+) -> tuple[CertificateAuthority, sessionmaker[Session], int]:
+    engine = make_engine(f"sqlite:///{folder / f'{name}.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    authority = make_authority(
+        settings=settings, sessions=sessions, secret_key=b"bench-secret-key-0123456789"
+    )
+    authority.init("bench")
+    with transaction(sessions) as session:
+        user_id = create_user(
+            session,
+            broker_number="60/123/4567",
+            email="bench@example.org",
+            name="Bench",
+            now=datetime.now(UTC),
+            actor="bench",
+        ).id
+    return authority, sessions, user_id
+
+
+def _issue(
+    authority: CertificateAuthority,
+    sessions: sessionmaker[Session],
+    user_id: int,
+    key: Any,
+) -> None:
+    if key is None:
+        authority.issue_certificate(user_id, "bench")
+        return
+    with transaction(sessions) as session:
+        authority.issue_certificate(user_id, "bench", session=session, _key=key)
+
+
+def _measure_token(
+    leaf: KeyType, folder: Path, token: SoftHsmToken, *, same_keys: bool
+) -> tuple[float, float]:
+    """Issuance/s with the CA keys in SoftHSM2 and with file keys (product default CA key
+    type, RSA-3072), interleaved. ``same_keys``: both sides get the same pre-made leaf
+    keys, which leaves only the CA-side difference (the worst case for the ratio)."""
+    file_settings = CASettings(passphrase="bench", leaf_key_type=leaf, ca_key_type="rsa3072")
+    token_settings = replace(
+        file_settings,
+        passphrase="",
+        key_store="pkcs11",
+        pkcs11_module=token.module,
+        pkcs11_token_label=token.label,
+        pkcs11_pin=token.pin,
+    )
+    file_ca = _authority(folder, f"file-{leaf}-{same_keys}", file_settings)
+    token_ca = _authority(folder, f"token-{leaf}-{same_keys}", token_settings)
+    n = TOKEN_PER_ROUND[leaf]
+    for ca in (file_ca, token_ca):
+        _issue(*ca, None)  # warm-up: opens the CA key (decrypt / token login)
+    file_rates: list[float] = []
+    token_rates: list[float] = []
+    for _ in range(ROUNDS):
+        keys = [generate_key(leaf) if same_keys else None for _ in range(n)]
+        for ca, rates in ((file_ca, file_rates), (token_ca, token_rates)):
+            started = time.perf_counter()
+            for key in keys:
+                _issue(*ca, key)
+            rates.append(n / (time.perf_counter() - started))
+    token_ca[0].close()
+    return statistics.median(token_rates), statistics.median(file_rates)
+
+
+def _token_bench(folder: Path) -> None:
+    module = softhsm_module()
+    print("\nCA keys in SoftHSM2 vs encrypted key files (CA key RSA-3072, full issuance):")
+    if module is None:
+        print("  skipped: softhsm2 is not installed ('make system-deps')")
+        return
+    token = make_token(folder / "softhsm", module, label="brokergate-bench")
+    print(f"{'leaf key':<10} {'leaf keys':<10} {'token/s':>8} {'file/s':>8} {'ratio':>7}  ≥ 0.80")
+    for leaf in TOKEN_PER_ROUND:
+        for same_keys in (False, True):
+            with_token, with_file = _measure_token(leaf, folder, token, same_keys=same_keys)
+            ratio = with_token / with_file
+            verdict = "ok" if ratio >= 0.8 else "below target"
+            how = "pre-made" if same_keys else "generated"
+            figures = f"{with_token:>8.1f} {with_file:>8.1f} {ratio:>7.3f}"
+            print(f"{leaf:<10} {how:<10} {figures}  {verdict}")
+    print(
+        "'generated' is issuance as deployed; 'pre-made' gives both sides the same leaf keys, "
+        "so only the token signature and the file key differ."
+    )
+
+
 def main() -> None:
     print(f"{'key type':<10} {'issuance/s':>11} {'bare/s':>9} {'ratio':>7}  target ≥ 0.80")
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,7 +188,8 @@ def main() -> None:
             full, bare = _measure(key_type, Path(tmp))
             verdict = "ok" if full / bare >= 0.8 else "below target"
             print(f"{key_type:<10} {full:>11.1f} {bare:>9.1f} {full / bare:>7.3f}  {verdict}")
-    print(
-        "ec-p256 keys cost ~0.1 ms, so the fixed cost of PKCS#12 + three rows + commit "
-        "(~6 ms) dominates; RSA-2048 is the default leaf key (docs/ca.md)."
-    )
+        print(
+            "ec-p256 keys cost ~0.1 ms, so the fixed cost of PKCS#12 + three rows + commit "
+            "(~6 ms) dominates; RSA-2048 is the default leaf key (docs/ca.md)."
+        )
+        _token_bench(Path(tmp))

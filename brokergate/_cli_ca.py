@@ -31,7 +31,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = ca_sub.add_parser("init", help="create the root CA and issuing generation 1")
     p.set_defaults(handler=_init)
 
-    p = ca_sub.add_parser("status", help="generations, validity, live certificates, next CRL")
+    p = ca_sub.add_parser(
+        "status",
+        help="generations, validity, live certificates, next CRL, and where each CA key lives",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_status)
 
@@ -73,12 +76,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _init(args: argparse.Namespace, ctx: CliContext) -> int:
-    generation = authority_for(ctx).init(ctx.actor)
+    authority = authority_for(ctx)
+    generation = authority.init(ctx.actor)
     print(f"CA initialised: root and issuing generation {generation} created.", file=ctx.out)
-    print(
-        "Back up the database now: it holds the encrypted CA keys (docs/operations.md).",
-        file=ctx.out,
-    )
+    if authority.key_store() == "pkcs11":
+        print(
+            f"The CA keys were generated in PKCS#11 token {ctx.config.ca.pkcs11_token_label!r} "
+            "and cannot leave it; 'brokergate ca status' shows their key ids. Back up the "
+            "database and the token (docs/operations.md).",
+            file=ctx.out,
+        )
+    else:
+        print(
+            "Back up the database now: it holds the encrypted CA keys (docs/operations.md).",
+            file=ctx.out,
+        )
+    authority.close()
     return 0
 
 
@@ -101,6 +114,12 @@ def _status(args: argparse.Namespace, ctx: CliContext) -> int:
             for i in infos
         ],
         ["GEN", "STATUS", "SUBJECT", "VALID FROM", "VALID UNTIL", "LIVE", "NEXT CRL UPDATE"],
+        ctx.out,
+    )
+    print("", file=ctx.out)
+    print_table(
+        [(i.generation, i.key_location, i.root_key_location) for i in infos],
+        ["GEN", "ISSUING CA KEY", "ROOT KEY"],
         ctx.out,
     )
     return 0

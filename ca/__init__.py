@@ -12,7 +12,7 @@ from ca._authority import (
     make_authority,
     normalise_serial,
 )
-from ca._builders import CERTIFICATE_SIGNING, DIGITAL_SIGNATURE_ONLY, user_uri
+from ca._builders import CERTIFICATE_SIGNING, DIGITAL_SIGNATURE_ONLY
 from ca._errors import (
     CAAlreadyInitialised,
     CAError,
@@ -24,19 +24,23 @@ from ca._errors import (
     InvalidGenerationState,
     InvalidLocale,
     InvalidUserData,
+    KeyStoreError,
     MissingPassphrase,
     UnknownCertificate,
     UnknownGeneration,
     UnknownUser,
     WrongPassphrase,
+    WrongTokenPin,
 )
 from ca._keys import generate_key
 from ca._pkcs12 import PASSWORD_BITS, generate_password
-from ca._settings import CASettings, KeyType, P12Profile
+from ca._settings import CASettings, KeyStoreKind, KeyType, P12Profile
 from ca._trust import TrustMaterial, load_trust_material
 from ca._users import LOCALES, create_user, find_user, normalise_email, validate_broker_number
+from ca._validity import BROKER_TIME_ZONE, add_calendar_years
 
 __all__ = [
+    "BROKER_TIME_ZONE",
     "CERTIFICATE_SIGNING",
     "DIGITAL_SIGNATURE_ONLY",
     "LOCALES",
@@ -55,6 +59,8 @@ __all__ = [
     "InvalidLocale",
     "InvalidUserData",
     "IssuedCertificate",
+    "KeyStoreError",
+    "KeyStoreKind",
     "KeyType",
     "MissingPassphrase",
     "P12Profile",
@@ -63,6 +69,8 @@ __all__ = [
     "UnknownGeneration",
     "UnknownUser",
     "WrongPassphrase",
+    "WrongTokenPin",
+    "add_calendar_years",
     "create_user",
     "find_user",
     "fingerprint_sha256",
@@ -72,6 +80,5 @@ __all__ = [
     "make_authority",
     "normalise_email",
     "normalise_serial",
-    "user_uri",
     "validate_broker_number",
 ]

@@ -9,6 +9,8 @@ it happens, audit event and outbox mail included, or none of it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -36,9 +38,11 @@ from ca._errors import (
     UnknownGeneration,
     UnknownUser,
 )
-from ca._keys import PrivateKey, decrypt_key, encrypt_key, generate_key
+from ca._keys import PrivateKey, generate_key
+from ca._keystore import CAKeys, NewKey, key_location
 from ca._pkcs12 import generate_password, pack_pkcs12
 from ca._settings import CASettings, P12Profile
+from ca._validity import add_calendar_years
 from store import (
     OUTBOX_PURPOSE,
     CAGeneration,
@@ -112,6 +116,9 @@ class GenerationInfo:
     live_certificates: int
     crl_number: int
     crl_next_update: datetime | None
+    # Where the issuing CA's and its root's private keys live (file row or token + key id).
+    key_location: str = ""
+    root_key_location: str = ""
 
 
 @dataclass(kw_only=True)
@@ -122,21 +129,25 @@ class CertificateAuthority:
     sessions: sessionmaker[Session]
     clock: Clock = system_clock
     outbox_sealer: Sealer | None = None
-    # Decrypted CA keys, by (table, id): opening a PBKDF2-protected key costs tens of ms,
-    # which would dominate bulk issuance. Lives as long as this object.
+    # Opened CA keys, by (table, id): opening a PBKDF2-protected key costs tens of ms, and
+    # finding a token key a round trip, which would dominate bulk issuance. Lives as long
+    # as this object.
     _keys: dict[tuple[str, int], PrivateKey] = field(default_factory=dict, repr=False)
+    # The key backends for ``settings`` (rebuilt if the settings object is replaced). Owns
+    # the PKCS#11 session when ca.key_store = pkcs11; ``close()`` ends it.
+    _backends: tuple[CASettings, CAKeys] | None = field(default=None, repr=False)
 
     # -- generations ---------------------------------------------------------------
 
     def init(self, actor: str) -> int:
         """Create the root and generation 1. Refuses if a CA exists. Returns 1."""
         now = self.clock()
-        root_key = generate_key(self.settings.ca_key_type)
-        root_pem = encrypt_key(root_key, self.settings.passphrase)
-        with transaction(self.sessions) as session:
+        with self._new_keys() as made, transaction(self.sessions) as session:
             existing = session.scalar(select(func.count()).select_from(CAGeneration)) or 0
             if existing or session.scalar(select(func.count()).select_from(CARoot)):
                 raise CAAlreadyInitialised(existing)
+            root_new = self._generate(made, self.settings.root_common_name)
+            root_key = root_new.key
             root_cert = build_root(
                 key=root_key,
                 subject=ca_name(self.settings.root_common_name, self.settings.organisation_name),
@@ -146,7 +157,8 @@ class CertificateAuthority:
             root = CARoot(
                 subject=root_cert.subject.rfc4514_string(),
                 cert_pem=_pem(root_cert),
-                key_pem_encrypted=root_pem,
+                key_pem_encrypted=root_new.pem_encrypted,
+                key_uri=root_new.uri,
                 cross_cert_pem=None,
                 status=RootStatus.ACTIVE,
                 not_before=root_cert.not_valid_before_utc,
@@ -156,7 +168,7 @@ class CertificateAuthority:
             session.add(root)
             session.flush()
             self._keys[("root", root.id)] = root_key
-            generation = self._new_generation(session, root, 1, now)
+            generation = self._new_generation(session, root, 1, now, made)
             record_audit(
                 session,
                 actor=actor,
@@ -170,13 +182,13 @@ class CertificateAuthority:
         """A new issuing generation under the active root becomes active; the old one
         stays trusted (status ``rotated``) until retired. Returns the new generation."""
         now = self.clock()
-        with transaction(self.sessions) as session:
+        with self._new_keys() as made, transaction(self.sessions) as session:
             active = self._active_generation(session)
             root = session.get_one(CARoot, active.root_id)
-            self._root_key(root)  # fail on a wrong passphrase before changing anything
+            self._root_key(root)  # fail on a wrong passphrase or PIN before changing anything
             active.status = GenerationStatus.ROTATED
             active.rotated_at = now
-            new = self._new_generation(session, root, self._next_generation_id(session), now)
+            new = self._new_generation(session, root, self._next_generation_id(session), now, made)
             record_audit(
                 session,
                 actor=actor,
@@ -190,49 +202,48 @@ class CertificateAuthority:
         """Root rotation: a new root, cross-signed by the current one, and a new issuing
         generation below it. Returns the new generation. See docs/ca-rotation.md."""
         now = self.clock()
-        new_root_key = generate_key(self.settings.ca_key_type)
-        new_root_pem = encrypt_key(new_root_key, self.settings.passphrase)
-        with transaction(self.sessions) as session:
+        with self._new_keys() as made, transaction(self.sessions) as session:
             active = self._active_generation(session)
             old_root = session.get_one(CARoot, active.root_id)
             old_root_key = self._root_key(old_root)
             old_root_cert = x509.load_pem_x509_certificate(old_root.cert_pem.encode())
             generation_no = self._next_generation_id(session)
+            root_cn = f"{self.settings.root_common_name} R{generation_no}"
+            new_root = self._generate(made, root_cn)
+            new_root_key = new_root.key
             new_root_cert = build_root(
                 key=new_root_key,
-                subject=ca_name(
-                    f"{self.settings.root_common_name} R{generation_no}",
-                    self.settings.organisation_name,
-                ),
+                subject=ca_name(root_cn, self.settings.organisation_name),
                 now=now,
                 validity=self.settings.root_validity,
             )
             cross = build_cross_certificate(
                 new_root=new_root_cert, old_root=old_root_cert, old_root_key=old_root_key, now=now
             )
-            new_root = CARoot(
+            new_root_row = CARoot(
                 subject=new_root_cert.subject.rfc4514_string(),
                 cert_pem=_pem(new_root_cert),
-                key_pem_encrypted=new_root_pem,
+                key_pem_encrypted=new_root.pem_encrypted,
+                key_uri=new_root.uri,
                 cross_cert_pem=_pem(cross),
                 status=RootStatus.ACTIVE,
                 not_before=new_root_cert.not_valid_before_utc,
                 not_after=new_root_cert.not_valid_after_utc,
                 created_at=now,
             )
-            session.add(new_root)
+            session.add(new_root_row)
             session.flush()
-            self._keys[("root", new_root.id)] = new_root_key
+            self._keys[("root", new_root_row.id)] = new_root_key
             old_root.status = RootStatus.ROTATED
             active.status = GenerationStatus.ROTATED
             active.rotated_at = now
-            new = self._new_generation(session, new_root, generation_no, now)
+            new = self._new_generation(session, new_root_row, generation_no, now, made)
             record_audit(
                 session,
                 actor=actor,
                 action="ca.rotate_root",
                 now=now,
-                details={"from": active.id, "to": new.id, "root": new_root.subject},
+                details={"from": active.id, "to": new.id, "root": new_root_row.subject},
             )
             return new.id
 
@@ -303,6 +314,16 @@ class CertificateAuthority:
                     live_certificates=live.get(g.id, 0),
                     crl_number=g.crl_number,
                     crl_next_update=g.crl_next_update,
+                    key_location=key_location(
+                        pem_encrypted=g.key_pem_encrypted,
+                        uri=g.key_uri,
+                        row=f"ca_generations id {g.id}",
+                    ),
+                    root_key_location=key_location(
+                        pem_encrypted=g.root.key_pem_encrypted,
+                        uri=g.root.key_uri,
+                        row=f"ca_roots id {g.root.id}",
+                    ),
                 )
                 for g in gens
             ]
@@ -346,7 +367,8 @@ class CertificateAuthority:
         generation = self._active_generation(session)
         issuer_key = self._generation_key(generation)
         issuer = x509.load_pem_x509_certificate(generation.cert_pem.encode())
-        if now + self.settings.leaf_validity > issuer.not_valid_after_utc:
+        not_after = add_calendar_years(now, self.settings.leaf_validity_years)
+        if not_after > issuer.not_valid_after_utc:
             raise InvalidGenerationState(
                 f"the active issuing CA (generation {generation.id}) expires on "
                 f"{issuer.not_valid_after_utc:%Y-%m-%d}, before a new certificate would; "
@@ -368,7 +390,7 @@ class CertificateAuthority:
             issuer_key=issuer_key,
             serial=serial,
             now=now,
-            validity=self.settings.leaf_validity,
+            not_after=not_after,
             crl_url=crl_url,
         )
         chosen = profile or self.settings.p12_profile
@@ -595,16 +617,16 @@ class CertificateAuthority:
     # -- internals ----------------------------------------------------------------
 
     def _new_generation(
-        self, session: Session, root: CARoot, number: int, now: datetime
+        self, session: Session, root: CARoot, number: int, now: datetime, made: list[NewKey]
     ) -> CAGeneration:
         root_key = self._root_key(root)
         root_cert = x509.load_pem_x509_certificate(root.cert_pem.encode())
-        key = generate_key(self.settings.ca_key_type)
+        common_name = f"{self.settings.issuing_common_name} G{number}"
+        new_key = self._generate(made, common_name)
+        key = new_key.key
         cert = build_issuing(
             key=key,
-            subject=ca_name(
-                f"{self.settings.issuing_common_name} G{number}", self.settings.organisation_name
-            ),
+            subject=ca_name(common_name, self.settings.organisation_name),
             root=root_cert,
             root_key=root_key,
             now=now,
@@ -615,7 +637,8 @@ class CertificateAuthority:
             root_id=root.id,
             subject=cert.subject.rfc4514_string(),
             cert_pem=_pem(cert),
-            key_pem_encrypted=encrypt_key(key, self.settings.passphrase),
+            key_pem_encrypted=new_key.pem_encrypted,
+            key_uri=new_key.uri,
             key_type=self.settings.ca_key_type,
             status=GenerationStatus.ACTIVE,
             not_before=cert.not_valid_before_utc,
@@ -702,17 +725,55 @@ class CertificateAuthority:
         return True
 
     def _root_key(self, root: CARoot) -> PrivateKey:
-        return self._cached_key(("root", root.id), root.key_pem_encrypted)
+        return self._cached_key(("root", root.id), root.key_pem_encrypted, root.key_uri)
 
     def _generation_key(self, gen: CAGeneration) -> PrivateKey:
-        return self._cached_key(("generation", gen.id), gen.key_pem_encrypted)
+        return self._cached_key(("generation", gen.id), gen.key_pem_encrypted, gen.key_uri)
 
-    def _cached_key(self, ref: tuple[str, int], pem: str) -> PrivateKey:
+    def _cached_key(self, ref: tuple[str, int], pem: str | None, uri: str | None) -> PrivateKey:
+        backends = self._key_backends()  # first: new settings drop the keys opened before
         key = self._keys.get(ref)
         if key is None:
-            key = decrypt_key(pem, self.settings.passphrase)
+            key = backends.open(pem_encrypted=pem, uri=uri)
             self._keys[ref] = key
         return key
+
+    def _key_backends(self) -> CAKeys:
+        if self._backends is None or self._backends[0] is not self.settings:
+            if self._backends is not None:
+                self._backends[1].close()
+                self._keys.clear()  # opened through the backends just closed
+            self._backends = (self.settings, CAKeys(self.settings))
+        return self._backends[1]
+
+    def _generate(self, made: list[NewKey], label: str) -> NewKey:
+        new = self._key_backends().generate(self.settings.ca_key_type, label)
+        made.append(new)
+        return new
+
+    @contextmanager
+    def _new_keys(self) -> Iterator[list[NewKey]]:
+        """Collects the CA keys a step makes; if the step fails (its transaction included),
+        destroys those made in a token, so that nothing half-made is left behind."""
+        made: list[NewKey] = []
+        try:
+            yield made
+        except BaseException:
+            self._keys.clear()  # may hold keys of rows that were rolled back
+            for new in made:
+                self._key_backends().discard(new)
+            raise
+
+    def key_store(self) -> str:
+        """Where new CA keys are made: ``file`` or ``pkcs11`` (``ca.key_store``)."""
+        return self.settings.key_store
+
+    def close(self) -> None:
+        """End the PKCS#11 session, if one is open (optional: process exit does it too)."""
+        self._keys.clear()
+        if self._backends is not None:
+            self._backends[1].close()
+            self._backends = None
 
 
 def _pem(cert: x509.Certificate) -> str:

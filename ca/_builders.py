@@ -159,11 +159,6 @@ class LeafSubject:
     broker_number: str
 
 
-def user_uri(user_id: int) -> str:
-    """The SAN URI that names the user unambiguously (the gateway checks it)."""
-    return f"urn:brokergate:user:{user_id}"
-
-
 def build_leaf(
     *,
     public_key: PublicKey,
@@ -173,15 +168,17 @@ def build_leaf(
     issuer_key: PrivateKey,
     serial: int,
     now: datetime,
-    validity: timedelta,
+    not_after: datetime,
     crl_url: str | None,
 ) -> x509.Certificate:
     """A broker's client certificate: clientAuth only, digitalSignature only.
 
     The subject CN is what the browser's certificate picker shows, so it names the
-    broker and their broker number in plain words; the email (SAN rfc822Name, RFC 5280
-    §4.1.2.6 deprecates emailAddress in the subject) and the user URI let the gateway
-    map the certificate to exactly one user.
+    broker and their broker number in plain words; the email is the SAN rfc822Name
+    (RFC 5280 §4.1.2.6 deprecates emailAddress in the subject). The gateway maps the
+    certificate to its user by SHA-256 fingerprint in the store and cross-checks the
+    email. There is no user URI: ``urn:brokergate:…`` is an unregistered URN namespace
+    (RFC 8141 §5), which pkilint rejects, and nothing ever read it.
     """
     subject = x509.Name(
         [
@@ -197,7 +194,7 @@ def build_leaf(
         .public_key(public_key)
         .serial_number(serial)
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + validity)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             DIGITAL_SIGNATURE_ONLY,
@@ -205,12 +202,7 @@ def build_leaf(
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.RFC822Name(who.email),
-                    x509.UniformResourceIdentifier(user_uri(who.user_id)),
-                ]
-            ),
+            x509.SubjectAlternativeName([x509.RFC822Name(who.email)]),
             critical=False,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)

@@ -6,6 +6,9 @@
     ├── CANotInitialised        no CA yet: run `brokergate ca init`
     ├── CAAlreadyInitialised
     ├── WrongPassphrase         the CA passphrase does not open the CA key
+    ├── MissingPassphrase
+    ├── KeyStoreError           the PKCS#11 module, token or key cannot be used
+    │   └── WrongTokenPin
     ├── UnknownUser
     ├── UnknownCertificate
     ├── UnknownGeneration
@@ -48,6 +51,21 @@ class MissingPassphrase(CAError):
     def __init__(self) -> None:
         super().__init__(
             "no CA passphrase configured; set BROKERGATE_CA__PASSPHRASE or ca.passphrase_file"
+        )
+
+
+class KeyStoreError(CAError):
+    """A CA key in a PKCS#11 token cannot be made or used; the message says why and what to do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class WrongTokenPin(KeyStoreError):
+    def __init__(self, token_label: str) -> None:
+        super().__init__(
+            f"the PIN does not open PKCS#11 token {token_label!r}; check "
+            "BROKERGATE_CA__PKCS11_PIN or ca.pkcs11_pin_file (nothing was changed)"
         )
 
 

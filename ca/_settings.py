@@ -8,9 +8,11 @@ from typing import Literal
 
 KeyType = Literal["rsa2048", "rsa3072", "rsa4096", "ec-p256", "ec-p384"]
 P12Profile = Literal["compat", "modern"]
+KeyStoreKind = Literal["file", "pkcs11"]
 
-# Two years, as brokers were promised (seed 000: "zwei Jahre gültig").
-DEFAULT_LEAF_VALIDITY = timedelta(days=730)
+# Two calendar years, as brokers were promised (seed 000: "zwei Jahre gültig"); counted
+# in calendar years, not days (ca/_validity.py).
+DEFAULT_LEAF_VALIDITY_YEARS = 2
 # Issuing CAs outlive every leaf they sign by one leaf lifetime plus slack.
 DEFAULT_ISSUING_VALIDITY = timedelta(days=365 * 6)
 DEFAULT_ROOT_VALIDITY = timedelta(days=365 * 20)
@@ -47,8 +49,12 @@ class CASettings:
             "in a legacy CSP on some Windows versions); see docs/ca.md"
         },
     )
-    leaf_validity: timedelta = field(
-        default=DEFAULT_LEAF_VALIDITY, metadata={"help": "Validity of a broker certificate"}
+    leaf_validity_years: int = field(
+        default=DEFAULT_LEAF_VALIDITY_YEARS,
+        metadata={
+            "help": "Validity of a broker certificate in calendar years: it ends on the same "
+            "day and time (Europe/Berlin), 29 February on 28 February; see docs/ca.md"
+        },
     )
     issuing_validity: timedelta = field(
         default=DEFAULT_ISSUING_VALIDITY, metadata={"help": "Validity of a new issuing CA"}
@@ -89,14 +95,43 @@ class CASettings:
         repr=False,
         metadata={"help": "Passphrase that encrypts the CA private keys at rest", "secret": True},
     )
+    key_store: KeyStoreKind = field(
+        default="file",
+        metadata={
+            "help": "Where new CA keys are made: file (encrypted with the passphrase, kept in "
+            "the store) or pkcs11 (generated inside a PKCS#11 token, never extractable); keys "
+            "made before stay where they are; see docs/ca.md"
+        },
+    )
+    pkcs11_module: str = field(
+        default="",
+        metadata={
+            "help": "With key_store = pkcs11: path of the token's PKCS#11 module, e.g. "
+            "/usr/lib/softhsm/libsofthsm2.so"
+        },
+    )
+    pkcs11_token_label: str = field(
+        default="",
+        metadata={"help": "With key_store = pkcs11: label of the token that holds the CA keys"},
+    )
+    pkcs11_pin: str = field(
+        default="",
+        repr=False,
+        metadata={"help": "User PIN of the PKCS#11 token", "secret": True},
+    )
 
     def __post_init__(self) -> None:
-        if self.leaf_validity <= timedelta(0):
-            raise ValueError("leaf_validity must be positive")
-        if self.leaf_validity >= self.issuing_validity:
-            raise ValueError("leaf_validity must be shorter than issuing_validity")
+        if self.leaf_validity_years < 1:
+            raise ValueError("leaf_validity_years must be at least 1")
+        # The longest N calendar years can be (every one a leap year, plus a DST hour).
+        if timedelta(days=366 * self.leaf_validity_years) >= self.issuing_validity:
+            raise ValueError("leaf_validity_years must be shorter than issuing_validity")
         if self.crl_republish_before >= self.crl_validity:
             raise ValueError("crl_republish_before must be shorter than crl_validity")
+        if self.key_store == "pkcs11" and not (self.pkcs11_module and self.pkcs11_token_label):
+            raise ValueError(
+                "key_store = pkcs11 needs pkcs11_module (the token's .so) and pkcs11_token_label"
+            )
         if self.public_base_url is not None and not self.public_base_url.startswith(
             ("https://", "http://")
         ):

@@ -147,7 +147,10 @@ class CARoot(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject: Mapped[str] = mapped_column(String(512))
     cert_pem: Mapped[str] = mapped_column(Text)
-    key_pem_encrypted: Mapped[str] = mapped_column(Text)  # PKCS#8, encrypted with the CA passphrase
+    # Exactly one of the two: PKCS#8 encrypted with the CA passphrase (ca.key_store = file),
+    # or the RFC 7512 URI of a non-extractable key in a PKCS#11 token (ca.key_store = pkcs11).
+    key_pem_encrypted: Mapped[str | None] = mapped_column(Text)
+    key_uri: Mapped[str | None] = mapped_column(String(512))
     # The new root signed by the previous root (root rotation), so old trust stores chain to it.
     cross_cert_pem: Mapped[str | None] = mapped_column(Text)
     status: Mapped[RootStatus] = mapped_column(_enum(RootStatus, "root_status"))
@@ -165,7 +168,8 @@ class CAGeneration(Base):
     root_id: Mapped[int] = mapped_column(ForeignKey("ca_roots.id"))
     subject: Mapped[str] = mapped_column(String(512))
     cert_pem: Mapped[str] = mapped_column(Text)
-    key_pem_encrypted: Mapped[str] = mapped_column(Text)
+    key_pem_encrypted: Mapped[str | None] = mapped_column(Text)  # as CARoot: one of the two
+    key_uri: Mapped[str | None] = mapped_column(String(512))
     key_type: Mapped[str] = mapped_column(String(16))
     status: Mapped[GenerationStatus] = mapped_column(_enum(GenerationStatus, "generation_status"))
     not_before: Mapped[datetime]

@@ -36,6 +36,7 @@ from store import (
     transaction,
     upgrade,
 )
+from tests.softhsm import SoftHsmToken, make_token, softhsm_module
 
 if TYPE_CHECKING:  # selenium is imported by the browser tests only
     from tests.logins.web.chrome import Chrome
@@ -236,6 +237,36 @@ def authority(
     )
     ca.init("test:setup")
     return ca
+
+
+@pytest.fixture(scope="session")
+def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsmToken]:
+    """One real SoftHSM2 token for the session (tests/softhsm.py). Without softhsm2 the
+    tests that need it skip with the reason, except under CI, where that is a failure."""
+    module = softhsm_module()
+    if module is None:
+        reason = "softhsm2 not installed: 'make system-deps' (Debian package softhsm2)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    before = os.environ.get("SOFTHSM2_CONF")
+    yield make_token(tmp_path_factory.mktemp("softhsm"), module)
+    if before is None:
+        os.environ.pop("SOFTHSM2_CONF", None)
+    else:
+        os.environ["SOFTHSM2_CONF"] = before
+
+
+@pytest.fixture
+def token_ca_settings(softhsm_token: SoftHsmToken) -> CASettings:
+    """CA settings with the CA keys in the SoftHSM2 token (no passphrase at all)."""
+    return CASettings(
+        key_store="pkcs11",
+        pkcs11_module=softhsm_token.module,
+        pkcs11_token_label=softhsm_token.label,
+        pkcs11_pin=softhsm_token.pin,
+        ca_key_type="rsa2048",
+    )
 
 
 UserFactory = Callable[..., User]

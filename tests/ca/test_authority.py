@@ -41,7 +41,10 @@ from tests.conftest import FakeClock, UserFactory, password_mail_for
 
 
 def test_certificate_profile(
-    authority: CertificateAuthority, make_user: UserFactory, sessions: sessionmaker[Session]
+    authority: CertificateAuthority,
+    make_user: UserFactory,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
 ) -> None:
     user = make_user(email="erika@example.org", broker="60/123/4567")
     issued = authority.issue_certificate(user.id, "ops:test")
@@ -49,7 +52,9 @@ def test_certificate_profile(
     key, cert, chain = pkcs12.load_key_and_certificates(issued.pkcs12, password.encode())
     assert cert is not None and key is not None
     assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
-    assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=730, minutes=5)
+    # Two calendar years from issuance (same day and time), backdated five minutes.
+    assert cert.not_valid_before_utc == clock() - timedelta(minutes=5)
+    assert cert.not_valid_after_utc == clock().replace(year=clock().year + 2)
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
@@ -58,9 +63,10 @@ def test_certificate_profile(
     assert bc.critical and not bc.value.ca
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.RFC822Name) == ["erika@example.org"]
-    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
-        f"urn:brokergate:user:{user.id}"
-    ]
+    # No URI: an unregistered urn: namespace fails RFC 5280 linting (pkilint), and the
+    # gateway finds the user by fingerprint, not by name.
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == []
+    assert len(list(san)) == 1
     assert cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value == "60/123/4567"
     assert "60/123/4567" in str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value

@@ -27,6 +27,7 @@ from store import (
     transaction,
 )
 from tests.conftest import TEST_SECRET_KEY, CliRunner
+from tests.softhsm import SoftHsmToken
 
 
 @pytest.fixture
@@ -224,3 +225,66 @@ def test_user_add_mails_an_activation_link_unless_told_not_to(ready: CliRunner, 
     assert quiet.code == 0 and "activation" not in quiet.out
     with transaction(db) as s:
         assert s.scalar(select(func.count()).select_from(MailOutbox)) == 1
+
+
+# --- CA keys in a PKCS#11 token (SoftHSM2) ----------------------------------------------
+
+
+@pytest.fixture
+def token_env(softhsm_token: SoftHsmToken, tmp_path: Path) -> dict[str, str]:
+    """Settings for a CLI whose CA keys live in the test token: the PIN through a file
+    (ca.pkcs11_pin_file), no CA passphrase at all."""
+    pin_file = tmp_path / "token.pin"
+    pin_file.write_text(softhsm_token.pin)
+    pin_file.chmod(0o600)
+    return {
+        **softhsm_token.env(),
+        "BROKERGATE_CA__PASSPHRASE": "",
+        "BROKERGATE_CA__KEY_STORE": "pkcs11",
+        "BROKERGATE_CA__PKCS11_MODULE": softhsm_token.module,
+        "BROKERGATE_CA__PKCS11_TOKEN_LABEL": softhsm_token.label,
+        "BROKERGATE_CA__PKCS11_PIN_FILE": str(pin_file),
+    }
+
+
+def test_ca_init_and_status_with_the_token(
+    run_cli: CliRunner, token_env: dict[str, str], softhsm_token: SoftHsmToken
+) -> None:
+    assert run_cli("db", "upgrade", env=token_env).code == 0
+    init = run_cli("ca", "init", env=token_env)
+    assert init.code == 0, init.err
+    assert "generated in PKCS#11 token 'brokergate-test'" in init.out
+    status = run_cli("ca", "status", env=token_env)
+    assert status.code == 0, status.err
+    assert status.out.count("pkcs11 token 'brokergate-test' id ") == 2, status.out
+    machine = json.loads(run_cli("ca", "status", "--json", env=token_env).out)
+    key_id = machine[0]["key_location"].split(" id ")[1].split()[0]
+    assert len(key_id) == 32 and key_id in status.out
+    added = run_cli(
+        "user", "add", "--broker", "60/123/4567", "--email", "erika@example.org",
+        "--name", "Erika Mustermann", env=token_env,
+    )  # fmt: skip
+    assert added.code == 0, added.err
+    issued = run_cli("cert", "issue", "erika@example.org", "--out", "erika.p12", env=token_env)
+    assert issued.code == 0, issued.err
+    rotated = run_cli("ca", "rotate", env=token_env)
+    assert rotated.code == 0, rotated.err
+    assert run_cli("ca", "retire", "1", "--force", env=token_env).code == 0
+    for result in (init, status, added, issued, rotated):
+        assert softhsm_token.pin not in result.out + result.err
+
+
+def test_wrong_token_pin_is_a_clear_error_and_changes_nothing(
+    run_cli: CliRunner, token_env: dict[str, str], tmp_path: Path, db
+) -> None:  # type: ignore[no-untyped-def]
+    assert run_cli("db", "upgrade", env=token_env).code == 0
+    wrong = tmp_path / "wrong.pin"
+    wrong.write_text("not-the-pin")
+    result = run_cli("ca", "init", env={**token_env, "BROKERGATE_CA__PKCS11_PIN_FILE": str(wrong)})
+    assert result.code == 1
+    assert "the PIN does not open PKCS#11 token 'brokergate-test'" in result.err
+    assert "not-the-pin" not in result.out + result.err
+    assert "Traceback" not in result.err
+    unknown = run_cli("ca", "init", env={**token_env, "BROKERGATE_CA__PKCS11_TOKEN_LABEL": "nope"})
+    assert unknown.code == 1 and "no PKCS#11 token labelled 'nope'" in unknown.err
+    assert run_cli("ca", "status", env=token_env).code == 1  # still not initialised

@@ -20,15 +20,15 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_without_file() -> None:
     config = load_config(None, env={})
-    assert config.ca.leaf_validity == timedelta(days=730)
+    assert config.ca.leaf_validity_years == 2
     assert config.store.url.startswith("sqlite:///")
 
 
 def test_file_then_environment_wins(tmp_path: Path) -> None:
-    path = write(tmp_path, '[gateway]\nport = 9443\n[ca]\nleaf_validity = "365d"\n')
+    path = write(tmp_path, '[gateway]\nport = 9443\n[ca]\nsuperseded_grace = "3d"\n')
     config = load_config(path, env={"BROKERGATE_GATEWAY__PORT": "10443"})
     assert config.gateway.port == 10443
-    assert config.ca.leaf_validity == timedelta(days=365)
+    assert config.ca.superseded_grace == timedelta(days=3)
     assert config.source == str(path)
 
 
@@ -40,7 +40,8 @@ def test_file_then_environment_wins(tmp_path: Path) -> None:
         ('[gateway]\nport = "x"\n', "gateway.port", "whole number"),
         ("[gateway]\nport = 70000\n", "gateway", "between 1 and 65535"),
         ('[ca]\nleaf_key_type = "dsa"\n', "ca.leaf_key_type", "one of"),
-        ('[ca]\nleaf_validity = "two years"\n', "ca.leaf_validity", "duration"),
+        ('[ca]\ncrl_validity = "two days"\n', "ca.crl_validity", "duration"),
+        ("[ca]\nleaf_validity_years = 0\n", "ca", "at least 1"),
         ('[ca]\npassphrase = "hunter2"\n', "ca.passphrase", "passphrase_file"),
         ("[gateway\n", "(file)", "not valid TOML"),
     ],
