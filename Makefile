@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Debian packages the tests drive as real clients (see README "What `make test` installs"):
+# Debian packages the tests drive as real clients (see README section "`make test`"):
 #   pk12util/certutil (libnss3-tools), chromium + chromedriver, nginx (terminator mode), ab (bench),
 #   sqlite3 and pg_dump/pg_restore (the tested backup and restore procedure, docs/operations.md),
 #   haproxy (the tested L4 passthrough example, deploy/haproxy/haproxy.cfg); curl, openssl and
