@@ -39,7 +39,7 @@ system-deps: ## install the Debian packages the tests use as real clients (needs
 	fi
 
 run: $(STAMP) ## run everything locally: dev CA, demo upstream, mail sink, gateway on https://localhost:8443
-	$(PY) -m brokergate dev run
+	$(PY) -m brokergate dev run $(if $(OVERLAY),--overlay $(OVERLAY))
 
 test: $(STAMP) system-deps ## run the whole test suite (SQLite; PostgreSQL when reachable)
 	$(PY) -m pytest

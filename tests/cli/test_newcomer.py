@@ -328,3 +328,19 @@ def test_makefile_names_readme_sections_that_exist() -> None:
     assert named, "the Makefile no longer names a README section: drop this test"
     for title in named:
         assert title in headings, f"the Makefile points to README {title!r}, which does not exist"
+
+
+# --- point 7: dev run's overlay --------------------------------------------------------------
+
+
+def test_dev_run_names_a_bad_overlay_in_one_line(run_cli: CliRunner, tmp_path: Path) -> None:
+    overlay = tmp_path / "mine.toml"
+    overlay.write_text("[gateway]\nport = 9999\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    result = run_cli("dev", "run", "--dir", str(project), "--overlay", str(overlay))
+    assert result.code == 2
+    line = one_clear_line(result)
+    assert str(overlay) in line and "gateway.port" in line and "--gateway-port" in line
+    assert list(project.iterdir()) == []  # refused before anything was made
+    assert overlay.read_text() == "[gateway]\nport = 9999\n"
