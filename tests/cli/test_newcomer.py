@@ -306,7 +306,7 @@ def test_top_level_help_names_every_sub_command(run_cli: CliRunner) -> None:
 
     top = run_cli("--help").out
     lines: dict[str, str] = {}
-    for line in top.split("{", 1)[1].splitlines():  # the commands, after "{ca,user,...}"
+    for line in top.split("positional arguments:", 1)[1].splitlines():
         if re.match(r"    \S", line):
             command = line.split()[0]
             lines[command] = line
