@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway import LANGUAGES, load_catalogs, negotiate_language
-from gateway._i18n import LOCALES_DIR, CatalogError
+from gateway.web._i18n import LOCALES_DIR, CatalogError
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "gateway" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "gateway" / "web" / "templates"
 
 
 def test_every_key_exists_in_every_language() -> None:

@@ -12,7 +12,7 @@ import pytest
 from gateway import load_catalogs
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "gateway" / "templates" / "logins"
+TEMPLATES = ROOT / "gateway" / "web" / "templates" / "logins"
 KEY = re.compile(r"""t\(\s*["']((?:logins|error|banner)\.[a-z0-9_.\-]+)["']""")
 
 
@@ -53,13 +53,13 @@ def test_every_key_is_translated(language: str) -> None:
     ):
         assert f"logins.account.done.{notice}" in known
     assert {"logins.reauth.intro_basic", "logins.reauth.intro_strong"} <= known
-    ours = json.loads((ROOT / "gateway/locales" / language / "logins.json").read_text("utf-8"))
-    german = json.loads((ROOT / "gateway/locales/de/logins.json").read_text("utf-8"))
-    assert set(ours) == set(german)
-    for key, text in ours.items():  # same placeholders in every language
-        assert set(re.findall(r"\{(\w+)\}", text)) == set(re.findall(r"\{(\w+)\}", german[key])), (
-            key
-        )
+    for name in ("logins.json", "broker_login.json"):
+        ours = json.loads((ROOT / "gateway/web/locales" / language / name).read_text("utf-8"))
+        german = json.loads((ROOT / "gateway/web/locales/de" / name).read_text("utf-8"))
+        assert set(ours) == set(german), name
+        for key, text in ours.items():  # same placeholders in every language
+            placeholders = set(re.findall(r"\{(\w+)\}", text))
+            assert placeholders == set(re.findall(r"\{(\w+)\}", german[key])), key
 
 
 def test_seed_wording() -> None:
@@ -90,8 +90,8 @@ def test_seed_wording() -> None:
 def test_every_login_method_maps_to_one_of_the_five_header_values() -> None:
     """The history keeps finer names (recovery code, remembered browser, restricted); the
     upstream's X-Brokergate-Method and the login metric know exactly five."""
-    from gateway._logins import _history
     from gateway._metrics import LOGIN_METHODS
+    from gateway.logins import _history
 
     names = {
         value
