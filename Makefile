@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Debian packages the tests drive as real clients (see README "What `make test` installs"):
+# Debian packages the tests drive as real clients (see README section "`make test`"):
 #   pk12util/certutil (libnss3-tools), chromium + chromedriver, nginx (terminator mode), ab (bench),
 #   sqlite3 and pg_dump/pg_restore (the tested backup and restore procedure, docs/operations.md),
 #   haproxy (the tested L4 passthrough example, deploy/haproxy/haproxy.cfg), softhsm2 (a real
@@ -41,7 +41,7 @@ system-deps: ## install the Debian packages the tests use as real clients (needs
 	fi
 
 run: $(STAMP) ## run everything locally: dev CA, demo upstream, mail sink, gateway on https://localhost:8443
-	$(PY) -m brokergate dev run
+	$(PY) -m brokergate dev run $(if $(OVERLAY),--overlay $(OVERLAY))
 
 test: $(STAMP) system-deps ## run the whole test suite (SQLite; PostgreSQL when reachable)
 	$(PY) -m pytest

@@ -4,6 +4,14 @@ The PKCS#12 is written with mode 0600 inside the issuing transaction: if the fil
 cannot be written, the certificate and its password mail are rolled back too, so
 no certificate exists whose file was lost. The password is never printed: it is
 queued for the broker's email (``brokergate mail pending`` shows it is queued).
+
+Key files go only where they are told to: ``--out FILE`` / ``--out-dir DIR``, or the
+configured ``ca.pkcs12_dir``; never silently into the current folder (a repository root,
+one ``git add .`` away from a commit).
+
+A user who already has a valid certificate gets no second one without a word: ``cert
+issue`` refuses unless ``--replace`` (the new one replaces them: they are revoked as
+superseded in the same transaction) or ``--additional`` (a second device: both stay valid).
 """
 
 from __future__ import annotations
@@ -22,7 +30,13 @@ from tqdm import tqdm
 from brokergate._cli_ca import authority_for
 from brokergate._config import parse_duration
 from brokergate._context import CliContext
-from brokergate._output import check_new_file, print_json, print_table, write_private_file
+from brokergate._output import (
+    check_new_file,
+    format_time,
+    print_json,
+    print_table,
+    write_private_file,
+)
 from ca import (
     CAError,
     CertificateAuthority,
@@ -58,10 +72,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--profile", choices=["compat", "modern"], help="PKCS#12 encryption profile")
     p.add_argument(
-        "--out", type=Path, metavar="FILE", help="PKCS#12 file for USER (default: <email>.p12)"
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="PKCS#12 file for USER (default: <email>.p12 in ca.pkcs12_dir; one of the two "
+        "is required)",
     )
     p.add_argument(
-        "--out-dir", type=Path, default=Path("."), metavar="DIR", help="folder for bulk files"
+        "--out-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder for bulk files (default: ca.pkcs12_dir; one of the two is required)",
+    )
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--replace",
+        action="store_true",
+        help="the user has a valid certificate: issue a new one and revoke the earlier ones "
+        "(superseded) in the same step",
+    )
+    again.add_argument(
+        "--additional",
+        action="store_true",
+        help="the user has a valid certificate: issue one more and keep the earlier ones "
+        "valid (e.g. a second device)",
     )
     p.set_defaults(handler=_issue)
 
@@ -100,37 +134,105 @@ def _issue_to_file(
     ctx: CliContext,
     user_id: int,
     path: Path,
-    profile: str | None,
-) -> tuple[str, datetime]:
-    """Issue and write the file in one transaction (file failure rolls the issuance back)."""
+    args: argparse.Namespace,
+) -> tuple[str, datetime, list[str]]:
+    """Issue and write the file in one transaction (file failure rolls the issuance back).
+
+    Returns the serial, the expiry and the serials revoked because of ``--replace``.
+
+    Raises:
+        AlreadyCertified: the user has a valid certificate and neither ``--replace`` nor
+            ``--additional`` was given (nothing issued).
+    """
     check_new_file(path)
     written = False
     try:
         with transaction(ctx.sessions) as session:
+            earlier = _valid_serials(session, user_id, ctx.clock())
+            if earlier and not (args.replace or args.additional):
+                raise AlreadyCertified(session.get_one(User, user_id).email, earlier)
             issued = authority.issue_certificate(
                 user_id,
                 ctx.actor,
-                profile="modern" if profile == "modern" else "compat" if profile else None,
+                profile=args.profile,
                 session=session,
             )
+            revoked = []
+            if args.replace:
+                for serial in earlier:
+                    authority.revoke(
+                        serial, RevocationReason.SUPERSEDED, ctx.actor, session=session
+                    )
+                    revoked.append(serial)
             write_private_file(path, issued.pkcs12)
             written = True
     except BaseException:
         if written:  # the commit failed: the file must not outlive the certificate
             path.unlink(missing_ok=True)
         raise
-    return issued.serial, issued.not_after
+    return issued.serial, issued.not_after, revoked
+
+
+def _valid_serials(session: Session, user_id: int, now: datetime) -> list[str]:
+    return list(
+        session.scalars(
+            select(Certificate.serial)
+            .where(
+                Certificate.user_id == user_id,
+                Certificate.status == CertificateStatus.VALID,
+                Certificate.not_after > now,
+            )
+            .order_by(Certificate.id)
+        )
+    )
+
+
+class AlreadyCertified(CAError):
+    """``cert issue`` for a user who has a valid certificate, without saying what to do."""
+
+    def __init__(self, email: str, serials: list[str]) -> None:
+        super().__init__(
+            f"{email} already has a valid certificate ({', '.join(serials)}); add --replace "
+            "to issue a new one and revoke it, or --additional to issue one more and keep it"
+        )
+
+
+class NoPkcs12Folder(ValueError):
+    """Neither an output option nor ``ca.pkcs12_dir`` says where the key file goes."""
+
+
+def _output_folder(ctx: CliContext, given: Path | None, option: str) -> Path:
+    folder = given or ctx.config.ca.pkcs12_dir
+    if folder is None:
+        raise NoPkcs12Folder(
+            f"say where the PKCS#12 file (it holds a private key) goes: {option}, or set "
+            "ca.pkcs12_dir (BROKERGATE_CA__PKCS12_DIR) to a private folder"
+        )
+    if not folder.is_dir():
+        raise NoPkcs12Folder(f"folder {folder} does not exist; create it (mode 0700) first")
+    return folder
 
 
 def _issue(args: argparse.Namespace, ctx: CliContext) -> int:
+    try:
+        if args.user:
+            path = args.out
+            folder = None if path else _output_folder(ctx, None, "--out FILE")
+        else:
+            if args.out:
+                raise NoPkcs12Folder("--out is for a single USER; bulk issuance uses --out-dir")
+            folder = _output_folder(ctx, args.out_dir, "--out-dir DIR")
+    except NoPkcs12Folder as exc:
+        print(f"brokergate: {exc}", file=ctx.err)
+        return 2
     authority = authority_for(ctx)
     if args.user:
         with transaction(ctx.sessions) as session:
             user = find_user(session, args.user)
             user_id, email = user.id, user.email
-        path = args.out or Path(_safe_filename(email))
+        path = path or (folder or Path()) / _safe_filename(email)
         try:
-            serial, not_after = _issue_to_file(authority, ctx, user_id, path, args.profile)
+            serial, not_after, revoked = _issue_to_file(authority, ctx, user_id, path, args)
         except OSError as exc:
             print(
                 f"brokergate: cannot write the PKCS#12 file: {exc}; nothing was issued",
@@ -143,15 +245,16 @@ def _issue(args: argparse.Namespace, ctx: CliContext) -> int:
         )
         print(f"PKCS#12 written to {path} (mode 0600)", file=ctx.out)
         print(f"the password is queued for {email} ('brokergate mail pending')", file=ctx.out)
+        if revoked:
+            print(
+                f"revoked {len(revoked)} earlier certificate(s) (superseded): "
+                f"{', '.join(revoked)}; CRL re-published",
+                file=ctx.out,
+            )
         return 0
-    if args.out:
-        print("brokergate: --out is for a single USER; bulk issuance uses --out-dir", file=ctx.err)
-        return 2
-    if not args.out_dir.is_dir():
-        print(f"brokergate: folder {args.out_dir} does not exist", file=ctx.err)
-        return 2
+    assert folder is not None
     targets = _users_without_cert(ctx) if args.all_without_cert else _users_from_csv(ctx, args.csv)
-    return _bulk(authority, ctx, targets, args)
+    return _bulk(authority, ctx, targets, args, folder)
 
 
 @dataclass(frozen=True)
@@ -228,15 +331,16 @@ def _bulk(
     ctx: CliContext,
     targets: list[_Target],
     args: argparse.Namespace,
+    folder: Path,
 ) -> int:
     done: list[str] = []
     failed: list[str] = [f"{t.label}: {t.error}" for t in targets if t.error]
     todo = [t for t in targets if not t.error]
     for target in tqdm(todo, desc="issuing", unit="cert", file=ctx.err, disable=None):
         assert target.user_id is not None and target.email is not None
-        path = args.out_dir / _safe_filename(target.email)
+        path = folder / _safe_filename(target.email)
         try:
-            serial, _ = _issue_to_file(authority, ctx, target.user_id, path, args.profile)
+            serial, _, _ = _issue_to_file(authority, ctx, target.user_id, path, args)
             done.append(f"{target.email}: {serial} -> {path}")
         except (CAError, OSError) as exc:
             # One failing row neither stops nor corrupts the rest: its transaction rolled back.
@@ -340,7 +444,8 @@ def _show(args: argparse.Namespace, ctx: CliContext) -> int:
         print_json({**info, "pem": pem} if args.pem else info, ctx.out)
         return 0
     for key, value in info.items():
-        print(f"{key + ':':<20}{'-' if value is None else value}", file=ctx.out)
+        shown = format_time(value) if isinstance(value, datetime) else value
+        print(f"{key + ':':<20}{'-' if shown is None else shown}", file=ctx.out)
     if args.pem:
         ctx.out.write(pem)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from brokergate._config import configuration_reference
+from brokergate._config import BUILT_IN, configuration_reference
 from brokergate._context import CliContext
 
 
@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _check(args: argparse.Namespace, ctx: CliContext) -> int:
-    print(f"configuration OK ({ctx.config.source})", file=ctx.out)
+    source = ctx.config.source
+    print(f"configuration OK ({source if source == BUILT_IN else 'file ' + source})", file=ctx.out)
     return 0
 
 

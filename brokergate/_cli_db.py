@@ -12,9 +12,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = sub.add_parser("db", help="database schema: upgrade, status")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     up = db_sub.add_parser("upgrade", help="apply all pending migrations (safe to repeat)")
-    up.set_defaults(handler=_upgrade)
+    # The one command told to create the database (every other one refuses a missing file).
+    up.set_defaults(handler=_upgrade, creates_store=True)
     st = db_sub.add_parser("status", help="show the schema revision and whether it is current")
-    st.set_defaults(handler=_status)
+    st.set_defaults(handler=_status, schema_any=True)
 
 
 def _upgrade(args: argparse.Namespace, ctx: CliContext) -> int:

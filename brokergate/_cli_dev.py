@@ -31,7 +31,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Run brokergate on embedded defaults (ignoring brokergate.toml and "
         "BROKERGATE_* variables): SQLite and secrets under data/, certificates under "
         "certs-dev/, everything on loopback. The first start creates what is missing; later "
-        "starts reuse it. Delete data/ and certs-dev/ (make clean) to start afresh.",
+        "starts reuse it. Delete data/ and certs-dev/ (make clean) to start afresh. The "
+        "generated data/brokergate-dev.toml is rewritten on every start; your own settings go "
+        "into an overlay (dev-overlay.toml in the project folder, or --overlay FILE), merged "
+        "over it on every start and never written.",
+    )
+    run.add_argument(
+        "--overlay",
+        type=Path,
+        metavar="FILE",
+        help="TOML with your own settings (routes, levels, timeouts ...) laid over the "
+        "generated configuration (default: DIR/dev-overlay.toml if it exists)",
     )
     run.add_argument(
         "--gateway-port",
@@ -85,7 +95,7 @@ def _run(args: argparse.Namespace, ctx: CliContext) -> int:
     layout = DevLayout.at(args.dir)
     print(f"[dev] preparing {layout.root} (data/, certs-dev/) ...", file=ctx.out, flush=True)
     try:
-        report = bootstrap(layout, ports, clock=ctx.clock)
+        report = bootstrap(layout, ports, clock=ctx.clock, overlay=args.overlay)
     except ConfigError as exc:
         print(f"brokergate: {exc}", file=ctx.err)
         return 2

@@ -49,6 +49,9 @@ def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.workers is not None and not 1 <= args.workers <= 256:
         print("brokergate: --workers must be between 1 and 256", file=ctx.err)
         return 2
+    # The database must exist with the current schema: a clear line now, not an empty
+    # database created by the workers (issue 16) or SQL errors at the first request.
+    ctx.engine.dispose()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = ServeOptions.from_settings(config.gateway, workers=args.workers)
     if args.uvloop:

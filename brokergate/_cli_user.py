@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from brokergate._cli_logins import register_user_commands
 from brokergate._context import CliContext
-from brokergate._output import print_json, print_table
+from brokergate._output import format_time, print_json, print_table
 from ca import LOCALES, create_user, find_user
 from gateway.logins import activation_link_base, send_activation
 from store import OUTBOX_PURPOSE, Certificate, User, UserRole, transaction
@@ -141,7 +142,8 @@ def _show(args: argparse.Namespace, ctx: CliContext) -> int:
         print_json({**summary, "certificates": certs}, ctx.out)
         return 0
     for key, value in summary.items():
-        print(f"{key + ':':<19}{'-' if value is None else value}", file=ctx.out)
+        shown = format_time(value) if isinstance(value, datetime) else value
+        print(f"{key + ':':<19}{'-' if shown is None else shown}", file=ctx.out)
     print(f"{'certificates:':<19}{len(certs) or 'none'}", file=ctx.out)
     for c in certs:
         print(f"  {c['serial']}  {c['status']:<8} until {c['not_after']:%Y-%m-%d}", file=ctx.out)

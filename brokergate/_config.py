@@ -37,6 +37,7 @@ from store import StoreSettings
 
 ENV_PREFIX = "BROKERGATE_"
 CONFIG_ENV = "BROKERGATE_CONFIG"
+BUILT_IN = "built-in defaults"  # Config.source when no file was read
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +50,7 @@ class Config:
     logins: LoginSettings = field(default_factory=LoginSettings)
     renewal: RenewalSettings = field(default_factory=RenewalSettings)
     mail: MailSettings = field(default_factory=MailSettings)
-    source: str = "(built-in defaults)"
+    source: str = BUILT_IN  # the file's path, or BUILT_IN
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -294,7 +295,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     if path is None and Path("brokergate.toml").is_file():
         path = Path("brokergate.toml")
     data: dict[str, Any] = {}
-    source = "(built-in defaults)"
+    source = BUILT_IN
     if path is not None:
         source = str(path)
         try:

@@ -11,12 +11,16 @@ from typing import Any, TextIO
 
 
 def print_table(rows: Sequence[Sequence[object]], headers: Sequence[str], out: TextIO) -> None:
-    """A plain aligned table (no colour: output is often piped or logged)."""
+    """A plain aligned table (no colour: output is often piped or logged); ``(none)`` under
+    the headers when there are no rows."""
     cells = [[_text(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    # A list, not max(len(h), *...): with no rows that was max(int), a TypeError (issue 16).
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), file=out)
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+    if not cells:
+        print("(none)", file=out)
 
 
 def print_json(value: Any, out: TextIO) -> None:
@@ -35,6 +39,11 @@ def _text(value: object) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
     return str(value)
+
+
+def format_time(value: datetime) -> str:
+    """A stored (UTC) time for a person: to the second, with its zone, no microseconds."""
+    return f"{value:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def check_new_file(path: Path) -> None:

@@ -3,9 +3,10 @@
 Profiles (see docs/ca.md for the choice of default):
 
 - ``compat``: key and certificates encrypted with pbeWithSHAAnd3-KeyTripleDES-CBC, SHA-1
-  MAC. The only scheme that Windows Server 2016 and older and older macOS keychains open
-  by double click (they reject AES PKCS#12 with a misleading "wrong password").
-- ``modern``: PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC) and a SHA-256 MAC.
+  MAC. The only scheme that Windows Server 2016 and older and macOS's Keychain open by
+  double click (they reject AES PKCS#12 with a misleading "wrong password"; for macOS
+  see pyca/cryptography#7293, kube-rs/kube#691, chris2511/xca#474).
+- ``modern``: PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC) and a SHA-256 MAC; not for Macs.
 
 RC2-40 (openssl ``-legacy``) is never produced.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 KeyType = Literal["rsa2048", "rsa3072", "rsa4096", "ec-p256", "ec-p384"]
@@ -73,7 +74,8 @@ class CASettings:
         default="compat",
         metadata={
             "help": "PKCS#12 encryption: compat (3DES + SHA-1 MAC, opens by double click on "
-            "every Windows and macOS) or modern (PBES2 AES-256 + SHA-256 MAC); see docs/ca.md"
+            "every Windows and macOS) or modern (PBES2 AES-256 + SHA-256 MAC, which macOS "
+            "often refuses); see docs/ca.md"
         },
     )
     superseded_grace: timedelta = field(
@@ -81,6 +83,14 @@ class CASettings:
         metadata={
             "help": "After a renewal the old certificate is revoked (superseded) when "
             "the new one is first used, or after this grace period at the latest"
+        },
+    )
+    pkcs12_dir: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Folder where `brokergate cert issue` writes PKCS#12 files when no --out "
+            "or --out-dir is given (keep it private, outside any repository); unset: those "
+            "options are required"
         },
     )
     public_base_url: str | None = field(

@@ -89,6 +89,17 @@ class DevLayout:
         return self.data_dir / "brokergate-dev.toml"
 
     @property
+    def overlay_file(self) -> Path:
+        """The developer's own settings, merged into :attr:`config_file` on every start and
+        never written by ``dev run`` (git-ignored; ``--overlay FILE`` names another)."""
+        return self.root / "dev-overlay.toml"
+
+    @property
+    def pkcs12_dir(self) -> Path:
+        """Where ``brokergate cert issue`` writes PKCS#12 files for the dev system."""
+        return self.data_dir / "pkcs12"
+
+    @property
     def state_file(self) -> Path:
         """What the bootstrap made (demo users, certificate serial, password mail)."""
         return self.data_dir / "dev-state.json"

@@ -37,7 +37,7 @@ def welcome_lines(layout: DevLayout, ports: DevPorts, report: BootstrapReport) -
         f"  PKCS#12:        {layout.relative(layout.demo_p12)}",
         f"  {password_mail_line(layout, report)}",
         f"  try it:         {curl_command(layout, ports)}",
-        '                  (PASSWORD: the "Password:" line of that mail, also shown above)',
+        f"                  (PASSWORD: {_password_source(report)})",
         f"  in a browser:   import {layout.relative(layout.server_ca_cert)} as an authority"
         " (Firefox: Settings > Privacy & Security > View Certificates > Authorities > Import),",
         f"                  then {layout.relative(layout.demo_p12)} under Your Certificates >"
@@ -46,5 +46,26 @@ def welcome_lines(layout: DevLayout, ports: DevPorts, report: BootstrapReport) -
         f"{FALLBACK_USER.broker_number} and {FALLBACK_USER.email}; the TAN arrives as a"
         " [mail] line",
         f"the upstream alone (no gateway, no identity): {ports.upstream_url}/",
+        "the CLI against this system (cert issue writes to "
+        f"{layout.relative(layout.pkcs12_dir)}/):",
+        f"  export BROKERGATE_CONFIG={layout.config_file}",
+        f"your own settings: {_overlay_line(layout, report)}",
     ]
     return lines
+
+
+def _password_source(report: BootstrapReport) -> str:
+    """Where the password is to be read: the mail; printed by the sink only when the mail
+    arrives during this run (a restart reuses the mail of an earlier one)."""
+    if report.state.password_mail:
+        return 'the "Passwort:" line of that mail'
+    return 'the "Passwort:" line of that mail, printed as a [mail] line when it arrives'
+
+
+def _overlay_line(layout: DevLayout, report: BootstrapReport) -> str:
+    if report.overlay is not None:
+        return f"{layout.relative(report.overlay)} applied (read on every start, never written)"
+    return (
+        f"none; put them in {layout.relative(layout.overlay_file)} (read on every start, "
+        "never written; README)"
+    )

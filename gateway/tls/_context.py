@@ -58,6 +58,20 @@ __all__ = [
 ]
 
 
+# Mozilla's "intermediate" server-side TLS profile (ssl-config.mozilla.org, guidelines 5.7),
+# the one the shipped nginx and HAProxy configurations use too (tests/test_tls_profile.py
+# scans all three with sslyze). TLS 1.2: only AEAD suites with ECDHE (no CBC, no DHE);
+# TLS 1.3: OpenSSL's default suites, which are the profile's. SECURITY: OpenSSL 3.0's
+# defaults also offer CBC suites in TLS 1.2 and the X448 and P-521 groups.
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+TLS_GROUPS = "X25519:P-256:P-384"
+_SSL_CTRL_SET_GROUPS_LIST = 92  # ssl.h; the stdlib has only set_ecdh_curve (one curve)
+
+
 def create_server_context(
     *,
     cert_chain: Path,
@@ -77,6 +91,7 @@ def create_server_context(
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)  # TLS 1.2 only; TLS 1.3 keeps its default suites
     try:
         context.load_cert_chain(certfile=str(cert_chain), keyfile=str(private_key))
     except (OSError, ssl.SSLError) as exc:
@@ -88,6 +103,8 @@ def create_server_context(
     lib = libssl()
     pointer = ssl_ctx_pointer(context)
     check_pointer(lib, pointer, context)
+    if lib.lib.SSL_CTX_ctrl(pointer, _SSL_CTRL_SET_GROUPS_LIST, 0, TLS_GROUPS.encode()) != 1:
+        raise TLSSetupError(f"OpenSSL refused the key exchange groups {TLS_GROUPS}")
     lib.lib.SSL_CTX_set_cert_verify_callback(pointer, ACCEPT_ANY_CHAIN, None)
     set_client_ca_names(context, client_ca_issuers)
     return context

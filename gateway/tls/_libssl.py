@@ -88,6 +88,9 @@ class LibSSL:
         lib.X509_free.argtypes = [ctypes.c_void_p]
         lib.OPENSSL_sk_num.restype = ctypes.c_int
         lib.OPENSSL_sk_num.argtypes = [ctypes.c_void_p]
+        # SSL_CTX_set1_groups_list is a macro over SSL_CTX_ctrl (ssl.h).
+        lib.SSL_CTX_ctrl.restype = ctypes.c_long
+        lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
         self.lib = lib
         self.path = path
 

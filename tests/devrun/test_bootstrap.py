@@ -257,3 +257,111 @@ def test_rendered_config_loads_and_rejects_nothing(tmp_path: Path) -> None:
     layout.config_file.write_text(render_dev_config(layout, PORTS))
     config = load_config(layout.config_file, env={})
     assert config.gateway.public_url == "https://localhost:18443"
+
+
+# --- issue 16: a German demo, an overlay that is never overwritten, a banner that is true ---
+
+
+def test_the_demo_users_are_german(first: tuple[DevLayout, FakeClock, list[str]]) -> None:
+    """German login and TAN pages must lead to German mails and a German account page."""
+    layout, _, _ = first
+    engine = make_engine(layout.database_url)
+    try:
+        with transaction(session_factory(engine)) as session:
+            locales = {e: loc for e, loc in session.execute(select(User.email, User.locale))}
+            mail = session.scalars(select(MailOutbox)).first()
+    finally:
+        engine.dispose()
+    assert locales[DEMO_BROKER.email] == "de" and locales[FALLBACK_USER.email] == "de"
+    assert mail is not None and mail.locale == "de"
+
+
+OVERLAY = """\
+# my own settings
+[ca]
+ca_key_type = "rsa2048"
+
+[gateway]
+idle_timeout = "20m"
+default_level = "strong"
+
+[[gateway.routes]]
+prefix = "/calculator"
+level = "restricted"
+"""
+
+
+def test_an_overlay_is_merged_on_every_start_and_never_written(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    clock = FakeClock(datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
+    layout = DevLayout.at(tmp_path / "project")
+    layout.root.mkdir()
+    layout.overlay_file.write_text(OVERLAY)
+    for _ in range(2):  # the second start merges it again: nothing of it is lost
+        report = bootstrap(layout, PORTS, clock=clock)
+        assert report.overlay == layout.overlay_file
+        config = load_config(layout.config_file, env={})
+        assert config.gateway.idle_timeout == timedelta(minutes=20)
+        assert config.gateway.default_level.value == "strong"
+        assert [r.prefix for r in config.gateway.routes] == ["/calculator"]
+        assert config.gateway.port == PORTS.gateway  # the generated values are still there
+        assert config.ca.pkcs12_dir == layout.pkcs12_dir and mode(layout.pkcs12_dir) == 0o700
+        assert layout.overlay_file.read_text() == OVERLAY
+    text = layout.config_file.read_text()
+    assert f"export BROKERGATE_CONFIG={layout.config_file}" in text
+    assert "dev-overlay.toml" in text
+    # An overlay named on the command line wins over the default file.
+    other = tmp_path / "other.toml"
+    other.write_text('[gateway]\nidle_timeout = "5m"\n')
+    report = bootstrap(layout, PORTS, clock=clock, overlay=other)
+    assert report.config.gateway.idle_timeout == timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(
+    ("overlay", "key", "problem"),
+    [
+        ("[gateway]\nport = 9999\n", "gateway.port", "use --gateway-port"),
+        ('[store]\nurl = "sqlite:///x.db"\n', "store.url", "set by dev run"),
+        ("[gatway]\nport = 1\n", "gatway", "unknown section"),
+        ("[gateway\n", "(file)", "not valid TOML"),
+        ('[gateway]\nidle_timeout = "soon"\n', "gateway.idle_timeout", "duration"),
+        ("[gateway]\nidle_timout = 1\n", "gateway.idle_timout", "unknown key"),
+    ],
+)
+def test_a_bad_overlay_is_named_with_its_key(
+    tmp_path: Path, overlay: str, key: str, problem: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from brokergate._config import ConfigError
+
+    layout = DevLayout.at(tmp_path / "project")
+    layout.root.mkdir()
+    layout.overlay_file.write_text(overlay)
+    with pytest.raises(ConfigError) as raised:
+        bootstrap(layout, PORTS, clock=FakeClock(datetime(2026, 11, 25, 9, 0, tzinfo=UTC)))
+    message = str(raised.value)
+    assert key in message and problem in message and str(layout.overlay_file) in message
+    assert not layout.database.exists()  # checked before the store and the CA keys are made
+
+
+def test_the_welcome_text_says_how_to_point_the_cli_and_where_the_password_is(
+    first: tuple[DevLayout, FakeClock, list[str]],
+) -> None:
+    from brokergate._dev import BootstrapReport, welcome_lines
+
+    layout, _, _ = first
+    config = load_config(layout.config_file, env={})
+    fresh = BootstrapReport(config=config, state=DevState(demo_serial="ab"), created=["x"])
+    text = "\n".join(welcome_lines(layout, PORTS, fresh))
+    assert f"export BROKERGATE_CONFIG={layout.config_file}" in text
+    assert "shown above" not in text
+    assert "printed as a [mail] line when it arrives" in text
+    assert "put them in dev-overlay.toml" in text
+    # A restart: the mail arrived in an earlier run, nothing prints it now.
+    known = DevState(demo_serial="ab", password_mail="data/mail/x.eml")
+    restart = BootstrapReport(config=config, state=known, overlay=layout.overlay_file)
+    text = "\n".join(welcome_lines(layout, PORTS, restart))
+    assert "data/mail/x.eml" in text and "when it arrives" not in text
+    assert "dev-overlay.toml applied" in text

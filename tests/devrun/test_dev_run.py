@@ -4,9 +4,12 @@ ports, the demo broker's certificate through curl, and a clean stop on SIGINT / 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import psutil
 import pytest
 
 from brokergate._dev import DEMO_BROKER, FALLBACK_USER, DevPorts, DevState, read_mail
+from tests.conftest import REPO
 from tests.devrun._dev_process import (
     READY_TIMEOUT,
     STOP_TIMEOUT,
@@ -43,6 +47,21 @@ def test_dev_run_serves_the_demo_broker_and_stops_cleanly(
         f"--cert-type P12 https://localhost:{ports.gateway}/"
     )
     assert expected_curl in run.output
+    # The CLI is pointed at the running system the way the welcome text says (issue 16).
+    export = f"export BROKERGATE_CONFIG={layout.config_file}"
+    assert export in run.output
+    cli_env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERGATE_")}
+    cli_env.update(PYTHONPATH=str(REPO), BROKERGATE_CONFIG=str(layout.config_file))
+    listed = subprocess.run(
+        [sys.executable, "-m", "brokergate", "user", "list"],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert DEMO_BROKER.email in listed.stdout and FALLBACK_USER.email in listed.stdout
 
     # The password travels the real way: outbox -> renewal -> SMTP -> sink -> .eml file.
     eml, password = run.demo_password()
@@ -83,6 +102,7 @@ def test_dev_run_serves_the_demo_broker_and_stops_cleanly(
     again.wait_ready()
     assert "[dev] created " not in again.output
     assert f"password mail:  {eml}" in again.output
+    assert "shown above" not in again.output and "when it arrives" not in again.output
     assert layout.demo_p12.read_bytes() == p12
     page = curl(layout, ports.gateway, *with_certificate(layout, password))
     assert f"X-Brokergate-Email: {DEMO_BROKER.email}" in page.stdout

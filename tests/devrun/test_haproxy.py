@@ -19,6 +19,7 @@ from tests.conftest import REPO
 from tests.devrun._dev_process import DevRun, curl, needs_gateway_and_renewal, with_certificate
 from tests.devrun.conftest import free_port
 from tests.polling import wait_for
+from tests.tls_scan import profile_violations, scan
 
 SHIPPED = REPO / "deploy" / "haproxy" / "haproxy.cfg"
 
@@ -186,6 +187,10 @@ def test_client_certificate_and_address_pass_through_haproxy(
         *("-H", "X-Forwarded-For: 10.9.9.9"),
     )
     assert "Client address (X-Forwarded-For): 127.0.0.2\n" in forged.stdout, forged.stdout
+    # TLS through the balancer is the gateway's own, to Mozilla's intermediate profile; so is
+    # the dev run's `gateway serve` scanned directly (issue 16, point 10).
+    assert profile_violations(scan(listen)) == []
+    assert profile_violations(scan(ports.gateway)) == []
     # Negative: through the same balancer, no certificate means no identity.
     anonymous = curl(run.layout, listen, *broker)
     assert "X-Brokergate-Email" not in anonymous.stdout

@@ -72,7 +72,7 @@ def test_seed_wording() -> None:
         catalogs.translate("en", "error.invalid_broker_number") == "This broker number is invalid."
     )
     assert catalogs.translate("de", "logins.unknown_email.title") == "Unbekannte E-Mail-Adresse"
-    assert "wenden Sie sich an Ihren Maklerbetreuer" in catalogs.translate(
+    assert "wenden Sie sich an Ihre Maklerbetreuung" in catalogs.translate(
         "de", "logins.unknown_email.contact"
     )
     assert (

@@ -204,3 +204,48 @@ def test_dates_per_locale() -> None:
     assert format_date("2026-03-05", "de") == "05.03.2026"
     with pytest.raises(ValueError):
         format_date("5.3.2026", "de")
+
+
+HYPHENS_NOTE = {
+    "de": "Die Bindestriche gehören zum Passwort",
+    "en": "The hyphens are part of the password",
+    "nl": "De streepjes horen bij het wachtwoord",
+}
+
+
+@pytest.mark.parametrize("locale", ["de", "en", "nl"])
+def test_password_mail_says_the_hyphens_are_part_of_the_password(locale: str) -> None:
+    r = MailRenderer(public_url=PUBLIC_URL).render(
+        template="certificate_password",
+        locale=locale,
+        context=CONTEXTS["certificate_password"],
+        secrets=SECRETS["certificate_password"],
+    )
+    assert HYPHENS_NOTE[locale] in r.text and HYPHENS_NOTE[locale] in r.html
+
+
+@pytest.mark.parametrize("locale", ["de", "en", "nl"])
+def test_two_password_mails_of_one_day_have_different_subjects(locale: str) -> None:
+    """Two certificates issued the same day have the same friendly name (it carries the
+    expiry date); the serial in the subject tells the broker which mail is which file."""
+    renderer = MailRenderer(public_url=PUBLIC_URL)
+    subjects = {
+        renderer.render_masked(
+            template="certificate_password",
+            locale=locale,
+            context={**CONTEXTS["certificate_password"], "serial": serial},
+        ).subject
+        for serial in ("4f3a9c0e11", "7b21d5aa02")
+    }
+    assert len(subjects) == 2 and all("4f3a9c0e" in s or "7b21d5aa" in s for s in subjects)
+
+
+def test_the_support_team_has_one_name_in_german_mails_and_pages() -> None:
+    """'Maklerbetreuung' (the team, as the mails sign) everywhere; pages said 'Maklerbetreuer'."""
+    from tests.conftest import REPO
+
+    texts = [*(REPO / "renewal" / "_templates" / "de").glob("*")]
+    texts += [p for p in (REPO / "gateway").rglob("*.json") if p.parent.name == "de"]
+    assert texts
+    stray = [str(p.relative_to(REPO)) for p in texts if "Maklerbetreuer" in p.read_text()]
+    assert stray == []

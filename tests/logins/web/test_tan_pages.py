@@ -100,7 +100,7 @@ async def test_invalid_broker_number_and_unknown_email(
     assert "This broker number is invalid." in body
     status, body, _ = await start(b, "60/123/4567", "max.muster@musterman.de")
     assert status == 401 and "Unbekannte E-Mail-Adresse" in body
-    assert "max.muster@musterman.de" in body and "Maklerbetreuer" in body
+    assert "max.muster@musterman.de" in body and "Maklerbetreuung" in body
     assert "Sie möchten sich ohne E-Mail anmelden?" in body and "Weiter zum Online-Rechner" in body
     nl = browser_for(gw, language="nl")
     status, body, _ = await start(nl, "60/123/4567", "max@musterman.de")
