@@ -24,9 +24,9 @@ from gateway.auth._middleware import (
     request_state,
 )
 from gateway.auth._route_policy import Outcome, decide, request_auth, required_for
-from gateway.web._core_pages import certificate_problem_page, format_time
+from gateway.web._core_pages import certificate_problem_page
+from gateway.web._formatting import time_for
 from gateway.web._pages import (
-    page_language,
     render_page,
     safe_next,
 )
@@ -72,7 +72,7 @@ def policy_middleware() -> Any:
             return render_page(
                 request,
                 "twofa_prompt.html",
-                {"next": next_path, "deadline": format_time(deadline, page_language(request))},
+                {"next": next_path, "deadline": time_for(request, deadline)},
                 status=403,
             )
         return render_page(
