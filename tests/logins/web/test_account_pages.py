@@ -318,7 +318,7 @@ def test_ca_authority_factory_needs_a_passphrase(
     ca_settings: Any, sessions: sessionmaker[Session]
 ) -> None:
     from ca import CASettings, CertificateAuthority
-    from gateway.logins import ca_authority_factory
+    from gateway import ca_authority_factory
     from store import system_clock
     from tests.conftest import TEST_SECRET_KEY
 
