@@ -17,7 +17,6 @@ Claims: ``iss`` = the gateway's public URL, ``aud`` = the upstream URL, ``sub`` 
 
 from __future__ import annotations
 
-import functools
 import secrets
 import threading
 from collections.abc import Mapping
@@ -32,7 +31,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth._certificate_identity import Identity
-from gateway.proxy import _identity_headers as headers
 from store import AssertionKey, Sealer, transaction
 
 __all__ = [
@@ -40,7 +38,6 @@ __all__ = [
     "ASSERTION_PURPOSE",
     "SIGNER",
     "AssertionSigner",
-    "identity_headers",
 ]
 
 ASSERTION_ALGORITHM = "ES256"
@@ -177,27 +174,6 @@ class AssertionSigner:
                 self._recent.clear()
             self._recent[cache_key] = (now, token)
         return token
-
-
-@functools.lru_cache(maxsize=4096)  # a broker's not-after, formatted once, not per request
-def _rfc3339(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
-def identity_headers(identity: Identity, assertion: str) -> dict[str, str]:
-    """The headers the upstream gets (names in ``gateway.proxy._identity_headers``)."""
-    values = {
-        headers.BROKER_NUMBER: identity.broker_number,
-        headers.USER_ID: str(identity.user_id),
-        headers.EMAIL: identity.email,
-        headers.LEVEL: identity.level.value,
-        headers.METHOD: identity.method,
-        headers.ASSERTION: assertion,
-    }
-    if identity.cert_serial is not None and identity.cert_not_after is not None:
-        values[headers.CERT_SERIAL] = identity.cert_serial
-        values[headers.CERT_NOT_AFTER] = _rfc3339(identity.cert_not_after)
-    return values
 
 
 SIGNER = web.AppKey("signer", AssertionSigner)

@@ -1,4 +1,4 @@
-"""The headers through which the gateway tells the upstream who is there.
+"""The headers through which the gateway tells the upstream who is there: names and values.
 
 # SECURITY: the proxy strips every client-sent header that normalises (lower-case,
 # "_" → "-") to a name starting with IDENTITY_HEADER_PREFIX before adding its own,
@@ -6,6 +6,26 @@
 """
 
 from __future__ import annotations
+
+import functools
+from datetime import datetime
+
+from gateway.auth._certificate_identity import Identity
+
+__all__ = [
+    "ASSERTION",
+    "BROKER_NUMBER",
+    "CERT_NOT_AFTER",
+    "CERT_SERIAL",
+    "EMAIL",
+    "IDENTITY_HEADER_PREFIX",
+    "LEVEL",
+    "METHOD",
+    "USER_ID",
+    "identity_headers",
+    "is_identity_header",
+    "normalise_header_name",
+]
 
 IDENTITY_HEADER_PREFIX = "x-brokergate-"
 
@@ -26,3 +46,24 @@ def normalise_header_name(name: str) -> str:
 
 def is_identity_header(name: str) -> bool:
     return normalise_header_name(name).startswith(IDENTITY_HEADER_PREFIX)
+
+
+@functools.lru_cache(maxsize=4096)  # a broker's not-after, formatted once, not per request
+def _rfc3339(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def identity_headers(identity: Identity, assertion: str) -> dict[str, str]:
+    """The values of the headers the upstream gets for ``identity`` (and its assertion)."""
+    values = {
+        BROKER_NUMBER: identity.broker_number,
+        USER_ID: str(identity.user_id),
+        EMAIL: identity.email,
+        LEVEL: identity.level.value,
+        METHOD: identity.method,
+        ASSERTION: assertion,
+    }
+    if identity.cert_serial is not None and identity.cert_not_after is not None:
+        values[CERT_SERIAL] = identity.cert_serial
+        values[CERT_NOT_AFTER] = _rfc3339(identity.cert_not_after)
+    return values

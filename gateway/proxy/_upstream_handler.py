@@ -12,7 +12,8 @@ from gateway._state import CLOCK
 from gateway.auth._middleware import (
     request_state,
 )
-from gateway.proxy._assertion import SIGNER, identity_headers
+from gateway.proxy._assertion import SIGNER
+from gateway.proxy._identity_headers import identity_headers
 from gateway.proxy._websocket_guard import websocket_guard
 
 __all__ = ["FORWARD", "Forwarder", "upstream_handler"]
