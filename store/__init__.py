@@ -8,6 +8,7 @@ from store._engine import make_engine, session_factory, transaction
 from store._errors import SchemaOutOfDate, SealError, StoreError
 from store._expiry import (
     DEFAULT_TIME_ZONE,
+    REMINDER_WINDOW_DAYS,
     days_until_expiry,
     local_date,
     reminder_banner_due,
@@ -51,6 +52,7 @@ from store._types import Clock, UTCDateTime, system_clock
 __all__ = [
     "DEFAULT_TIME_ZONE",
     "OUTBOX_PURPOSE",
+    "REMINDER_WINDOW_DAYS",
     "ActivationToken",
     "AssertionKey",
     "AuditEvent",

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "DEFAULT_TIME_ZONE",
+    "REMINDER_WINDOW_DAYS",
     "days_until_expiry",
     "local_date",
     "reminder_banner_due",
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 DEFAULT_TIME_ZONE = "Europe/Berlin"  # brokers live in Germany first (seeds 000-002, 004)
+# seed 000: "Etwa zwei Monate vor Ablauf erhalten Sie rechtzeitig eine Erinnerung im Portal
+# und per E-Mail": the portal's reminder starts with the first (60-day) reminder mail.
+REMINDER_WINDOW_DAYS = 60
 
 
 def time_zone(name: str) -> ZoneInfo:

@@ -22,6 +22,7 @@ from gateway.logins._errors import EnrolmentError, TooSoon
 from gateway.logins._settings import LoginSettings
 from gateway.regulation._throttles import next_download_at
 from store import (
+    REMINDER_WINDOW_DAYS,
     Certificate,
     CertificateStatus,
     RevocationReason,
@@ -31,7 +32,7 @@ from store import (
     transaction,
 )
 
-REMINDER_WINDOW = timedelta(days=60)  # seed 000: "etwa zwei Monate vor Ablauf" a reminder
+REMINDER_WINDOW = timedelta(days=REMINDER_WINDOW_DAYS)  # seed 000: about two months
 
 
 class IssuedLike(Protocol):

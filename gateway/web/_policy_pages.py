@@ -30,6 +30,7 @@ from gateway.web._pages import (
     render_page,
     safe_next,
 )
+from gateway.web._renewal_notice import renewal_interstitial
 
 log = logging.getLogger("gateway")
 
@@ -59,9 +60,10 @@ def policy_middleware() -> Any:
             now=now,
             twofa_deadline=settings.twofa_deadline_at,
         )
-        if decision.outcome is Outcome.ALLOW:
-            return await handler(request)
         next_path = safe_next(normalised.forward)
+        if decision.outcome is Outcome.ALLOW:
+            notice = await renewal_interstitial(request, state, next_path)
+            return notice if notice is not None else await handler(request)
         if decision.outcome is Outcome.CERTIFICATE_PROBLEM:
             assert isinstance(state.certificate, CertificateProblem)
             return certificate_problem_page(request, state.certificate, next_path)

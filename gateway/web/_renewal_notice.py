@@ -23,10 +23,12 @@ from aiohttp import web
 from markupsafe import Markup
 
 from gateway._state import CLOCK, FACTORY, SETTINGS
+from gateway.auth._certificate_identity import CERTIFICATE_METHOD
+from gateway.auth._request_state import SESSIONS, RequestState
 from gateway.logins._certificates import RenewalState, renewal_state
 from gateway.web._formatting import date_for
-from gateway.web._pages import CATALOGS, page_language
-from store import transaction
+from gateway.web._pages import CATALOGS, page_language, render_page
+from store import REMINDER_WINDOW_DAYS, reminder_banner_due, transaction
 
 __all__ = [
     "NOTICE_SEEN_KEY",
@@ -34,6 +36,7 @@ __all__ = [
     "import_steps_for",
     "load_renewal_state",
     "renewal_banner",
+    "renewal_interstitial",
 ]
 
 NOTICE_SEEN_KEY = "renewal.notice_seen"  # session data: the interstitial was shown once
@@ -127,3 +130,50 @@ def renewal_banner(request: web.Request, state: RenewalState) -> Markup | None:
     return Markup(
         '<div class="banner" role="status"><p>{}</p><p><a href="{}">{}</a></p></div>'
     ).format(text, f"{_P}/account#certificate", t("banner.renew"))
+
+
+def _is_navigation(request: web.Request) -> bool:
+    """A browser's top-level page load (not a script's fetch, an image, a WebSocket)."""
+    if request.method != "GET" or request.headers.get("Upgrade"):
+        return False
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if mode is not None:
+        return mode == "navigate"
+    return "text/html" in request.headers.get("Accept", "")
+
+
+async def renewal_interstitial(
+    request: web.Request, state: RequestState, next_path: str
+) -> web.Response | None:
+    """Once per session, within the reminder window, before the first portal page after a
+    certificate login: the renewal page instead (issue 15), or None to go on.
+
+    Cheap checks first: no store read unless the page is due. Showing it records it in the
+    session (one write per session), so "Später" is a plain link back to the portal page.
+    """
+    identity, session = state.identity, state.session
+    if identity is None or session is None or identity.method != CERTIFICATE_METHOD:
+        return None
+    not_after = identity.cert_not_after
+    now = request.app[CLOCK]()
+    if not_after is None or not reminder_banner_due(not_after, now, REMINDER_WINDOW_DAYS):
+        return None
+    if session.data.get(NOTICE_SEEN_KEY) or not _is_navigation(request):
+        return None
+    renewal = await load_renewal_state(request, identity.user_id)
+    state.session = await asyncio.to_thread(
+        request.app[SESSIONS].update,
+        session,
+        now=now,
+        data={**session.data, NOTICE_SEEN_KEY: now.isoformat()},
+    )
+    pending = renewal.pending_import
+    days = renewal.in_use.days_left if renewal.in_use is not None else 0
+    context = {
+        "next": next_path,
+        "pending": pending is not None,
+        "date": date_for(request, pending.not_after if pending else not_after),
+        "days": days,
+        "steps": import_steps_for(request.headers.get("User-Agent", "")),
+    }
+    return render_page(request, "renewal_notice.html", context)
