@@ -31,7 +31,7 @@ from ca._errors import (
     WrongPassphrase,
 )
 from ca._keys import generate_key
-from ca._pkcs12 import PASSWORD_BITS, generate_password
+from ca._pkcs12 import PASSWORD_BITS, friendly_name, generate_password
 from ca._settings import CASettings, KeyType, P12Profile
 from ca._trust import TrustMaterial, load_trust_material
 from ca._users import LOCALES, create_user, find_user, normalise_email, validate_broker_number
@@ -66,6 +66,7 @@ __all__ = [
     "create_user",
     "find_user",
     "fingerprint_sha256",
+    "friendly_name",
     "generate_key",
     "generate_password",
     "load_trust_material",

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ARRAY, Integer, and_, any_, bindparam, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca import friendly_name
 from renewal._reminder_writes import ReminderMail, queue_reminder_mails, record_reminders
 from store import (
     Certificate,
@@ -192,7 +193,9 @@ def _queue_page(
             "not_after": r.not_after.isoformat(),
             "broker_number": r.broker_number,
             # As the CA names the PKCS#12 entry, so brokers recognise it in their store.
-            "friendly_name": f"{r.name} ({r.broker_number}) {r.not_after:%Y-%m-%d}",
+            "friendly_name": friendly_name(
+                name=r.name, broker_number=r.broker_number, not_after=r.not_after, serial=r.serial
+            ),
             "stage_days": stage,
             "days_left": days_left(r.not_after, now, zone),
         }
