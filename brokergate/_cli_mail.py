@@ -153,7 +153,9 @@ def _show(args: argparse.Namespace, ctx: CliContext) -> int:
         ("last error", m.last_error or "-"),
     ):
         print(f"{label + ':':14} {value}", file=ctx.out)
-    renderer = MailRenderer(public_url=ctx.config.gateway.public_url)
+    renderer = MailRenderer(
+        public_url=ctx.config.gateway.public_url, time_zone=ctx.config.renewal.time_zone
+    )
     try:
         rendered = renderer.render_masked(template=m.template, locale=m.locale, context=m.context)
     except TemplateError as exc:

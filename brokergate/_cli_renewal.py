@@ -53,7 +53,9 @@ def _jobs(args: argparse.Namespace, ctx: CliContext) -> RenewalJobs:
     delivery = OutboxDelivery(
         sessions=ctx.sessions,
         settings=ctx.config.mail,
-        renderer=MailRenderer(public_url=ctx.config.gateway.public_url),
+        renderer=MailRenderer(
+            public_url=ctx.config.gateway.public_url, time_zone=ctx.config.renewal.time_zone
+        ),
         sealer=ctx.sealer(OUTBOX_PURPOSE),
         clock=ctx.clock,
     )

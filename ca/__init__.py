@@ -33,7 +33,7 @@ from ca._errors import (
     WrongTokenPin,
 )
 from ca._keys import generate_key
-from ca._pkcs12 import PASSWORD_BITS, generate_password
+from ca._pkcs12 import PASSWORD_BITS, friendly_name, generate_password
 from ca._settings import CASettings, KeyStoreKind, KeyType, P12Profile
 from ca._trust import TrustMaterial, load_trust_material
 from ca._users import LOCALES, create_user, find_user, normalise_email, validate_broker_number
@@ -74,6 +74,7 @@ __all__ = [
     "create_user",
     "find_user",
     "fingerprint_sha256",
+    "friendly_name",
     "generate_key",
     "generate_password",
     "load_trust_material",

@@ -40,7 +40,7 @@ from ca._errors import (
 )
 from ca._keys import PrivateKey, generate_key
 from ca._keystore import CAKeys, NewKey, key_location
-from ca._pkcs12 import generate_password, pack_pkcs12
+from ca._pkcs12 import friendly_name, generate_password, pack_pkcs12
 from ca._settings import CASettings, P12Profile
 from ca._validity import add_calendar_years
 from store import (
@@ -394,8 +394,11 @@ class CertificateAuthority:
             crl_url=crl_url,
         )
         chosen = profile or self.settings.p12_profile
-        friendly = (
-            f"{user.name} ({user.organisation.broker_number}) {cert.not_valid_after_utc:%Y-%m-%d}"
+        friendly = friendly_name(
+            name=user.name,
+            broker_number=user.organisation.broker_number,
+            not_after=cert.not_valid_after_utc,
+            serial=format(serial, "x"),
         )
         password = generate_password()
         p12 = pack_pkcs12(

@@ -14,6 +14,7 @@ RC2-40 (openssl ``-legacy``) is never produced.
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -75,3 +76,13 @@ def pack_pkcs12(
     return pkcs12.serialize_key_and_certificates(
         friendly_name.encode(), key, certificate, chain, encryption
     )
+
+
+def friendly_name(*, name: str, broker_number: str, not_after: datetime, serial: str) -> str:
+    """The name the PKCS#12 entry carries into the broker's certificate store.
+
+    It tells an old certificate and its renewal apart (issue 15: both read "… 2027-01-31"
+    when they were issued for the same day): the expiry date and the start of the serial
+    number, language-neutral because the file travels to any system.
+    """
+    return f"{name} ({broker_number}) {not_after:%Y-%m-%d} #{serial[:8]}"

@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from gateway._errors import PathRejected
 from gateway._networks import IPNetwork, parse_networks
 from gateway._paths import normalise_path
-from store import Level
+from store import DEFAULT_TIME_ZONE, Level, time_zone
 
 RESERVED_PREFIX = "/_gateway"  # the gateway's own pages; never forwarded upstream
 COOKIE_PREFIX = "__Host-"  # RFC 6265bis §4.1.3.2: Secure, Path=/, no Domain, set over HTTPS
@@ -250,6 +251,18 @@ class GatewaySettings:
         default=timedelta(seconds=60),
         metadata={"help": "Lifetime of the signed identity assertion sent upstream"},
     )
+    time_zone: str = field(
+        default=DEFAULT_TIME_ZONE,
+        metadata={
+            "help": "IANA time zone of the brokers: pages show dates and times in it, and "
+            "days before a certificate expires are its calendar days (e.g. Europe/Amsterdam)"
+        },
+    )
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        """:attr:`time_zone` as a zone, checked once at construction."""
+        return time_zone(self.time_zone)
 
     @cached_property
     def trusted_networks(self) -> tuple[IPNetwork, ...]:
@@ -266,6 +279,7 @@ class GatewaySettings:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
     def _check_core_settings(self) -> None:
+        self.zone  # noqa: B018 - ValueError naming the zone and what to write instead
         if not self.session_cookie_name.startswith(COOKIE_PREFIX):
             raise ValueError(f"session_cookie_name must start with {COOKIE_PREFIX}")
         if self.idle_timeout <= timedelta(0) or self.absolute_timeout <= timedelta(0):

@@ -53,7 +53,10 @@ class RenewalJobs:
 
     def reminders(self) -> ReminderReport:
         return queue_due_reminders(
-            self.sessions, now=self.clock(), stages=self.settings.reminder_stages_days
+            self.sessions,
+            now=self.clock(),
+            stages=self.settings.reminder_stages_days,
+            zone=self.settings.zone,
         )
 
     def crls(self) -> list[int]:

@@ -14,10 +14,12 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ARRAY, Integer, and_, any_, bindparam, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca import friendly_name
 from renewal._reminder_writes import ReminderMail, queue_reminder_mails, record_reminders
 from store import (
     Certificate,
@@ -56,7 +58,9 @@ def reminder_stage_due(
     return stage
 
 
-days_left = days_until_expiry  # the same arithmetic as the gateway's banner
+def days_left(not_after: datetime, now: datetime, zone: ZoneInfo | None = None) -> int:
+    """Calendar days left in the brokers' zone: the same arithmetic as the gateway's pages."""
+    return days_until_expiry(not_after, now, zone)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +130,12 @@ def _one_of(session: Session, column: Any, values: Collection[int]) -> Any:
 
 
 def _latest_valid_expiry(session: Session, user_ids: Collection[int]) -> dict[int, datetime]:
-    """Per user, the latest not_after among their valid certificates.
+    """Per user, the latest not_after among their valid certificates already in use.
+
+    A renewal that was downloaded but never presented (``first_used_at`` empty) does not
+    count: the broker still logs in with the old certificate, so its reminders go on until
+    the new one has logged in (issue 15: no broker left with a downloaded but unimported
+    certificate).
 
     A separate IN-list query on ``ix_certificates_user_id`` rather than a NOT EXISTS in the
     page query: with stale planner statistics (a freshly loaded table) PostgreSQL chose a
@@ -138,6 +147,7 @@ def _latest_valid_expiry(session: Session, user_ids: Collection[int]) -> dict[in
         .where(
             _one_of(session, Certificate.user_id, user_ids),
             Certificate.status == CertificateStatus.VALID,
+            Certificate.first_used_at.is_not(None),
         )
         .group_by(Certificate.user_id)
     ):
@@ -146,10 +156,15 @@ def _latest_valid_expiry(session: Session, user_ids: Collection[int]) -> dict[in
 
 
 def _queue_page(
-    session: Session, rows: Sequence[Any], *, now: datetime, stages: Sequence[int]
+    session: Session,
+    rows: Sequence[Any],
+    *,
+    now: datetime,
+    stages: Sequence[int],
+    zone: ZoneInfo | None = None,
 ) -> dict[int, int]:
-    # Superseded: the same user holds a valid certificate that lasts longer (a renewal);
-    # reminding about the old one would only confuse.
+    # Superseded: the same user logs in with a valid certificate that lasts longer (a
+    # renewal in use); reminding about the old one would only confuse.
     latest = _latest_valid_expiry(session, {r.user_id for r in rows})
     rows = [r for r in rows if latest.get(r.user_id, r.not_after) <= r.not_after]
     if not rows:
@@ -178,9 +193,11 @@ def _queue_page(
             "not_after": r.not_after.isoformat(),
             "broker_number": r.broker_number,
             # As the CA names the PKCS#12 entry, so brokers recognise it in their store.
-            "friendly_name": f"{r.name} ({r.broker_number}) {r.not_after:%Y-%m-%d}",
+            "friendly_name": friendly_name(
+                name=r.name, broker_number=r.broker_number, not_after=r.not_after, serial=r.serial
+            ),
             "stage_days": stage,
-            "days_left": days_left(r.not_after, now),
+            "days_left": days_left(r.not_after, now, zone),
         }
         mails.append(
             ReminderMail(
@@ -210,12 +227,15 @@ def queue_due_reminders(
     now: datetime,
     stages: Sequence[int],
     page_size: int = PAGE_SIZE,
+    zone: ZoneInfo | None = None,
 ) -> ReminderReport:
     """Queue every reminder that is due at ``now``; safe to run again at any time.
 
     Args:
         stages: days before expiry (e.g. ``(60, 14, 3)``).
         page_size: candidates per transaction.
+        zone: the brokers' time zone, in whose calendar days ``days_left`` is counted
+            (default Europe/Berlin).
     """
     horizon = now + timedelta(days=max(stages))
     after: tuple[datetime, int] | None = None
@@ -227,7 +247,7 @@ def queue_due_reminders(
             if not rows:
                 break
             scanned += len(rows)
-            for stage, n in _queue_page(session, rows, now=now, stages=stages).items():
+            for stage, n in _queue_page(session, rows, now=now, stages=stages, zone=zone).items():
                 by_stage[stage] = by_stage.get(stage, 0) + n
             after = (rows[-1].not_after, rows[-1].id)
         if len(rows) < page_size:

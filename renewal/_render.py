@@ -11,14 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import jinja2
 
 from renewal._errors import MissingMailValue, UnknownTemplate
+from store import (
+    DEFAULT_TIME_ZONE,
+    format_local_date,
+    format_local_datetime,
+    plural_category,
+    time_zone,
+)
 
 LOCALES = ("de", "en", "nl")
 DEFAULT_LOCALE = "de"  # the brokers' portal is German first (seeds 000, 001)
@@ -45,22 +53,31 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "generic": (("subject", "body"), ()),
 }
 
-_MONTHS_EN = (
-    "January February March April May June July August September October November December"
-).split()
 
-
-def format_date(value: Any, locale: str) -> str:
-    """A date as brokers read it: 25.11.2026 (de), 25 November 2026 (en), 25-11-2026 (nl)."""
+def _as_datetime(value: Any) -> datetime | date:
+    """A context value as a date (``2026-03-05``) or an aware moment (naive = UTC, as the
+    store keeps every time)."""
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        value = date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     if not isinstance(value, date):
         raise TypeError(f"expected a date or ISO 8601 string, got {value!r}")
-    if locale == "en":
-        return f"{value.day} {_MONTHS_EN[value.month - 1]} {value.year}"
-    if locale == "nl":
-        return f"{value.day:02d}-{value.month:02d}-{value.year}"
-    return f"{value.day:02d}.{value.month:02d}.{value.year}"
+    return value
+
+
+def format_date(value: Any, locale: str, zone: ZoneInfo | None = None) -> str:
+    """A date as brokers read it, in their zone (Babel): 24.12.2026 (de), 24 December 2026
+    (en), 24 december 2026 (nl)."""
+    return format_local_date(_as_datetime(value), locale, zone or ZoneInfo(DEFAULT_TIME_ZONE))
+
+
+def format_datetime(value: Any, locale: str, zone: ZoneInfo | None = None) -> str:
+    """A moment in the brokers' zone, with the zone: ``24.12.2026, 00:39 MEZ``."""
+    moment = _as_datetime(value)
+    if not isinstance(moment, datetime):
+        return format_date(moment, locale, zone)
+    return format_local_datetime(moment, locale, zone or ZoneInfo(DEFAULT_TIME_ZONE))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,16 +94,22 @@ def pick_locale(locale: str | None) -> str:
     return base if base in LOCALES else DEFAULT_LOCALE
 
 
+def _zone(name: str) -> ZoneInfo:
+    return time_zone(name)
+
+
 class MailRenderer:
     """Renders outbox rows. Stateless apart from the Jinja environment; safe to share.
 
     Args:
         public_url: ``gateway.public_url``; links in mails (account page, activation)
             are built from it.
+        time_zone: the IANA zone dates and times in mails are shown in (the brokers').
     """
 
-    def __init__(self, *, public_url: str) -> None:
+    def __init__(self, *, public_url: str, time_zone: str = DEFAULT_TIME_ZONE) -> None:
         self.public_url = public_url.rstrip("/")
+        self.zone = _zone(time_zone)
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(Path(__file__).parent / "_templates"),
             # SECURITY: HTML parts are autoescaped (names and bodies come from users and ops);
@@ -128,7 +151,10 @@ class MailRenderer:
         if template == "activation":
             values["activation_link"] = self._activation_link(secrets)
         env = self._env.overlay()
-        env.filters["date"] = lambda v: format_date(v, lang)
+        env.filters["date"] = lambda v: format_date(v, lang, self.zone)
+        env.filters["datetime"] = lambda v: format_datetime(v, lang, self.zone)
+        # CLDR plural category ("one", "other"): "1 Tag" / "2 Tage", "1 day" / "2 days".
+        env.filters["plural"] = lambda n: plural_category(int(n), lang)
         try:
             subject = env.get_template(f"{lang}/{template}.subject.txt").render(values)
             # SECURITY: one line only; a newline in a subject would start a new header.

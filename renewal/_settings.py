@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
+
+from store import DEFAULT_TIME_ZONE, time_zone
 
 # Two months ahead as the portal promises (seed 000), then two late nudges.
 DEFAULT_REMINDER_STAGES = (60, 14, 3)
@@ -59,6 +62,13 @@ class RenewalSettings:
         default=timedelta(days=90),
         metadata={"help": "Sent outbox rows (already without secrets) are deleted after this"},
     )
+    time_zone: str = field(
+        default=DEFAULT_TIME_ZONE,
+        metadata={
+            "help": "IANA time zone of the brokers: days before expiry are counted in its "
+            "calendar days, and mails show dates and times in it (e.g. Europe/Amsterdam)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.reminder_stages_days or any(d <= 0 for d in self.reminder_stages_days):
@@ -71,6 +81,12 @@ class RenewalSettings:
         for name in ("crl_check_interval", "cleanup_interval"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be positive")
+        time_zone(self.time_zone)  # ValueError naming the zone and what to write instead
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """:attr:`time_zone` as a zone."""
+        return time_zone(self.time_zone)
 
     @property
     def daily_run_hour_minute(self) -> tuple[int, int]:

@@ -42,6 +42,7 @@ class ProblemKind(enum.StrEnum):
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
     REVOKED = "revoked"
+    SUPERSEDED = "superseded"  # revoked because a renewal of it has logged in
     UNKNOWN_ISSUER = "unknown_issuer"  # not issued by us (another insurer's, say)
     RETIRED_GENERATION = "retired_generation"
     USER_DISABLED = "user_disabled"  # no active user behind it
@@ -60,6 +61,7 @@ class CertificateRecord:
     revoked_at: datetime | None
     not_before: datetime
     not_after: datetime
+    superseded: bool = False  # revoked for reason superseded: a newer one has logged in
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,7 +177,10 @@ def evaluate_certificate(
 
     # SECURITY: the store's revocation state wins over everything the certificate says.
     if record.status is CertificateStatus.REVOKED or record.revoked_at is not None:
-        return problem(ProblemKind.REVOKED, since=record.revoked_at)
+        # A renewal's predecessor is told that a newer certificate exists, not to ask for
+        # a new one (issue 15).
+        kind = ProblemKind.SUPERSEDED if record.superseded else ProblemKind.REVOKED
+        return problem(kind, since=record.revoked_at)
     if record.generation_id in retired_generations:
         return problem(
             ProblemKind.RETIRED_GENERATION, since=retired_generations[record.generation_id]
@@ -219,6 +224,7 @@ def handshake_result(result: Identity | CertificateProblem | None) -> str:
         ProblemKind.EXPIRED: "expired",
         ProblemKind.NOT_YET_VALID: "not_yet_valid",
         ProblemKind.REVOKED: "revoked",
+        ProblemKind.SUPERSEDED: "revoked",
         ProblemKind.UNKNOWN_ISSUER: "unknown_issuer",
         ProblemKind.RETIRED_GENERATION: "unknown_issuer",
     }.get(result.kind, "invalid")

@@ -34,7 +34,7 @@ from sqlalchemy import false, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth._certificate_identity import CertificateRecord, UserRecord
-from store import CAGeneration, Certificate, GenerationStatus, Organisation, User
+from store import CAGeneration, Certificate, GenerationStatus, Organisation, RevocationReason, User
 
 __all__ = ["FULL_REFRESH_EVERY", "MISS", "CacheEntry", "TrustCache", "TrustMaterialLike"]
 
@@ -84,6 +84,7 @@ def _record(row: Certificate) -> CertificateRecord:
         generation_id=row.generation_id,
         status=row.status,
         revoked_at=row.revoked_at,
+        superseded=row.revocation_reason is RevocationReason.SUPERSEDED,
         not_before=row.not_before,
         not_after=row.not_after,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,15 +22,17 @@ from gateway.logins._errors import EnrolmentError, TooSoon
 from gateway.logins._settings import LoginSettings
 from gateway.regulation._throttles import next_download_at
 from store import (
+    REMINDER_WINDOW_DAYS,
     Certificate,
     CertificateStatus,
     RevocationReason,
     User,
+    days_until_expiry,
     record_audit,
     transaction,
 )
 
-REMINDER_WINDOW = timedelta(days=60)  # seed 000: "etwa zwei Monate vor Ablauf" a reminder
+REMINDER_WINDOW = timedelta(days=REMINDER_WINDOW_DAYS)  # seed 000: about two months
 
 
 class IssuedLike(Protocol):
@@ -87,7 +90,7 @@ class CertificateView:
         return self.status == "valid" and self.days_left <= REMINDER_WINDOW.days
 
 
-def _view(row: Certificate, now: datetime) -> CertificateView:
+def _view(row: Certificate, now: datetime, zone: ZoneInfo | None = None) -> CertificateView:
     if row.status == CertificateStatus.REVOKED:
         status = "revoked"
     elif row.not_after <= now:
@@ -100,27 +103,72 @@ def _view(row: Certificate, now: datetime) -> CertificateView:
         not_before=row.not_before,
         not_after=row.not_after,
         status=status,
-        days_left=max(0, (row.not_after - now).days),
+        days_left=days_until_expiry(row.not_after, now, zone),
         first_used_at=row.first_used_at,
         revoked_at=row.revoked_at,
         replaces_id=row.replaces_id,
     )
 
 
-def certificate_overview(session: Session, user_id: int, now: datetime) -> list[CertificateView]:
-    """The user's certificates, newest first (the account page shows the first few)."""
+def certificate_overview(
+    session: Session, user_id: int, now: datetime, zone: ZoneInfo | None = None
+) -> list[CertificateView]:
+    """The user's certificates, newest first (the account page shows the first few).
+
+    ``days_left`` counts calendar days in ``zone`` (the brokers'; default Europe/Berlin)."""
     rows = session.scalars(
         select(Certificate)
         .where(Certificate.user_id == user_id)
         .order_by(Certificate.issued_at.desc(), Certificate.id.desc())
     )
-    return [_view(row, now) for row in rows]
+    return [_view(row, now, zone) for row in rows]
 
 
-def current_certificate(session: Session, user_id: int, now: datetime) -> CertificateView | None:
+def current_certificate(
+    session: Session, user_id: int, now: datetime, zone: ZoneInfo | None = None
+) -> CertificateView | None:
     """The valid certificate that lasts longest, or ``None``."""
-    valid = [v for v in certificate_overview(session, user_id, now) if v.status == "valid"]
+    valid = [v for v in certificate_overview(session, user_id, now, zone) if v.status == "valid"]
     return max(valid, key=lambda v: v.not_after) if valid else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenewalState:
+    """Where a broker stands with renewal (issue 15).
+
+    Attributes:
+        in_use: the valid certificate the broker logs in with: the longest-lasting one that
+            has been presented; if none has been, the longest-lasting valid one (None: no
+            valid certificate).
+        pending_import: a valid certificate newer than ``in_use`` that has never been
+            presented: downloaded but not (yet) imported into the browser.
+    """
+
+    in_use: CertificateView | None
+    pending_import: CertificateView | None
+
+    @property
+    def reminder(self) -> CertificateView | None:
+        """The certificate to remind about: in use, within the reminder window, and not
+        already renewed by a download (then the import hint is due instead)."""
+        if self.pending_import is not None or self.in_use is None:
+            return None
+        return self.in_use if self.in_use.expiring else None
+
+
+def renewal_state(
+    session: Session, user_id: int, now: datetime, zone: ZoneInfo | None = None
+) -> RenewalState:
+    """The broker's :class:`RenewalState` at ``now``."""
+    valid = [v for v in certificate_overview(session, user_id, now, zone) if v.status == "valid"]
+    used = [v for v in valid if v.first_used_at is not None]
+    if not used:  # never logged in by certificate: remind about the one there is
+        latest = max(valid, key=lambda v: v.not_after) if valid else None
+        return RenewalState(in_use=latest, pending_import=None)
+    in_use = max(used, key=lambda v: v.not_after)
+    fresh = [v for v in valid if v.first_used_at is None and v.not_after > in_use.not_after]
+    pending = max(fresh, key=lambda v: v.not_after) if fresh else None
+    return RenewalState(in_use=in_use, pending_import=pending)
 
 
 def download_certificate(

@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth._certificate_identity import Identity
+from gateway.proxy._identity_headers import RenewalFacts
 from store import AssertionKey, Sealer, transaction
 
 __all__ = [
@@ -136,13 +137,13 @@ class AssertionSigner:
         with self._lock:
             return {"keys": [dict(k.public_jwk) for k in self._keys]}
 
-    def sign(self, identity: Identity, now: datetime) -> str:
+    def sign(self, identity: Identity, now: datetime, renewal: RenewalFacts | None = None) -> str:
         """A compact JWS for ``identity``, valid for the configured lifetime from its signing.
 
         The same token is returned for the same identity within the reuse window
         (``jti`` therefore names an assertion, not a request).
         """
-        cache_key = (*vars(identity).values(),)
+        cache_key = (*vars(identity).values(), renewal)
         with self._lock:
             if not self._keys:
                 raise RuntimeError("no assertion key loaded; call ensure_key() at start-up")
@@ -167,6 +168,10 @@ class AssertionSigner:
         if identity.cert_serial is not None and identity.cert_not_after is not None:
             claims["cert_serial"] = identity.cert_serial
             claims["cert_not_after"] = identity.cert_not_after.isoformat()
+        if renewal is not None:
+            claims["cert_days_left"] = renewal.days_left
+            if renewal.renewal_url is not None:
+                claims["renewal_url"] = renewal.renewal_url
         header = {"alg": ASSERTION_ALGORITHM, "kid": key.kid, "typ": "JWT"}
         token = jwt.encode(header, claims, key.private, algorithms=[ASSERTION_ALGORITHM])
         with self._lock:

@@ -8,23 +8,30 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from gateway.auth._certificate_identity import Identity
+from store import days_until_expiry, reminder_banner_due
 
 __all__ = [
     "ASSERTION",
     "BROKER_NUMBER",
+    "CERT_DAYS_LEFT",
     "CERT_NOT_AFTER",
     "CERT_SERIAL",
     "EMAIL",
     "IDENTITY_HEADER_PREFIX",
     "LEVEL",
     "METHOD",
+    "RENEWAL_URL",
     "USER_ID",
+    "RenewalFacts",
     "identity_headers",
     "is_identity_header",
     "normalise_header_name",
+    "renewal_facts",
 ]
 
 IDENTITY_HEADER_PREFIX = "x-brokergate-"
@@ -36,6 +43,10 @@ LEVEL = "X-Brokergate-Level"
 METHOD = "X-Brokergate-Method"  # certificate, totp, passkey, email-tan, password
 CERT_SERIAL = "X-Brokergate-Cert-Serial"
 CERT_NOT_AFTER = "X-Brokergate-Cert-Not-After"  # RFC 3339, UTC
+# Calendar days until the presented certificate expires, in the brokers' zone (issue 15)
+CERT_DAYS_LEFT = "X-Brokergate-Cert-Days-Left"
+# Only inside the reminder window: where the broker renews (a portal may show its banner)
+RENEWAL_URL = "X-Brokergate-Renewal-Url"
 ASSERTION = "X-Brokergate-Assertion"  # signed JWT; keys at /.well-known/jwks.json
 
 
@@ -53,7 +64,35 @@ def _rfc3339(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def identity_headers(identity: Identity, assertion: str) -> dict[str, str]:
+@dataclass(frozen=True, kw_only=True)
+class RenewalFacts:
+    """What the portal is told about the presented certificate's renewal."""
+
+    days_left: int
+    renewal_url: str | None  # set inside the reminder window only
+
+
+def renewal_facts(
+    identity: Identity,
+    *,
+    now: datetime,
+    zone: ZoneInfo,
+    account_url: str,
+    window_days: int,
+) -> RenewalFacts | None:
+    """The renewal facts of ``identity``'s presented certificate (None: none presented)."""
+    if identity.cert_not_after is None:
+        return None
+    due = reminder_banner_due(identity.cert_not_after, now, window_days)
+    return RenewalFacts(
+        days_left=days_until_expiry(identity.cert_not_after, now, zone),
+        renewal_url=account_url + "#certificate" if due else None,
+    )
+
+
+def identity_headers(
+    identity: Identity, assertion: str, renewal: RenewalFacts | None = None
+) -> dict[str, str]:
     """The values of the headers the upstream gets for ``identity`` (and its assertion)."""
     values = {
         BROKER_NUMBER: identity.broker_number,
@@ -66,4 +105,8 @@ def identity_headers(identity: Identity, assertion: str) -> dict[str, str]:
     if identity.cert_serial is not None and identity.cert_not_after is not None:
         values[CERT_SERIAL] = identity.cert_serial
         values[CERT_NOT_AFTER] = _rfc3339(identity.cert_not_after)
+    if renewal is not None:
+        values[CERT_DAYS_LEFT] = str(renewal.days_left)
+        if renewal.renewal_url is not None:
+            values[RENEWAL_URL] = renewal.renewal_url
     return values

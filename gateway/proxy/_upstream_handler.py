@@ -8,13 +8,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway._state import CLOCK
+from gateway._settings import RESERVED_PREFIX
+from gateway._state import CLOCK, SETTINGS
 from gateway.auth._middleware import (
     request_state,
 )
 from gateway.proxy._assertion import SIGNER
-from gateway.proxy._identity_headers import identity_headers
+from gateway.proxy._identity_headers import identity_headers, renewal_facts
 from gateway.proxy._websocket_guard import websocket_guard
+from store import REMINDER_WINDOW_DAYS
 
 __all__ = ["FORWARD", "Forwarder", "upstream_handler"]
 
@@ -38,8 +40,16 @@ async def upstream_handler(request: web.Request) -> web.StreamResponse:
     assert state.path is not None  # set by policy_middleware
     headers: dict[str, str] = {}
     if state.identity is not None:
-        now = app[CLOCK]()
-        headers = identity_headers(state.identity, app[SIGNER].sign(state.identity, now))
+        now, settings = app[CLOCK](), app[SETTINGS]
+        renewal = renewal_facts(
+            state.identity,
+            now=now,
+            zone=settings.zone,
+            account_url=settings.public_url.rstrip("/") + RESERVED_PREFIX + "/account",
+            window_days=REMINDER_WINDOW_DAYS,
+        )
+        assertion = app[SIGNER].sign(state.identity, now, renewal)
+        headers = identity_headers(state.identity, assertion, renewal)
     # The normalised target goes as path_qs: cloning the request for it cost more than the
     # rest of this handler.
     response: web.StreamResponse = await app[FORWARD](

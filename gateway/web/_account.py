@@ -45,8 +45,6 @@ from gateway.web._common import (
     error_text,
     factory,
     form_text,
-    format_date,
-    format_time,
     json_body,
     next_of,
     now_of,
@@ -56,7 +54,7 @@ from gateway.web._common import (
     show,
     update_session_data,
 )
-from gateway.web._pages import page_language
+from gateway.web._formatting import date_for, time_for
 from store import Level, User, record_audit, transaction
 
 ACCOUNT = f"{P}/account"
@@ -116,7 +114,6 @@ async def account_page(
 ) -> web.Response:
     user_id = require_user(request, level=Level.BASIC)
     data = await asyncio.to_thread(_load_account, request, user_id)
-    language = page_language(request)
     identity = request_state(request).identity
     assert identity is not None
     return show(
@@ -128,8 +125,8 @@ async def account_page(
             "notice": notice,
             "session_level": identity.level.value,
             "session_method": identity.method,
-            "fmt_time": lambda v: format_time(v, language),
-            "fmt_date": lambda v: format_date(v, language),
+            "fmt_time": lambda v: time_for(request, v),
+            "fmt_date": lambda v: date_for(request, v),
             "settings": ctx(request).settings,
             "superseded_grace_days": _grace_days(request),
         },

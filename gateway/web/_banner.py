@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -15,11 +14,11 @@ from markupsafe import Markup
 
 from gateway.auth._middleware import request_state
 from gateway.logins._certificates import (
-    current_certificate,
     note_certificate_used,
 )
-from gateway.web._common import P, ctx, factory, format_date, now_of
+from gateway.web._common import P, ctx, factory, now_of
 from gateway.web._pages import page_language
+from gateway.web._renewal_notice import load_renewal_state, renewal_banner
 from store import Level, transaction
 
 _NOTED_LIMIT = 100_000  # fingerprints remembered per replica (see noted_certificates)
@@ -96,7 +95,6 @@ async def _compute_banner(request: web.Request) -> None:
     # Restricted sessions are attributed to the firm, not proven to be this user: no banner.
     if identity is None or not identity.level.satisfies(Level.BASIC):
         return
-    now = now_of(request)
     from gateway.web._pages import CATALOGS
 
     language = page_language(request)
@@ -111,25 +109,9 @@ async def _compute_banner(request: web.Request) -> None:
         )
     )
 
-    def lookup() -> datetime | None:
-        with transaction(factory(request)) as session:
-            view = current_certificate(session, identity.user_id, now)
-            return view.not_after if view is not None and view.expiring else None
-
-    not_after = await asyncio.to_thread(lookup)
-    if not_after is None:
-        return
-    days = max(0, (not_after - now).days)
-    text = catalogs.translate(
-        language, "banner.expiring", date=format_date(not_after, language), days=days
-    )
-    link = catalogs.translate(language, "banner.renew")
-    _BANNER.set(
-        _STYLE
-        + Markup(
-            '<div class="banner" role="status"><p>{}</p><p><a href="{}">{}</a></p></div>'
-        ).format(text, f"{P}/account#certificate", link)
-    )
+    banner = renewal_banner(request, await load_renewal_state(request, identity.user_id))
+    if banner is not None:
+        _BANNER.set(_STYLE + banner)
 
 
 def expiry_banner() -> Markup:

@@ -34,6 +34,7 @@ from gateway.logins._tan import TAN_KEY_PURPOSE
 from gateway.logins._tokens import derive_key
 from gateway.logins._totp import TOTP_PURPOSE
 from gateway.tls._trusted_peers import client_address
+from gateway.web._formatting import time_for
 from gateway.web._pages import page_language, safe_next
 from store import OUTBOX_PURPOSE, Level, Sealer
 
@@ -202,19 +203,6 @@ def require_fresh(request: web.Request, *, level: Level, back: str) -> int:
     return user_id
 
 
-def format_time(value: datetime | None, language: str) -> str:
-    if value is None:
-        return ""
-    pattern = "%Y-%m-%d %H:%M UTC" if language == "en" else "%d.%m.%Y %H:%M UTC"
-    return value.strftime(pattern)
-
-
-def format_date(value: datetime | None, language: str) -> str:
-    if value is None:
-        return ""
-    return value.strftime("%Y-%m-%d" if language == "en" else "%d.%m.%Y")
-
-
 # --- expiry banner (seed 000: a reminder in the portal about two months before expiry)
 
 
@@ -247,9 +235,9 @@ def error_text(request: web.Request, error: Exception) -> str:
     catalogs = request.app[CATALOGS]
     if not isinstance(error, LoginError):
         return catalogs.translate(language, "error.generic")
-    params: dict[str, object] = {}
+    params: dict[str, Any] = {}
     for name, value in error.params.items():
-        params[name] = format_time(value, language) if isinstance(value, datetime) else value
+        params[name] = time_for(request, value) if isinstance(value, datetime) else value
     key = error.key
     if key == "error.password_rejected":
         key = f"error.password_rejected.{params.pop('reason')}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
 from urllib.parse import quote
 
 from aiohttp import web
@@ -20,8 +19,8 @@ from gateway.auth._middleware import (
     require_csrf,
 )
 from gateway.auth._request_state import SESSIONS
+from gateway.web._formatting import time_for
 from gateway.web._pages import (
-    page_language,
     render_page,
     safe_next,
 )
@@ -35,24 +34,16 @@ log = logging.getLogger("gateway")
 HSTS = "max-age=31536000"  # one year; the gateway is HTTPS-only by design
 
 
-def format_time(value: datetime | None, language: str) -> str:
-    if value is None:
-        return ""
-    pattern = "%Y-%m-%d %H:%M UTC" if language == "en" else "%d.%m.%Y %H:%M UTC"
-    return value.strftime(pattern)
-
-
 def certificate_problem_page(
     request: web.Request, problem: CertificateProblem, next_path: str
 ) -> web.Response:
-    language = page_language(request)
     return render_page(
         request,
         "certificate_problem.html",
         {
             "problem": problem,
-            "when_since": format_time(problem.since, language),
-            "when_until": format_time(problem.until, language),
+            "when_since": time_for(request, problem.since),
+            "when_until": time_for(request, problem.until),
             "next": next_path,
         },
         status=403,

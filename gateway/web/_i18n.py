@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from store import plural_category
+
 __all__ = ["DEFAULT_LANGUAGE", "LANGUAGES", "Catalogs", "load_catalogs", "negotiate_language"]
 
 LANGUAGES = ("de", "en", "nl")
@@ -34,12 +36,27 @@ class Catalogs:
 
     messages: Mapping[str, Mapping[str, str]] = field(repr=False)
 
-    def translate(self, language: str, key: str, /, **params: object) -> str:
-        """The message for ``key`` in ``language`` (falling back to German, then the key)."""
-        text = self.messages.get(language, {}).get(key)
-        if text is None:
-            text = self.messages.get(DEFAULT_LANGUAGE, {}).get(key, key)
+    def translate(
+        self, language: str, key: str, /, *, count: int | None = None, **params: object
+    ) -> str:
+        """The message for ``key`` in ``language`` (falling back to German, then the key).
+
+        With ``count``, the plural form of the language's CLDR category (Babel) is taken:
+        ``key.one`` / ``key.other`` ("noch 1 Tag" / "noch 2 Tage"), then ``key`` itself;
+        ``count`` is also a parameter of the message.
+        """
+        if count is not None:
+            params = {"count": count, **params}
+            for candidate in (f"{key}.{plural_category(count, language)}", f"{key}.other"):
+                if self._lookup(language, candidate) is not None:
+                    key = candidate
+                    break
+        text = self._lookup(language, key) or key
         return text.format(**params) if params else text
+
+    def _lookup(self, language: str, key: str) -> str | None:
+        text = self.messages.get(language, {}).get(key)
+        return text if text is not None else self.messages.get(DEFAULT_LANGUAGE, {}).get(key)
 
     def keys(self, language: str) -> set[str]:
         return set(self.messages.get(language, {}))

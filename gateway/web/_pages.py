@@ -96,7 +96,7 @@ def render_page(
     language = page_language(request)
     catalogs = app[CATALOGS]
 
-    def translate(key: str, **params: object) -> str:
+    def translate(key: str, **params: Any) -> str:
         return catalogs.translate(language, key, **params)
 
     values: dict[str, Any] = {

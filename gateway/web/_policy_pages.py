@@ -24,12 +24,13 @@ from gateway.auth._middleware import (
     request_state,
 )
 from gateway.auth._route_policy import Outcome, decide, request_auth, required_for
-from gateway.web._core_pages import certificate_problem_page, format_time
+from gateway.web._core_pages import certificate_problem_page
+from gateway.web._formatting import time_for
 from gateway.web._pages import (
-    page_language,
     render_page,
     safe_next,
 )
+from gateway.web._renewal_notice import renewal_interstitial
 
 log = logging.getLogger("gateway")
 
@@ -59,9 +60,10 @@ def policy_middleware() -> Any:
             now=now,
             twofa_deadline=settings.twofa_deadline_at,
         )
-        if decision.outcome is Outcome.ALLOW:
-            return await handler(request)
         next_path = safe_next(normalised.forward)
+        if decision.outcome is Outcome.ALLOW:
+            notice = await renewal_interstitial(request, state, next_path)
+            return notice if notice is not None else await handler(request)
         if decision.outcome is Outcome.CERTIFICATE_PROBLEM:
             assert isinstance(state.certificate, CertificateProblem)
             return certificate_problem_page(request, state.certificate, next_path)
@@ -72,7 +74,7 @@ def policy_middleware() -> Any:
             return render_page(
                 request,
                 "twofa_prompt.html",
-                {"next": next_path, "deadline": format_time(deadline, page_language(request))},
+                {"next": next_path, "deadline": time_for(request, deadline)},
                 status=403,
             )
         return render_page(

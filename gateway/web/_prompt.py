@@ -23,7 +23,6 @@ from gateway.web._common import (
     error_text,
     factory,
     form_text,
-    format_time,
     next_of,
     now_of,
     page_url,
@@ -31,7 +30,7 @@ from gateway.web._common import (
     see_other,
     show,
 )
-from gateway.web._pages import page_language
+from gateway.web._formatting import time_for
 from store import Level, User, record_audit, transaction
 
 # --- 2FA prompt after a basic login (seed 000: "Nicht jetzt" / "Vorerst nicht mehr anzeigen")
@@ -51,7 +50,7 @@ async def twofa_prompt_page(request: web.Request) -> web.StreamResponse:
         {
             "next": next_of(request.query),
             "can_skip": open_,
-            "deadline_text": format_time(deadline, page_language(request)),
+            "deadline_text": time_for(request, deadline),
         },
     )
 

@@ -87,7 +87,10 @@ def setup_logins(
         jinja = app[JINJA]
         jinja.globals["expiry_banner"] = expiry_banner
         jinja.globals["account_nav"] = account_nav
-        app.middlewares.append(logins_middleware())
+        # Before the policy middleware (create_app's last): a certificate's first use is
+        # noted also when the policy answers with a page of ours (the renewal reminder, a
+        # step-up) instead of the portal.
+        app.middlewares.insert(len(app.middlewares) - 1, logins_middleware())
         app[LOGIN_OPTIONS].extend(
             [
                 LoginOption(label_key="logins.option.password", url=f"{P}/login/password"),

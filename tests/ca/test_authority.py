@@ -263,3 +263,16 @@ def test_crl_republished_before_next_update(
     assert crl.next_update_utc == clock() + authority.settings.crl_validity
     assert authority.publish_due_crls() == []
     assert authority.publish_due_crls(force=True) == [1]
+
+
+def test_a_renewal_is_told_apart_from_the_old_certificate_by_its_friendly_name(
+    authority: CertificateAuthority, make_user: UserFactory
+) -> None:
+    """Issue 15: old and new certificate issued the same day read alike in the browser's
+    list; the friendly name carries the expiry date and the start of the serial."""
+    user = make_user()
+    first = authority.issue_certificate(user.id, "ops:test")
+    second = authority.issue_certificate(user.id, "ops:test")
+    assert first.friendly_name != second.friendly_name
+    assert f"{first.not_after:%Y-%m-%d}" in first.friendly_name
+    assert first.friendly_name.endswith("#" + first.serial[:8])

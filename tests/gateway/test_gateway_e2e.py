@@ -10,16 +10,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from gateway import SETTINGS, RouteRule
-from store import Level
+from store import Level, format_local_datetime
 from tests.gateway.conftest import Brokers, ServerTLS, foreign_certificate
 from tests.gateway.helpers import RawResponse, client_context, raw_request
 from tests.polling import async_wait_for
+
+
+def berlin_time(value: dt.datetime) -> str:
+    """A time as the German pages show it: in Europe/Berlin with the zone (issue 15)."""
+    return format_local_datetime(value, "de", ZoneInfo("Europe/Berlin"))
+
 
 IDENTITY = "x-brokergate-"
 
@@ -135,7 +142,7 @@ async def test_expired_certificate_explained(
     response = await get(gw, server_tls, "/portal", cert)  # the TLS handshake completed
     assert response.status == 403
     assert "Ihr Zertifikat ist abgelaufen" in response.body
-    expected = cert.certificate.not_valid_after_utc.strftime("%d.%m.%Y %H:%M UTC")
+    expected = berlin_time(cert.certificate.not_valid_after_utc)
     assert f"seit {expected} abgelaufen" in response.body
     assert "Mein Konto" in response.body  # what to do
     assert cert.serial in response.body
@@ -151,7 +158,7 @@ async def test_not_yet_valid_certificate_explained(
     response = await get(gw, server_tls, "/portal", cert)
     assert response.status == 403
     assert "noch nicht gültig" in response.body
-    assert cert.certificate.not_valid_before_utc.strftime("%d.%m.%Y %H:%M UTC") in response.body
+    assert berlin_time(cert.certificate.not_valid_before_utc) in response.body
 
 
 async def test_revoked_certificate_explained(
@@ -163,7 +170,7 @@ async def test_revoked_certificate_explained(
     response = await get(gw, server_tls, "/portal", cert)
     assert response.status == 403
     assert "Ihr Zertifikat wurde gesperrt" in response.body
-    assert clock().strftime("%d.%m.%Y %H:%M UTC") in response.body
+    assert berlin_time(clock()) in response.body
     assert not response.header("Set-Cookie")  # no session for a revoked certificate
 
 

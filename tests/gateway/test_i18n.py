@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import LANGUAGES, load_catalogs, negotiate_language
+from gateway import LANGUAGES, Catalogs, load_catalogs, negotiate_language
 from gateway.web._i18n import LOCALES_DIR, CatalogError
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "gateway" / "web" / "templates"
@@ -43,7 +43,8 @@ def test_template_keys_exist() -> None:
     keys = catalogs.keys("de")
     for template in TEMPLATES.glob("*.html"):
         for key in re.findall(r't\("([a-z0-9_.]+[a-z0-9_])"[,)]', template.read_text()):
-            assert key in keys, f"{template.name}: {key}"
+            # a plural message is key.one / key.other (Catalogs.translate(count=…))
+            assert key in keys or f"{key}.other" in keys, f"{template.name}: {key}"
 
 
 @pytest.mark.parametrize(
@@ -101,3 +102,27 @@ def test_composed_keys_exist() -> None:
         assert f"error.{page}.title" in keys and f"error.{page}.body" in keys
     for level in Level:
         assert f"level.{level.value}" in keys
+
+
+@pytest.mark.parametrize(
+    ("language", "days", "expected"),
+    [
+        ("de", 1, "noch 1 Tag)"),
+        ("de", 2, "noch 2 Tage)"),
+        ("de", 0, "noch 0 Tage)"),
+        ("en", 1, "1 day left)"),
+        ("en", 21, "21 days left)"),
+        ("nl", 1, "nog 1 dag)"),
+        ("nl", 5, "nog 5 dagen)"),
+    ],
+)
+def test_plural_forms_of_the_expiry_banner(language: str, days: int, expected: str) -> None:
+    catalogs = load_catalogs()
+    text = catalogs.translate(language, "banner.expiring", count=days, date="31.01.2027", days=days)
+    assert expected in text
+
+
+def test_plural_falls_back_to_other_and_to_the_key() -> None:
+    catalogs = Catalogs(messages={"de": {"x.other": "{count} Dinge", "y": "ohne Plural"}})
+    assert catalogs.translate("de", "x", count=1) == "1 Dinge"  # no "one": the other form
+    assert catalogs.translate("de", "y", count=3) == "ohne Plural"

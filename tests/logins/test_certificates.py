@@ -169,3 +169,36 @@ def test_revoke_my_certificate(
             client_addr=None,
             now=clock(),
         )
+
+
+def test_renewal_state_after_a_download_until_the_new_certificate_logs_in(
+    sessions: sessionmaker[Session],
+    authority: CertificateAuthority,
+    clock: FakeClock,
+    make_user: UserFactory,
+) -> None:
+    """Issue 15: a broker who downloaded but never imported is told to import, and the
+    certificate still in use keeps being the one reminded about until the new one is used."""
+    from gateway.logins._certificates import renewal_state
+
+    user = make_user(email="anna@example.org")
+    old = download(sessions, authority, clock, user)
+    with transaction(sessions) as s:
+        assert renewal_state(s, user.id, clock()).in_use.serial == old.serial  # type: ignore[union-attr]
+        note_certificate_used(s, fingerprint=old.fingerprint_sha256, now=clock())
+    clock.advance(timedelta(days=700))  # inside the 60-day window of the old one
+    with transaction(sessions) as s:
+        state = renewal_state(s, user.id, clock())
+        assert state.in_use is not None and state.in_use.serial == old.serial
+        assert state.pending_import is None and state.reminder is not None
+    new = download(sessions, authority, clock, user)
+    with transaction(sessions) as s:
+        state = renewal_state(s, user.id, clock())
+        assert state.in_use is not None and state.in_use.serial == old.serial
+        assert state.pending_import is not None and state.pending_import.serial == new.serial
+        assert state.reminder is None  # the import hint instead of "renew"
+        note_certificate_used(s, fingerprint=new.fingerprint_sha256, now=clock())
+    with transaction(sessions) as s:
+        state = renewal_state(s, user.id, clock())
+        assert state.in_use is not None and state.in_use.serial == new.serial
+        assert state.pending_import is None and state.reminder is None

@@ -225,6 +225,7 @@ class CertFactory:
         *,
         not_after: datetime,
         status: CertificateStatus = CertificateStatus.VALID,
+        first_used_at: datetime | None = None,
     ) -> int:
         self.counter += 1
         n = self.counter
@@ -244,6 +245,7 @@ class CertFactory:
                 p12_profile="compat",
                 issued_at=not_after - timedelta(days=730),
                 issued_by="test",
+                first_used_at=first_used_at,
                 cert_pem=DUMMY_PEM,
             )
             session.add(cert)

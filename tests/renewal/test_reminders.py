@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from renewal import days_left, queue_due_reminders, reminder_stage_due
 from store import (
+    Certificate,
     CertificateStatus,
     MailOutbox,
     ReminderSent,
@@ -119,8 +121,9 @@ def test_revoked_superseded_expired_and_disabled_get_none(
     revoked_user = certs.user()
     certs.cert(revoked_user, not_after=soon, status=CertificateStatus.REVOKED)
     renewed_user = certs.user()
-    old = certs.cert(renewed_user, not_after=soon)
-    new = certs.cert(renewed_user, not_after=clock() + timedelta(days=730))
+    old = certs.cert(renewed_user, not_after=soon, first_used_at=clock() - DAY * 300)
+    # The renewal has logged in: the old certificate is superseded, no reminder.
+    new = certs.cert(renewed_user, not_after=clock() + timedelta(days=730), first_used_at=clock())
     disabled_user = certs.user(status=UserStatus.DISABLED)
     certs.cert(disabled_user, not_after=soon)
     expired_user = certs.user()
@@ -135,6 +138,55 @@ def test_revoked_superseded_expired_and_disabled_get_none(
     assert report.queued == 1
     assert _reminders(sessions) == [(kept, 14)]
     assert old != new
+
+
+def test_a_renewal_never_imported_does_not_stop_the_reminders(
+    sessions: sessionmaker[Session], certs: CertFactory, clock: FakeClock
+) -> None:
+    """Downloaded but never presented: the broker still logs in with the old certificate,
+    so its reminders go on (issue 15), until the new one has logged in."""
+    user = certs.user()
+    old = certs.cert(user, not_after=clock() + timedelta(days=10), first_used_at=clock() - DAY)
+    new = certs.cert(user, not_after=clock() + timedelta(days=730))
+    assert queue_due_reminders(sessions, now=clock(), stages=STAGES).queued == 1
+    assert _reminders(sessions) == [(old, 14)]
+    with transaction(sessions) as session:
+        row = session.get(Certificate, new)
+        assert row is not None
+        row.first_used_at = clock()
+    clock.advance(timedelta(days=8))  # the 3-day stage opens: superseded now, none sent
+    assert queue_due_reminders(sessions, now=clock(), stages=STAGES).queued == 0
+
+
+@pytest.mark.parametrize(
+    ("now", "not_after", "expected"),
+    [
+        # issued for 59 days on 3 December: 59 calendar days, not 58 whole 24-hour periods
+        (datetime(2026, 12, 3, 9, 0, tzinfo=UTC), datetime(2027, 1, 31, 9, 0, tzinfo=UTC), 59),
+        (datetime(2026, 12, 3, 22, 0, tzinfo=UTC), datetime(2027, 1, 31, 9, 0, tzinfo=UTC), 59),
+        # 23:39 UTC on 23 December is 00:39 on the 24th in Berlin: one more day
+        (datetime(2026, 12, 23, 12, 0, tzinfo=UTC), datetime(2026, 12, 23, 23, 39, tzinfo=UTC), 1),
+        # the last day counts 0, after expiry too
+        (datetime(2027, 1, 31, 1, 0, tzinfo=UTC), datetime(2027, 1, 31, 9, 0, tzinfo=UTC), 0),
+        (datetime(2027, 2, 1, 0, 0, tzinfo=UTC), datetime(2027, 1, 31, 9, 0, tzinfo=UTC), 0),
+        # across 29 February 2028 and the month end
+        (datetime(2028, 2, 27, 12, 0, tzinfo=UTC), datetime(2028, 3, 1, 12, 0, tzinfo=UTC), 3),
+        # across the change to summer time (29 March 2026) and back (25 October 2026)
+        (datetime(2026, 3, 28, 23, 30, tzinfo=UTC), datetime(2026, 3, 30, 21, 59, tzinfo=UTC), 1),
+        (datetime(2026, 10, 24, 22, 30, tzinfo=UTC), datetime(2026, 10, 26, 22, 30, tzinfo=UTC), 1),
+    ],
+)
+def test_days_left_in_calendar_days_of_the_brokers_zone(
+    now: datetime, not_after: datetime, expected: int
+) -> None:
+    assert days_left(not_after, now, ZoneInfo("Europe/Berlin")) == expected
+
+
+def test_days_left_in_another_zone() -> None:
+    # 23:30 UTC on 1 March: still 1 March in London, already 2 March in Berlin.
+    now, not_after = datetime(2027, 3, 1, 23, 30, tzinfo=UTC), datetime(2027, 3, 3, 12, tzinfo=UTC)
+    assert days_left(not_after, now, ZoneInfo("Europe/London")) == 2
+    assert days_left(not_after, now, ZoneInfo("Europe/Berlin")) == 1
 
 
 def test_rerun_and_overlapping_scans_queue_nothing_new(

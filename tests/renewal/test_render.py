@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from renewal import TEMPLATES, MailRenderer, MissingMailValue, UnknownTemplate
-from renewal._render import SECRET_MASK, format_date, pick_locale
+from renewal._render import SECRET_MASK, format_date, format_datetime, pick_locale
 from tests.renewal.conftest import PUBLIC_URL
 
 CONTEXTS = {
@@ -44,7 +45,7 @@ SECRETS = {
 MARKERS = {
     "de": {
         "certificate_password": "Passwort: tiger-lamp-7731-orbit",
-        "reminder": "Gültig bis: 09.12.2026 (noch 14 Tage)",
+        "reminder": "Gültig bis: 09.12.2026, 10:00 MEZ (noch 14 Tage)",
         "email_tan": "nur für 15 Minuten gültig",
         "activation": "7 Tage gültig",
         "email_change_confirm": "24 Stunden gültig",
@@ -53,7 +54,7 @@ MARKERS = {
     },
     "en": {
         "certificate_password": "Password: tiger-lamp-7731-orbit",
-        "reminder": "Valid until: 9 December 2026 (14 days left)",
+        "reminder": "Valid until: 9 December 2026, 10:00 CET (14 days left)",
         "email_tan": "valid for 15 minutes only",
         "activation": "valid for 7 days",
         "email_change_confirm": "valid for 24 hours",
@@ -62,7 +63,7 @@ MARKERS = {
     },
     "nl": {
         "certificate_password": "Wachtwoord: tiger-lamp-7731-orbit",
-        "reminder": "Geldig tot: 09-12-2026 (nog 14 dagen)",
+        "reminder": "Geldig tot: 9 december 2026, 10:00 CET (nog 14 dagen)",
         "email_tan": "slechts 15 minuten geldig",
         "activation": "7 dagen geldig",
         "email_change_confirm": "24 uur geldig",
@@ -197,11 +198,18 @@ def test_masked_rendering_never_contains_a_secret() -> None:
 
 
 def test_dates_per_locale() -> None:
-    d = datetime(2026, 3, 5, 23, 0, tzinfo=UTC)
+    d = datetime(2026, 3, 5, 22, 0, tzinfo=UTC)  # 23:00 in Berlin, still 5 March
     assert format_date(d, "de") == "05.03.2026"
     assert format_date(d, "en") == "5 March 2026"
-    assert format_date(d, "nl") == "05-03-2026"
+    assert format_date(d, "nl") == "5 maart 2026"
+    late = datetime(2026, 3, 5, 23, 30, tzinfo=UTC)  # 00:30 on 6 March in Berlin
+    assert format_date(late, "de") == "06.03.2026"
+    assert format_date(late, "de", ZoneInfo("Europe/London")) == "05.03.2026"
     assert format_date("2026-03-05", "de") == "05.03.2026"
+    assert format_datetime(late, "de") == "06.03.2026, 00:30 MEZ"
+    assert format_datetime(datetime(2026, 7, 1, 8, 0, tzinfo=UTC), "nl") == (
+        "1 juli 2026, 10:00 CEST"
+    )
     with pytest.raises(ValueError):
         format_date("5.3.2026", "de")
 
@@ -249,3 +257,46 @@ def test_the_support_team_has_one_name_in_german_mails_and_pages() -> None:
     assert texts
     stray = [str(p.relative_to(REPO)) for p in texts if "Maklerbetreuer" in p.read_text()]
     assert stray == []
+
+
+@pytest.mark.parametrize(
+    ("locale", "days", "stage", "subject"),
+    [
+        ("de", 59, 60, "Ihr Zertifikat läuft am 31.01.2027 ab – bitte erneuern"),  # noqa: RUF001 - the subjects use an en dash
+        ("de", 14, 14, "Noch 14 Tage: Ihr Zertifikat läuft am 31.01.2027 ab"),
+        ("de", 1, 14, "Noch 1 Tag: Ihr Zertifikat läuft am 31.01.2027 ab"),
+        ("de", 3, 3, "Dringend: Ihr Zertifikat läuft in 3 Tagen ab – jetzt erneuern"),  # noqa: RUF001 - the subjects use an en dash
+        ("de", 1, 3, "Dringend: Ihr Zertifikat läuft in 1 Tag ab – jetzt erneuern"),  # noqa: RUF001 - the subjects use an en dash
+        ("de", 0, 3, "Dringend: Ihr Zertifikat läuft heute ab – jetzt erneuern"),  # noqa: RUF001 - the subjects use an en dash
+        ("en", 59, 60, "Your certificate expires on 31 January 2027 – please renew it"),  # noqa: RUF001 - the subjects use an en dash
+        ("en", 14, 14, "14 days left: your certificate expires on 31 January 2027"),
+        ("en", 1, 3, "Urgent: your certificate expires in 1 day – renew it now"),  # noqa: RUF001 - the subjects use an en dash
+        ("en", 2, 3, "Urgent: your certificate expires in 2 days – renew it now"),  # noqa: RUF001 - the subjects use an en dash
+        ("nl", 14, 14, "Nog 14 dagen: uw certificaat verloopt op 31 januari 2027"),
+        ("nl", 1, 3, "Dringend: uw certificaat verloopt over 1 dag – vernieuw het nu"),  # noqa: RUF001 - the subjects use an en dash
+        ("nl", 3, 3, "Dringend: uw certificaat verloopt over 3 dagen – vernieuw het nu"),  # noqa: RUF001 - the subjects use an en dash
+    ],
+)
+def test_reminders_grow_more_urgent_with_plural_forms(
+    locale: str, days: int, stage: int, subject: str
+) -> None:
+    context = {
+        **CONTEXTS["reminder"],
+        "not_after": "2027-01-31T09:00:00+00:00",
+        "days_left": days,
+        "stage_days": stage,
+    }
+    mail = MailRenderer(public_url=PUBLIC_URL).render(
+        template="reminder", locale=locale, context=context, secrets={}
+    )
+    assert mail.subject == subject
+    left = {
+        "de": "Tag)" if days == 1 else "Tage)",
+        "en": "left)",
+        "nl": "dag)" if days == 1 else "dagen)",
+    }
+    assert left[locale] in mail.text
+    # What happens at expiry, and the import steps for every system the account page names.
+    assert "10:00" in mail.text.split("Windows")[-1]
+    for system in ("Windows", "macOS", "Firefox"):
+        assert system in mail.text and system in mail.html

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CertificateAuthority
+from gateway.logins._certificates import note_certificate_used
 from renewal import queue_due_reminders
 from store import MailOutbox, MailStatus, RevocationReason, transaction
 from tests.conftest import FakeClock, UserFactory
@@ -58,7 +59,9 @@ def test_reminders_follow_renewal_and_revocation(
     assert report.by_stage == {60: 2}
 
     authority.revoke(other.serial, RevocationReason.CESSATION_OF_OPERATION, "test:ops")
-    authority.issue_certificate(renewing.id, "test:ops")  # renewed: the old one is superseded
+    renewal = authority.issue_certificate(renewing.id, "test:ops")
+    with transaction(sessions) as session:  # the renewal has logged in: the old one is superseded
+        note_certificate_used(session, fingerprint=renewal.fingerprint_sha256, now=clock())
     clock.advance(timedelta(days=50))  # inside the 14-day window of the old certificates
     assert queue_due_reminders(sessions, now=clock(), stages=STAGES).queued == 0
     with transaction(sessions) as session:

@@ -121,7 +121,10 @@ async def test_download_then_certificate_login_and_superseding(
         timeout=10,
         message="the superseded certificate still serves",
     )
-    assert status == 403 and "gesperrt" in body
+    # Issue 15: the superseded page says a newer certificate exists (not "request a new
+    # one": the broker has it), with the time in the brokers' zone.
+    assert status == 403 and "Es gibt ein neueres Zertifikat" in body
+    assert "beantragen Sie" not in body and ("MEZ" in body or "MESZ" in body)
 
 
 async def test_download_needs_a_fresh_login_and_is_rate_limited(
@@ -224,7 +227,7 @@ async def test_last_login_is_shown(
     b2 = browser_for(gw, language="en")
     await login(b2, "anna@example.org")
     _status, body = await b2.get("/_gateway/account")
-    assert "Your last sign-in" in body and "2026-11-25 09:00 UTC, with password" in body
+    assert "Your last sign-in" in body and "25 November 2026, 10:00 CET, with password" in body
 
 
 async def test_security_changes_need_a_fresh_strong_login(
