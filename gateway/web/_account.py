@@ -50,6 +50,7 @@ from gateway.web._common import (
     json_body,
     next_of,
     now_of,
+    read_form,
     require_fresh,
     require_user,
     see_other,
@@ -158,7 +159,7 @@ _NOTICES = {
 
 
 async def download_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#certificate")
     c = ctx(request)
@@ -195,7 +196,7 @@ async def download_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def revoke_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_user(request, level=Level.BASIC)
     authority = ctx(request).authority(factory(request))
@@ -252,7 +253,7 @@ async def totp_page(request: web.Request) -> web.StreamResponse:
 
 
 async def totp_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{P}/account/totp")
     c = ctx(request)
@@ -287,7 +288,7 @@ async def totp_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def totp_reset_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#twofa")
 
@@ -300,7 +301,7 @@ async def totp_reset_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def recovery_codes_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#twofa")
 
@@ -374,7 +375,7 @@ async def passkey_register(request: web.Request) -> web.StreamResponse:
 
 
 async def passkey_remove_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#passkeys")
     try:
@@ -400,7 +401,7 @@ async def passkey_remove_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def devices_forget_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_user(request, level=Level.BASIC)
 
@@ -413,7 +414,7 @@ async def devices_forget_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def password_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#password")
     c = ctx(request)

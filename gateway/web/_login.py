@@ -34,6 +34,7 @@ from gateway.web._common import (
     next_of,
     now_of,
     page_url,
+    read_form,
     require_user,
     see_other,
     show,
@@ -56,7 +57,7 @@ async def password_page(request: web.Request) -> web.StreamResponse:
 
 
 async def password_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
     identifier = form_text(form, "identifier", 320)
@@ -113,7 +114,7 @@ async def second_factor_page(request: web.Request) -> web.StreamResponse:
 
 
 async def second_factor_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
     pending = pending_user(request)
@@ -254,7 +255,7 @@ async def reauth_page(request: web.Request) -> web.StreamResponse:
 
 async def reauth_submit(request: web.Request) -> web.StreamResponse:
     user_id = require_user(request, level=Level.BASIC)
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
     level = Level.STRONG if form.get("level") == "strong" else Level.BASIC
