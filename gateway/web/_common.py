@@ -110,6 +110,19 @@ def client_addr(request: web.Request) -> str | None:
     return client_address(request, request.app[SETTINGS].trusted_networks)
 
 
+def trust_hints(request: web.Request) -> dict[str, Any]:
+    """What lifts the global lockout back-off for a login attempt (issue 17): the browser's
+    remembered-device cookie and the user of a valid certificate on this connection."""
+    from gateway.auth._certificate_identity import Identity
+    from gateway.logins._devices import COOKIE_NAME as DEVICE_COOKIE
+
+    certificate = request_state(request).certificate
+    return {
+        "device_token": request.cookies.get(DEVICE_COOKIE),
+        "certificate_user_id": certificate.user_id if isinstance(certificate, Identity) else None,
+    }
+
+
 def next_of(source: Mapping[str, Any]) -> str:
     value = source.get("next")
     return safe_next(value if isinstance(value, str) else None)

@@ -38,6 +38,7 @@ from gateway.web._common import (
     require_user,
     see_other,
     show,
+    trust_hints,
     update_session_data,
 )
 from gateway.web._finish_login import (
@@ -69,6 +70,7 @@ async def password_submit(request: web.Request) -> web.StreamResponse:
             identifier=identifier,
             password=form_text(form, "password"),
             client_addr=client_addr(request),
+            **trust_hints(request),
             settings=c.settings,
             now=now_of(request),
         )
@@ -128,6 +130,7 @@ async def second_factor_submit(request: web.Request) -> web.StreamResponse:
             user_id=int(pending["user"]),
             code=form_text(form, "code", 64),
             client_addr=client_addr(request),
+            **trust_hints(request),
             sealer=c.totp_sealer,
             settings=c.settings,
             now=now_of(request),
@@ -214,6 +217,7 @@ async def passkey_verify(request: web.Request) -> web.StreamResponse:
             rp=ctx(request).rp,
             now=now_of(request),
             client_addr=client_addr(request),
+            **trust_hints(request),
             expected_user_id=expected,
         )
     except LoginError as exc:
@@ -274,6 +278,7 @@ async def reauth_submit(request: web.Request) -> web.StreamResponse:
                 identifier=email,
                 password=form_text(form, "password"),
                 client_addr=client_addr(request),
+                **trust_hints(request),
                 settings=c.settings,
                 now=now_of(request),
             )
@@ -286,6 +291,7 @@ async def reauth_submit(request: web.Request) -> web.StreamResponse:
                 user_id=user_id,
                 code=form_text(form, "code", 64),
                 client_addr=client_addr(request),
+                **trust_hints(request),
                 sealer=c.totp_sealer,
                 settings=c.settings,
                 now=now_of(request),
