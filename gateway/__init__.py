@@ -5,10 +5,13 @@ The public face for the CLI and for the login pages (docs/gateway.md has the ful
 
 from gateway._app import create_app, identity_of
 from gateway._errors import (
+    BodyTooLarge,
     CsrfRejected,
     GatewayError,
+    MalformedBody,
     PathRejected,
     StoreUnavailable,
+    UnsupportedBody,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -61,6 +64,7 @@ __all__ = [
     "SETTINGS",
     "SSL_READ_BUFFER",
     "UPSTREAM_ROUTE",
+    "BodyTooLarge",
     "Catalogs",
     "CertificateProblem",
     "CsrfRejected",
@@ -70,6 +74,7 @@ __all__ = [
     "GatewaySettings",
     "Identity",
     "LoginOption",
+    "MalformedBody",
     "NewSession",
     "Outcome",
     "PathRejected",
@@ -84,6 +89,7 @@ __all__ = [
     "Sessions",
     "StoreUnavailable",
     "TLSSetupError",
+    "UnsupportedBody",
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "ca_authority_factory",

@@ -6,7 +6,11 @@
     ├── UpstreamUnavailable            502: the portal cannot be reached
     ├── UpstreamTimeout                504: the portal did not answer in time
     ├── PathRejected                   400: an ambiguous path spelling (encoded /, NUL, \\ …)
-    ├── CsrfRejected                   403: a form without the session's CSRF token
+    ├── CsrfRejected                   403: a form without the session's CSRF token (or
+    │                                       from another origin)
+    ├── MalformedBody                  400: a form or JSON body we cannot read
+    │   ├── BodyTooLarge               413: over the app's client_max_size
+    │   └── UnsupportedBody            415: a body that is neither a form nor JSON
     └── StoreUnavailable               503: the database cannot be reached; we fail closed
 """
 
@@ -44,6 +48,25 @@ class PathRejected(GatewayError):
 class CsrfRejected(GatewayError):
     status = 403
     page = "csrf"
+
+
+class MalformedBody(GatewayError):
+    """A request body the gateway's own pages cannot read: invalid UTF-8 or charset, broken
+    multipart, invalid or too deeply nested JSON, not a JSON object (issue 17)."""
+
+    status = 400
+    page = "bad_request"
+
+
+class BodyTooLarge(MalformedBody):
+    status = 413
+    page = "too_large"
+
+
+class UnsupportedBody(MalformedBody):
+    """A non-empty body of a content type the endpoint does not take."""
+
+    status = 415
 
 
 class StoreUnavailable(GatewayError):

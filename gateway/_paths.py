@@ -11,7 +11,14 @@ The rules (docs/gateway.md "Path normalisation"), in order:
    must form UTF-8.
 3. Repeated slashes collapse to one; dot segments are removed (RFC 3986 §5.2.4), so
    ``%2e%2e`` counts as ``..``.
-4. The result is re-encoded canonically and *that* path is forwarded, so the path the
+4. Spellings some servers fold are rejected with 400 (issue 17): a segment ending in a dot
+   or a space (IIS and Windows drop them: ``/konto./x`` is ``/konto/x`` there), also before
+   a ``;param`` (Tomcat's reading), and a segment that Unicode NFKC changes (fullwidth
+   letters, ligatures, the Kelvin sign, decomposed umlauts; frameworks that apply
+   NFKC would read another path than the policy matched). Refused rather than
+   canonicalised: we cannot know whether the portal folds, and forwarding the folded
+   spelling would serve a portal that does not fold another resource than was asked for.
+5. The result is re-encoded canonically and *that* path is forwarded, so the path the
    policy matched is the path the upstream receives.
 
 The policy additionally matches case-insensitively and also considers the path with
@@ -22,6 +29,7 @@ both readings (``gateway.auth._route_policy``).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -87,10 +95,11 @@ def _remove_dot_segments(path: str) -> str:
     return "/" + "/".join(output)
 
 
-# A path that is already canonical: no "%", no empty, "." or ".." segments, only characters
-# that stay unencoded. Most requests look like this; they skip the decoding work (a property
-# test checks that both ways give the same result).
-_PLAIN = re.compile(r"/|(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)+/?")
+# A path that is already canonical: no "%", no empty, "." or ".." segments, no segment
+# ending in "." (also not before a ";param"), only characters that stay unencoded. Most
+# requests look like this; they skip the decoding work (a property test checks that both
+# ways give the same result).
+_PLAIN = re.compile(r"/|(?:/(?!\.\.?(?:/|$))(?![^/]*\.(?:;|/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)+/?")
 
 
 def normalise_path(raw_target: str) -> NormalisedPath:
@@ -116,16 +125,30 @@ def _normalise(raw_path: str, query: str) -> NormalisedPath:
     decoded = _percent_decode(raw_path)
     if "\\" in decoded:
         raise PathRejected("backslash in the path")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in decoded):
         raise PathRejected("control character (e.g. %00) in the path")
     if _DOUBLE_ENCODED.search(decoded):
         raise PathRejected("double percent-encoding in the path")
     collapsed = re.sub("/{2,}", "/", decoded)
     canonical = _remove_dot_segments(collapsed)
+    _reject_folded_segments(canonical)
     forward = quote(canonical, safe=_SAFE)
     if query:
         forward = f"{forward}?{query}"
     return NormalisedPath(path=canonical, forward=forward, query=query)
+
+
+def _reject_folded_segments(path: str) -> None:
+    """SECURITY: refuse segments a portal may fold to another spelling (rule 4)."""
+    for segment in path.split("/"):
+        for part in (segment, segment.split(";", 1)[0]):
+            if part.endswith((".", " ")) and part not in (".", ".."):
+                raise PathRejected("a path segment ends in a dot or a space")
+        if not segment.isascii() and unicodedata.normalize("NFKC", segment) != segment:
+            # Format characters (bidi overrides) are NFKC-stable but no path of ours.
+            raise PathRejected("a path segment is not in Unicode normal form (NFKC)")
+        if not segment.isascii() and any(unicodedata.category(c) == "Cf" for c in segment):
+            raise PathRejected("a format character (e.g. a bidi override) in the path")
 
 
 def strip_segment_params(path: str) -> str:

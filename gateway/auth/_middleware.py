@@ -33,6 +33,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -80,9 +81,11 @@ __all__ = [
     "auth_middleware",
     "complete_login",
     "evaluate_presented",
+    "expected_origin",
     "identity_from_session",
     "logout",
     "logout_everywhere",
+    "origin_verdict",
     "request_state",
     "require_csrf",
     "tls_certificate_source",
@@ -439,9 +442,55 @@ async def logout_everywhere(request: web.Request) -> int:
     return count
 
 
+def expected_origin(public_url: str) -> str:
+    """The origin (RFC 6454: ``scheme://host[:port]``, lower case, default port left out)
+    of ``gateway.public_url``: the only one our forms are posted from."""
+    return _origin_of(public_url) or ""
+
+
+def _origin_of(url: str) -> str | None:
+    """The serialised origin of an absolute http(s) URL; None for anything else
+    (``null``, a relative or broken URL)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "")
+    if scheme not in ("http", "https") or not host:
+        return None
+    default = 443 if scheme == "https" else 80
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
+
+
+def origin_verdict(origin: str | None, referer: str | None, expected: str) -> bool | None:
+    """OWASP's second line against CSRF ("verifying origin with standard headers"), pure.
+
+    Returns:
+        True/False: the ``Origin`` header (when sent), else the ``Referer``'s origin, is /
+        is not ``expected``; ``Origin: null`` (sandboxed frames, privacy redirects) is not.
+        None: neither header was sent (old clients, privacy proxies that strip both): the
+        token alone decides (docs/gateway.md "CSRF").
+    """
+    if origin is not None:
+        return _origin_of(origin) == expected
+    if referer is not None:
+        return _origin_of(referer) == expected
+    return None
+
+
 def require_csrf(request: web.Request, form: Mapping[str, Any]) -> None:
-    """Raise :class:`CsrfRejected` unless ``form["csrf"]`` is the session's token."""
+    """Raise :class:`CsrfRejected` unless ``form["csrf"]`` is the session's token and the
+    request's Origin (else Referer), when sent, is ``gateway.public_url``'s origin."""
     session = request_state(request).session
     token = form.get("csrf")
     if session is None or not csrf_ok(session, token if isinstance(token, str) else None):
         raise CsrfRejected("missing or wrong CSRF token")
+    expected = expected_origin(request.app[SETTINGS].public_url)
+    origin, referer = request.headers.get("Origin"), request.headers.get("Referer")
+    if origin_verdict(origin, referer, expected) is False:
+        # SECURITY: a valid token from another origin (a leaked token, a sibling
+        # subdomain's page) is still refused.
+        seen = "Origin" if origin is not None else "Referer"
+        raise CsrfRejected(f"{seen} is not {expected}")

@@ -14,6 +14,9 @@ Matching rules (docs/gateway.md "Route policy"):
   ``/administration``), again erring on the protective side.
 * Every path is also read as Tomcat reads it (``;params`` dropped from segments, then dot
   segments resolved); the higher of both requirements applies.
+* Spellings other servers fold (trailing dots and spaces per segment as IIS does, Unicode
+  NFKC) never get here: ``gateway._paths`` refuses them (rule 4), so a prefix matched
+  here is the prefix every server reads (issue 17).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from aiohttp import web
 from cryptography import x509
 
 from gateway._errors import GatewayError
+from gateway._log_safety import log_safe
 from gateway._settings import GatewaySettings
 from gateway.tls._trusted_peers import is_trusted_peer
 
@@ -106,7 +107,9 @@ def certificate_from_terminator(
     if not is_trusted_peer(request, settings.trusted_networks):
         # SECURITY: not from the terminator: whoever sent it, it proves nothing.
         log.warning(
-            "ignored %s from %s, which is not in gateway.trusted_proxies", header, request.remote
+            "ignored %s from %s, which is not in gateway.trusted_proxies",
+            header,
+            log_safe(request.remote),
         )
         return None
     if len(values) > 1:

@@ -37,6 +37,22 @@ def remember_device(
     return token
 
 
+def is_remembered(session: Session, *, token: str | None, user_id: int, now: datetime) -> bool:
+    """``token`` names a live remembered browser of ``user_id`` (read only: no
+    ``last_used_at`` update; the lockout asks this, it does not log anybody in)."""
+    if not token:
+        return False
+    row = session.scalar(
+        select(RememberedDevice).where(RememberedDevice.token_hash == token_hash(token))
+    )
+    return (
+        row is not None
+        and row.user_id == user_id
+        and row.revoked_at is None
+        and row.expires_at > now
+    )
+
+
 def recognise_device(
     session: Session, *, token: str | None, user_id: int, now: datetime
 ) -> RememberedDevice | None:

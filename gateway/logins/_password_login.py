@@ -9,17 +9,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.logins._accounts import find_user_for_login
+from gateway.logins._devices import is_remembered
 from gateway.logins._errors import AccountNotActive, InvalidCredentials, LockedOut
 from gateway.logins._history import METHOD_PASSWORD, record_login
 from gateway.logins._passwords import check_password, hash_password
 from gateway.logins._settings import LoginSettings
 from gateway.regulation._throttles import (
     account_key,
-    address_key,
     check_locks,
-    clear,
+    clear_account,
     count_failure,
     identifier_key,
+    login_lock_keys,
 )
 from store import PasskeyCredential, User, UserStatus, record_audit, transaction
 
@@ -61,8 +62,16 @@ def login_with_password(
     client_addr: str | None,
     settings: LoginSettings,
     now: datetime,
+    device_token: str | None = None,
+    certificate_user_id: int | None = None,
 ) -> PasswordAccepted:
     """Check identifier (email or broker number) and password.
+
+    Args:
+        device_token: the browser's remembered-device cookie, if any.
+        certificate_user_id: the user of a valid certificate on this connection, if any.
+            With either of the account's own, the global back-off per account does not
+            apply (``gateway.regulation._throttles.login_lock_keys``).
 
     Failures are counted and audited in their own committed transaction before the
     error is raised, so a failed attempt always leaves its trace.
@@ -79,7 +88,11 @@ def login_with_password(
     with transaction(sessions) as session:
         user = find_user_for_login(session, identifier)
         account = account_key(user.id) if user else identifier_key(identifier)
-        keys = [account] + ([address_key(client_addr)] if client_addr else [])
+        trusted = user is not None and (
+            certificate_user_id == user.id
+            or is_remembered(session, token=device_token, user_id=user.id, now=now)
+        )
+        keys = login_lock_keys(account, client_addr, trusted=trusted)
         until = check_locks(session, keys, now)
         if until is not None:
             record_audit(
@@ -102,6 +115,7 @@ def login_with_password(
                     client_addr=client_addr,
                     limits=settings.limits,
                     now=now,
+                    trusted=trusted,
                 )
                 record_audit(
                     session,
@@ -134,7 +148,7 @@ def login_with_password(
                 else:
                     if needs_rehash:
                         user.password_hash = hash_password(password)
-                    clear(session, account)
+                    clear_account(session, account, client_addr)
                     factors = second_factors_of(session, user)
                     if not factors:
                         record_login(user, METHOD_PASSWORD, now)

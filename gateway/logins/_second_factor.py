@@ -6,11 +6,17 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.logins._devices import is_remembered
 from gateway.logins._errors import LockedOut, SecondFactorInvalid
 from gateway.logins._history import METHOD_RECOVERY, METHOD_TOTP, record_login
 from gateway.logins._settings import LoginSettings
 from gateway.logins._totp import check_totp, use_recovery_code
-from gateway.regulation._throttles import account_key, address_key, check_locks, count_failure
+from gateway.regulation._throttles import (
+    account_key,
+    check_locks,
+    count_failure,
+    login_lock_keys,
+)
 from store import Sealer, User, record_audit, transaction
 
 
@@ -24,6 +30,8 @@ def verify_second_factor(
     settings: LoginSettings,
     now: datetime,
     record: bool = True,
+    device_token: str | None = None,
+    certificate_user_id: int | None = None,
 ) -> str:
     """Check a 6-digit TOTP code, or a recovery code, for ``user_id``.
 
@@ -34,6 +42,8 @@ def verify_second_factor(
     Args:
         record: note the login in the user's history (False for a step-up that only
             re-confirms a factor inside a running session).
+        device_token, certificate_user_id: as for ``login_with_password``: the account's
+            own remembered browser or certificate lifts the global back-off.
 
     Returns:
         The method: "totp" or "recovery-code".
@@ -46,7 +56,10 @@ def verify_second_factor(
     with transaction(sessions) as session:
         user = session.get(User, user_id, with_for_update=True)
         account = account_key(user_id)
-        keys = [account] + ([address_key(client_addr)] if client_addr else [])
+        trusted = certificate_user_id == user_id or is_remembered(
+            session, token=device_token, user_id=user_id, now=now
+        )
+        keys = login_lock_keys(account, client_addr, trusted=trusted)
         until = check_locks(session, keys, now)
         method: str | None = None
         if until is not None:
@@ -77,6 +90,7 @@ def verify_second_factor(
                 client_addr=client_addr,
                 limits=settings.limits,
                 now=now,
+                trusted=trusted,
             )
             failure = LockedOut(locked) if locked else SecondFactorInvalid()
         record_audit(

@@ -25,7 +25,26 @@ class LoginSettings:
     )
     failures_per_account: int = field(
         default=limits.FAILURES_PER_ACCOUNT,
-        metadata={"help": "Failed password/second-factor attempts per account before a lockout"},
+        metadata={
+            "help": "Failed password/second-factor attempts per account and client address "
+            "before the account is locked from that address"
+        },
+    )
+    failures_per_account_global: int = field(
+        default=limits.FAILURES_PER_ACCOUNT_GLOBAL,
+        metadata={
+            "help": "Failed password/second-factor attempts per account from all addresses "
+            "within global_failure_window before the account is locked, except for the "
+            "broker's remembered browsers and certificate"
+        },
+    )
+    global_failure_window: timedelta = field(
+        default=limits.GLOBAL_FAILURE_WINDOW,
+        metadata={"help": "Fixed window of failures_per_account_global"},
+    )
+    global_lockout: timedelta = field(
+        default=limits.GLOBAL_LOCKOUT,
+        metadata={"help": "How long the global per-account lockout lasts"},
     )
     failures_per_address: int = field(
         default=limits.FAILURES_PER_ADDRESS,
@@ -86,6 +105,7 @@ class LoginSettings:
             raise ValueError("password_min_length must be at least 8")
         for name in (
             "failures_per_account",
+            "failures_per_account_global",
             "failures_per_address",
             "tan_max_attempts",
             "tan_mails_per_window",
@@ -96,6 +116,8 @@ class LoginSettings:
         for name in (
             "failure_window",
             "lockout",
+            "global_failure_window",
+            "global_lockout",
             "tan_validity",
             "remember_device_for",
             "activation_validity",
@@ -108,8 +130,13 @@ class LoginSettings:
     def limits(self) -> Limits:
         """The throttles' table (``gateway.regulation``) as these settings fill it."""
         return Limits(
-            per_account=RatePolicy(
+            per_account_address=RatePolicy(
                 limit=self.failures_per_account, window=self.failure_window, lockout=self.lockout
+            ),
+            per_account=RatePolicy(
+                limit=self.failures_per_account_global,
+                window=self.global_failure_window,
+                lockout=self.global_lockout,
             ),
             per_address=RatePolicy(
                 limit=self.failures_per_address, window=self.failure_window, lockout=self.lockout

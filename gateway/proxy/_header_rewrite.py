@@ -9,10 +9,18 @@ Request side, in this order:
 3. drop the gateway's own cookies (``__Host-bg…``, ``__Host-brokergate…`` and the
    configured session cookie) from Cookie: the session cookie is a
    bearer credential for the gateway and means nothing to the upstream;
-4. X-Forwarded-For/-Proto/-Host: when the peer is NOT a trusted proxy, every client-sent
+4. SECURITY: drop every header a portal (or the framework under it) might trust for the
+   client's address (``CLIENT_ADDRESS_HEADERS``), its certificate
+   (``CLIENT_CERTIFICATE_HEADERS`` and ``CLIENT_CERTIFICATE_PREFIXES``: ``X-SSL-Client-*``,
+   ``SSL_CLIENT_*``, RFC 9440 ``Client-Cert``, Envoy's ``X-Forwarded-Client-Cert`` …) or
+   the request's path or method (``REQUEST_OVERRIDE_HEADERS``: ``X-Original-URL`` …),
+   from every peer, trusted proxies included: the portal learns the address from our
+   X-Forwarded-For and the certificate from our identity headers only (issue 17);
+5. X-Forwarded-For/-Proto/-Host: when the peer is NOT a trusted proxy, every client-sent
    X-Forwarded-* and Forwarded header is replaced by what the gateway itself saw; when the
    peer IS a trusted proxy (terminator mode), its X-Forwarded-For chain is kept and the peer
-   appended (as nginx's ``$proxy_add_x_forwarded_for`` does), and its -Proto/-Host kept.
+   appended (as nginx's ``$proxy_add_x_forwarded_for`` does), and its -Proto/-Host, other
+   ``X-Forwarded-*`` (Port …) and Forwarded kept (exact spellings only).
 
 Response side: drop hop-by-hop headers; everything else (Location, Set-Cookie, …) unchanged.
 """
@@ -49,6 +57,72 @@ HOP_BY_HOP = frozenset(
 _REQUEST_ONLY_DROPS = frozenset({"expect", "host"})
 _DEFAULT_DROPS = HOP_BY_HOP | _REQUEST_ONLY_DROPS
 _FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
+# SECURITY (issue 17): names as normalised (lower case, "_" as "-"); docs/gateway-proxy.md
+# "Headers a portal might trust" lists them. Dropped from every peer.
+CLIENT_ADDRESS_HEADERS = frozenset(
+    {
+        "x-real-ip",  # nginx's realip convention
+        "true-client-ip",  # Akamai, Cloudflare Enterprise
+        "cf-connecting-ip",  # Cloudflare
+        "cf-connecting-ipv6",
+        "fastly-client-ip",  # Fastly
+        "x-client-ip",
+        "x-cluster-client-ip",  # Rackspace, Riverbed
+        "x-forwarded",  # pre-RFC 7239 forms some frameworks still read
+        "forwarded-for",
+        "x-originating-ip",  # Microsoft
+        "x-remote-ip",
+        "x-remote-addr",
+        "client-ip",
+        "x-proxyuser-ip",  # Google
+        "wl-proxy-client-ip",  # WebLogic
+        "proxy-client-ip",  # WebLogic/Tomcat RemoteIpValve setups
+        "x-azure-clientip",  # Azure Front Door
+        "x-azure-socketip",
+        "x-envoy-external-address",  # Envoy
+    }
+)
+CLIENT_CERTIFICATE_HEADERS = frozenset(
+    {
+        "client-cert",  # RFC 9440
+        "client-cert-chain",  # RFC 9440
+        "x-forwarded-client-cert",  # Envoy (XFCC)
+        "x-arr-clientcert",  # IIS Application Request Routing, Azure App Service
+        "x-client-verify",
+        "x-client-dn",
+        "x-client-cert",
+    }
+)
+CLIENT_CERTIFICATE_PREFIXES = (
+    "x-ssl-",  # X-SSL-Client-Cert/-Verify/-S-DN/-I-DN, X-SSL-Cert, X-SSL-Issuer … (nginx, F5)
+    "ssl-client-",  # SSL_CLIENT_S_DN, SSL_CLIENT_VERIFY, SSL_CLIENT_CERT (Apache mod_ssl names)
+    "x-client-cert-",  # X-Client-Cert-Chain, X-Client-Cert-Dn …
+    "x-client-ssl-",
+    "x-tls-client-",
+    "x-amzn-mtls-clientcert",  # AWS ALB mTLS: X-Amzn-Mtls-Clientcert[-Leaf|-Serial-Number …]
+)
+REQUEST_OVERRIDE_HEADERS = frozenset(
+    {
+        # IIS URL Rewrite, Symfony, Zend and Laminas take the path from these: another path
+        # than the one the route policy matched.
+        "x-original-url",
+        "x-rewrite-url",
+        # Method overrides (Rails, Spring's HiddenHttpMethodFilter setups, Google APIs):
+        # another method than the one a method-specific route rule matched.
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    }
+)
+_ALWAYS_DROPPED = CLIENT_ADDRESS_HEADERS | CLIENT_CERTIFICATE_HEADERS | REQUEST_OVERRIDE_HEADERS
+
+
+def is_trusted_by_portals(normalised: str) -> bool:
+    """``normalised`` (lower case, ``_`` as ``-``) names a header a portal might trust for
+    the client's address or certificate, or for the request's path or method."""
+    return normalised in _ALWAYS_DROPPED or normalised.startswith(CLIENT_CERTIFICATE_PREFIXES)
+
+
 # Every cookie the gateway (or its login pages) sets starts with one of these; they are
 # bearer credentials for the gateway and never go to the upstream. The configured session
 # cookie name is added by the caller (gateway.session_cookie_name).
@@ -129,7 +203,14 @@ def upstream_request_headers(
             normalised in drop
             or normalised.startswith(IDENTITY_HEADER_PREFIX)
             or normalised in strip_normalised
+            or is_trusted_by_portals(normalised)
         ):
+            continue
+        if normalised.startswith("x-forwarded-") and normalised not in _FORWARDING:
+            # X-Forwarded-Port/-Ssl/-Scheme/-Prefix …: a trusted proxy's (exact spelling)
+            # pass, nobody else's: we build none of them.
+            if peer_trusted and normalised == name.lower():
+                out.add(name, value)
             continue
         if normalised in _FORWARDING:
             if peer_trusted and normalised == name.lower():  # exact spellings only

@@ -34,6 +34,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway._errors import UpstreamTimeout, UpstreamUnavailable
+from gateway._log_safety import log_safe
 from gateway._metrics import GatewayMetrics
 from gateway._networks import IPNetwork
 from gateway.proxy._header_rewrite import downstream_response_headers, upstream_request_headers
@@ -251,7 +252,12 @@ async def _streamed_response(
         # The upstream broke off, stalled, or the client left (aiohttp's
         # ClientConnectionResetError). Status already sent: no error page possible.
         # Abort so the browser notices.
-        log.info("%s %s broke off mid-body: %r", request.method, target, exc)
+        log.info(
+            "%s %s broke off mid-body: %s",
+            log_safe(request.method),
+            log_safe(target),
+            log_safe(repr(exc)),
+        )
         if request.transport is not None:
             request.transport.abort()
     return response
@@ -363,10 +369,10 @@ def _guard_verdict(watchdog: asyncio.Task[str], url: URL) -> tuple[int | None, s
     exc = watchdog.exception()
     if exc is not None:
         # Fail closed: without an answer the socket cannot be known to be allowed.
-        log.error("WebSocket %s: the guard failed, closing: %r", url, exc)
+        log.error("WebSocket %s: the guard failed, closing: %r", log_safe(url), exc)
         return INTERNAL_ERROR, "server error"
     reason = watchdog.result()
-    log.info("WebSocket %s closed by the gateway: %s", url, reason)
+    log.info("WebSocket %s closed by the gateway: %s", log_safe(url), log_safe(reason))
     return POLICY_VIOLATION, reason
 
 
@@ -385,7 +391,7 @@ async def _close_both(
     )
     for result in results:
         if isinstance(result, BaseException):  # the peer was gone already: nothing to do
-            log.info("WebSocket close after %r: %r", reason, result)
+            log.info("WebSocket close after %s: %r", log_safe(repr(reason)), result)
 
 
 async def _relay(

@@ -7,11 +7,23 @@ many certificates a broker may download. The numbers are configurable in ``[logi
 
 | limit | default | counted per | what happens |
 | --- | --- | --- | --- |
-| wrong password or second factor | 5 in 15 min | account | account locked 15 min |
+| wrong password or second factor | 5 in 15 min | account + address | locked 15 min from there |
+| wrong password or second factor | 30 in 60 min | account | locked 15 min (*) |
 | wrong logins of any kind | 20 in 15 min | client address | address locked 15 min |
 | TAN mails | 1 per 60 s, 5 in 15 min | broker | "try again from …" |
 | wrong entries of one TAN | 5 | TAN | the TAN is void |
 | certificate downloads | 3 per 24 h | broker | "try again from …" |
+
+(*) not for the broker's remembered browsers (a TAN confirmed in them) nor with her
+certificate; certificate single sign-on is never throttled.
+
+Why per account *and* address (issue 17): counted per account alone, anyone could lock a
+broker's password login from anywhere by failing five times. Per (account, address) a
+stranger locks only their own address; the global back-off per account needs six times
+as many failures, spread over at least seven addresses (each stops at 5), before it
+locks, and even then a broker in a browser she confirmed a TAN in (OWASP's "device
+cookies") or with her certificate is not held up. Guessing stays bounded: 5 per address
+per 15 min, 30 per account per hour from everywhere together.
 """
 
 from __future__ import annotations
@@ -25,8 +37,11 @@ __all__ = [
     "DOWNLOADS_PER_DAY",
     "DOWNLOAD_WINDOW",
     "FAILURES_PER_ACCOUNT",
+    "FAILURES_PER_ACCOUNT_GLOBAL",
     "FAILURES_PER_ADDRESS",
     "FAILURE_WINDOW",
+    "GLOBAL_FAILURE_WINDOW",
+    "GLOBAL_LOCKOUT",
     "LOCKOUT",
     "TAN_MAILS_PER_WINDOW",
     "TAN_MAX_ATTEMPTS",
@@ -34,7 +49,12 @@ __all__ = [
     "Limits",
 ]
 
-FAILURES_PER_ACCOUNT = 5  # NIST SP 800-63B §5.2.2 allows up to 100; 5 is what brokers know
+FAILURES_PER_ACCOUNT = 5  # per account and address; NIST SP 800-63B §5.2.2 allows up to 100
+# The global back-off per account: 6x the per-address limit, so a stranger needs at least
+# seven addresses; counted over an hour, so guessing from many addresses stays at 30/hour.
+FAILURES_PER_ACCOUNT_GLOBAL = 30
+GLOBAL_FAILURE_WINDOW = timedelta(hours=1)
+GLOBAL_LOCKOUT = timedelta(minutes=15)  # no longer than the per-address lock: it hits brokers
 FAILURES_PER_ADDRESS = 20  # one office behind one NAT address holds several brokers
 FAILURE_WINDOW = timedelta(minutes=15)  # the window failures and TAN mails are counted in
 LOCKOUT = timedelta(minutes=15)  # the page says until when
@@ -50,7 +70,10 @@ class Limits:
     """The limits in force, built once from the ``[logins]`` settings.
 
     Attributes:
-        per_account: wrong passwords / second factors per account.
+        per_account_address: wrong passwords / second factors per account and address.
+        per_account: wrong passwords / second factors per account from every address (the
+            global back-off; not applied to the broker's remembered browsers and
+            certificate).
         per_address: wrong logins (password, second factor, TAN) per client address.
         tan_resend_interval: the least time between two TAN mails for one broker.
         tan_mails_per_window: TAN mails per broker within ``tan_mail_window``.
@@ -60,6 +83,7 @@ class Limits:
         download_window: the window downloads are counted in.
     """
 
+    per_account_address: RatePolicy
     per_account: RatePolicy
     per_address: RatePolicy
     tan_resend_interval: timedelta = TAN_RESEND_INTERVAL

@@ -1,7 +1,8 @@
 """Every throttle decision of the logins, over the counters and the limits table.
 
-Keys name what is counted (``login:account:<id>``, ``login:addr:<address>``, a hash for
-identifiers that match no account, so that they lock out exactly like real ones). The
+Keys name what is counted (``login:account:<id>`` from every address,
+``login:account:<id>@<address>`` per account and address, ``login:addr:<address>``, a hash
+for identifiers that match no account, so that they lock out exactly like real ones). The
 decisions about TAN mails, TAN entries and downloads are pure functions of what the
 caller read from the store, the limits and the clock.
 """
@@ -18,13 +19,16 @@ from gateway.regulation import _counters as counters
 from gateway.regulation._limits import Limits
 
 __all__ = [
+    "account_address_key",
     "account_key",
     "address_key",
     "check_locks",
     "clear",
+    "clear_account",
     "count_address_failure",
     "count_failure",
     "identifier_key",
+    "login_lock_keys",
     "next_download_at",
     "next_tan_mail_at",
     "tan_entry_exhausted",
@@ -49,6 +53,28 @@ def address_key(client_addr: str) -> str:
     return f"login:addr:{client_addr}"
 
 
+def account_address_key(account: str, client_addr: str | None) -> str:
+    """The key of ``account`` (``account_key``/``identifier_key``) from one address."""
+    return f"{account}@{client_addr or '-'}"
+
+
+def login_lock_keys(account: str, client_addr: str | None, *, trusted: bool) -> list[str]:
+    """The keys whose locks hold up a login attempt for ``account`` from ``client_addr``.
+
+    Args:
+        trusted: the attempt comes with the broker's own remembered browser or certificate;
+            SECURITY (issue 17): the global back-off per account, which strangers can
+            trigger from many addresses, does not apply to it (OWASP "device cookies").
+            The per-(account, address) and per-address locks still do.
+    """
+    keys = [account_address_key(account, client_addr)]
+    if client_addr:
+        keys.append(address_key(client_addr))
+    if not trusted:
+        keys.append(account)
+    return keys
+
+
 def check_locks(session: Session, keys: Sequence[str], now: datetime) -> datetime | None:
     """The latest lockout end among ``keys``, or ``None`` if none is locked."""
     ends = [end for key in keys if (end := counters.check(session, key, now)) is not None]
@@ -62,9 +88,16 @@ def count_failure(
     client_addr: str | None,
     limits: Limits,
     now: datetime,
+    trusted: bool = False,
 ) -> datetime | None:
-    """Count a failed attempt for the account and the address; the lockout end, if any."""
-    ends = [counters.register_failure(session, account, limits.per_account, now)]
+    """Count a failed attempt for the account from this address, for the account from
+    every address, and for the address; the end of a lockout this attempt now faces
+    (``trusted``: as :func:`login_lock_keys`), if any."""
+    pair = counters.register_failure(
+        session, account_address_key(account, client_addr), limits.per_account_address, now
+    )
+    overall = counters.register_failure(session, account, limits.per_account, now)
+    ends = [pair] if trusted else [pair, overall]
     if client_addr:
         ends.append(
             counters.register_failure(session, address_key(client_addr), limits.per_address, now)
@@ -82,8 +115,17 @@ def count_address_failure(
 
 
 def clear(session: Session, key: str) -> None:
-    """Forget ``key``'s failures (a successful login resets the account's counter)."""
+    """Forget ``key``'s failures."""
     counters.clear(session, key)
+
+
+def clear_account(session: Session, account: str, client_addr: str | None) -> None:
+    """A successful login: forget the account's failures from this address.
+
+    The global count is left to run out with its window: the broker's own login (from a
+    remembered browser, say) must not reopen guessing from every other address.
+    """
+    counters.clear(session, account_address_key(account, client_addr))
 
 
 def next_tan_mail_at(sent: Sequence[datetime], limits: Limits, now: datetime) -> datetime | None:

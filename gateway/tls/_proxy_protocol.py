@@ -51,6 +51,7 @@ from typing import Any, cast
 from aiohttp import web
 from yarl import URL
 
+from gateway._log_safety import log_safe
 from gateway._networks import IPNetwork
 from gateway.tls._proxy_header import (
     V1_MAX_LENGTH,
@@ -349,7 +350,7 @@ class ProxyProtocolServer(asyncio.AbstractServer):
                 )
                 return
             except ProxyHeaderInvalid as exc:
-                log.warning("closed a connection from %s before TLS: %s", peer, exc)
+                log.warning("closed a connection from %s before TLS: %s", peer, log_safe(exc))
                 return
             peername = _peername(header.source) if header.source else address
             handed_over = True  # from here on the loop's transport owns (and closes) sock

@@ -48,6 +48,7 @@ from gateway.web._common import (
     json_body,
     next_of,
     now_of,
+    read_form,
     require_fresh,
     require_user,
     see_other,
@@ -155,7 +156,7 @@ _NOTICES = {
 
 
 async def download_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#certificate")
     c = ctx(request)
@@ -192,7 +193,7 @@ async def download_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def revoke_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_user(request, level=Level.BASIC)
     authority = ctx(request).authority(factory(request))
@@ -249,7 +250,7 @@ async def totp_page(request: web.Request) -> web.StreamResponse:
 
 
 async def totp_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{P}/account/totp")
     c = ctx(request)
@@ -284,7 +285,7 @@ async def totp_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def totp_reset_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#twofa")
 
@@ -297,7 +298,7 @@ async def totp_reset_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def recovery_codes_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#twofa")
 
@@ -371,7 +372,7 @@ async def passkey_register(request: web.Request) -> web.StreamResponse:
 
 
 async def passkey_remove_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#passkeys")
     try:
@@ -397,7 +398,7 @@ async def passkey_remove_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def devices_forget_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_user(request, level=Level.BASIC)
 
@@ -410,7 +411,7 @@ async def devices_forget_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def password_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#password")
     c = ctx(request)

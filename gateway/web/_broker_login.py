@@ -34,6 +34,7 @@ from gateway.web._common import (
     next_of,
     now_of,
     page_url,
+    read_form,
     see_other,
     show,
     update_session_data,
@@ -50,7 +51,7 @@ async def broker_page(request: web.Request) -> web.StreamResponse:
 
 
 async def broker_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
     broker = form_text(form, "broker", 32)
@@ -129,7 +130,7 @@ async def tan_page(request: web.Request) -> web.StreamResponse:
 
 
 async def tan_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
     pending = _pending_tan(request)
@@ -184,7 +185,7 @@ async def tan_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def restricted_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
     try:

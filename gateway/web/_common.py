@@ -19,8 +19,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiDictProxy
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway._errors import BodyTooLarge, MalformedBody, UnsupportedBody
 from gateway._settings import RESERVED_PREFIX
 from gateway._state import CLOCK, FACTORY, SETTINGS
 from gateway.auth._middleware import request_state, require_csrf
@@ -106,6 +109,19 @@ def now_of(request: web.Request) -> datetime:
 
 def client_addr(request: web.Request) -> str | None:
     return client_address(request, request.app[SETTINGS].trusted_networks)
+
+
+def trust_hints(request: web.Request) -> dict[str, Any]:
+    """What lifts the global lockout back-off for a login attempt (issue 17): the browser's
+    remembered-device cookie and the user of a valid certificate on this connection."""
+    from gateway.auth._certificate_identity import Identity
+    from gateway.logins._devices import COOKIE_NAME as DEVICE_COOKIE
+
+    certificate = request_state(request).certificate
+    return {
+        "device_token": request.cookies.get(DEVICE_COOKIE),
+        "certificate_user_id": certificate.user_id if isinstance(certificate, Identity) else None,
+    }
 
 
 def next_of(source: Mapping[str, Any]) -> str:
@@ -209,14 +225,57 @@ def require_fresh(request: web.Request, *, level: Level, back: str) -> int:
 # --- rendering
 
 
+FormValue = str | bytes | bytearray | web.FileField
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+JSON_TYPE = "application/json"
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[FormValue]:
+    """The form of a POST, read the one way every handler of ours reads it.
+
+    An empty body is an empty form (its CSRF check then fails with 403).
+
+    Raises:
+        UnsupportedBody: a non-empty body that is not a form (415).
+        BodyTooLarge: over the app's ``client_max_size`` or field count (413).
+        MalformedBody: bytes that are not the charset they claim (UTF-8 by default), an
+            unknown charset, or broken multipart (400) — one log line, no traceback.
+    """
+    if request.can_read_body and request.content_type not in FORM_TYPES:
+        raise UnsupportedBody(f"a {request.content_type!r} body where a form belongs")
+    try:
+        return await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge("form over the size or field limit") from None
+    except (ValueError, LookupError, AssertionError, RuntimeError, HttpProcessingError) as exc:
+        # UnicodeDecodeError is a ValueError; LookupError: an unknown charset; aiohttp's
+        # multipart reader raises ValueError/AssertionError/RuntimeError on broken framing
+        # and its header parser's BadHttpMessage on broken part headers.
+        raise MalformedBody(f"unreadable form ({type(exc).__name__})") from None
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The JSON object our passkey script posts; its ``csrf`` member is checked."""
+    """The JSON object our passkey script posts; its ``csrf`` member is checked.
+
+    Raises:
+        UnsupportedBody, BodyTooLarge, MalformedBody: as :func:`read_form`; also for JSON
+            that does not parse, is nested too deeply for the parser (``RecursionError``:
+            50,000 ``[``), or is not an object.
+    """
+    if request.content_type != JSON_TYPE:
+        raise UnsupportedBody(f"a {request.content_type!r} body where JSON belongs")
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text="expected JSON") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge("JSON over the size limit") from None
+    except RecursionError:
+        # SECURITY: json.loads recurses per nesting level; a deep body must be a 400, not
+        # a 500 with a traceback per request (issue 17).
+        raise MalformedBody("JSON nested too deeply") from None
+    except (ValueError, LookupError) as exc:
+        raise MalformedBody(f"unreadable JSON ({type(exc).__name__})") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
+        raise MalformedBody("JSON that is not an object")
     require_csrf(request, {"csrf": body.get("csrf")})
     return body
 

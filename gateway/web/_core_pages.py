@@ -19,6 +19,7 @@ from gateway.auth._middleware import (
     require_csrf,
 )
 from gateway.auth._request_state import SESSIONS
+from gateway.web._common import read_form
 from gateway.web._formatting import time_for
 from gateway.web._pages import (
     render_page,
@@ -82,14 +83,14 @@ async def certificate_page(request: web.Request) -> web.StreamResponse:
 
 
 async def logout_handler(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     await logout(request)
     return render_page(request, "logged_out.html")
 
 
 async def logout_everywhere_handler(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     await logout_everywhere(request)
     return render_page(request, "logged_out.html")
@@ -97,7 +98,7 @@ async def logout_everywhere_handler(request: web.Request) -> web.StreamResponse:
 
 async def twofa_not_now_handler(request: web.Request) -> web.StreamResponse:
     """The policy hook for "Not now": only a basic session before the deadline may skip."""
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     app = request.app
     state = request_state(request)

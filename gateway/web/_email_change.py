@@ -35,6 +35,7 @@ from gateway.web._common import (
     factory,
     form_text,
     now_of,
+    read_form,
     require_fresh,
     show,
 )
@@ -64,7 +65,7 @@ async def email_page(request: web.Request) -> web.StreamResponse:
 
 
 async def email_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.STRONG, back=EMAIL)
     public_url = request.app[SETTINGS].public_url.rstrip("/")
@@ -99,7 +100,7 @@ async def confirm_page(request: web.Request) -> web.StreamResponse:
 
 
 async def confirm_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     token = request.match_info["token"]
     store = request.app[SESSIONS]

@@ -11,7 +11,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from sqlalchemy.exc import OperationalError
 
-from gateway._errors import GatewayError, StoreUnavailable
+from gateway._errors import GatewayError, MalformedBody, StoreUnavailable
+from gateway._log_safety import log_safe
 from gateway._state import (
     UPSTREAM_ROUTE,
 )
@@ -26,13 +27,14 @@ def _log_path(request: web.Request) -> str:
     """The path for a log line: our own routes with variable parts by their pattern.
 
     SECURITY: such parts can be secrets (the activation link's token lets its holder set
-    the account's password), and logs are read by more people than the store.
+    the account's password), and logs are read by more people than the store. The path is
+    decoded (``%0d%0a`` is CR LF): escaped by ``log_safe`` so it cannot forge a line.
     """
     route = request.match_info.route
     resource = route.resource
     if route.name != UPSTREAM_ROUTE and isinstance(resource, web.DynamicResource):
         return resource.canonical
-    return request.path
+    return log_safe(request.path)
 
 
 def error_middleware() -> Any:
@@ -43,7 +45,10 @@ def error_middleware() -> Any:
         try:
             return await handler(request)
         except GatewayError as exc:
-            log.info("%s on %s: %s", type(exc).__name__, _log_path(request), exc.detail)
+            log.info("%s on %s: %s", type(exc).__name__, _log_path(request), log_safe(exc.detail))
+            if isinstance(exc, MalformedBody) and request.content_type == "application/json":
+                # Our passkey script posts JSON and reads JSON back.
+                return web.json_response({"error": exc.page}, status=exc.status)
             return render_page(request, "error.html", {"page": exc.page}, status=exc.status)
         except web.HTTPNotFound:
             return render_page(request, "error.html", {"page": "not_found"}, status=404)
@@ -55,11 +60,16 @@ def error_middleware() -> Any:
             # The store went away under a handler (the auth middleware maps its own reads
             # to StoreUnavailable; the login pages and session writes do not): fail closed
             # with the same page.
-            log.error("store unavailable on %s %s: %s", request.method, _log_path(request), exc)
+            log.error(
+                "store unavailable on %s %s: %s",
+                log_safe(request.method),
+                _log_path(request),
+                log_safe(exc),
+            )
             page = StoreUnavailable.page
             return render_page(request, "error.html", {"page": page}, status=503)
         except Exception:
-            log.exception("unexpected error on %s %s", request.method, _log_path(request))
+            log.exception("unexpected error on %s %s", log_safe(request.method), _log_path(request))
             return render_page(request, "error.html", {"page": "error"}, status=500)
 
     return impl

@@ -34,9 +34,11 @@ from gateway.web._common import (
     next_of,
     now_of,
     page_url,
+    read_form,
     require_user,
     see_other,
     show,
+    trust_hints,
     update_session_data,
 )
 from gateway.web._finish_login import (
@@ -56,7 +58,7 @@ async def password_page(request: web.Request) -> web.StreamResponse:
 
 
 async def password_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
     identifier = form_text(form, "identifier", 320)
@@ -68,6 +70,7 @@ async def password_submit(request: web.Request) -> web.StreamResponse:
             identifier=identifier,
             password=form_text(form, "password"),
             client_addr=client_addr(request),
+            **trust_hints(request),
             settings=c.settings,
             now=now_of(request),
         )
@@ -113,7 +116,7 @@ async def second_factor_page(request: web.Request) -> web.StreamResponse:
 
 
 async def second_factor_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
     pending = pending_user(request)
@@ -127,6 +130,7 @@ async def second_factor_submit(request: web.Request) -> web.StreamResponse:
             user_id=int(pending["user"]),
             code=form_text(form, "code", 64),
             client_addr=client_addr(request),
+            **trust_hints(request),
             sealer=c.totp_sealer,
             settings=c.settings,
             now=now_of(request),
@@ -213,6 +217,7 @@ async def passkey_verify(request: web.Request) -> web.StreamResponse:
             rp=ctx(request).rp,
             now=now_of(request),
             client_addr=client_addr(request),
+            **trust_hints(request),
             expected_user_id=expected,
         )
     except LoginError as exc:
@@ -254,7 +259,7 @@ async def reauth_page(request: web.Request) -> web.StreamResponse:
 
 async def reauth_submit(request: web.Request) -> web.StreamResponse:
     user_id = require_user(request, level=Level.BASIC)
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
     level = Level.STRONG if form.get("level") == "strong" else Level.BASIC
@@ -273,6 +278,7 @@ async def reauth_submit(request: web.Request) -> web.StreamResponse:
                 identifier=email,
                 password=form_text(form, "password"),
                 client_addr=client_addr(request),
+                **trust_hints(request),
                 settings=c.settings,
                 now=now_of(request),
             )
@@ -285,6 +291,7 @@ async def reauth_submit(request: web.Request) -> web.StreamResponse:
                 user_id=user_id,
                 code=form_text(form, "code", 64),
                 client_addr=client_addr(request),
+                **trust_hints(request),
                 sealer=c.totp_sealer,
                 settings=c.settings,
                 now=now_of(request),

@@ -26,6 +26,7 @@ from gateway.web._common import (
     next_of,
     now_of,
     page_url,
+    read_form,
     require_user,
     see_other,
     show,
@@ -57,7 +58,7 @@ async def twofa_prompt_page(request: web.Request) -> web.StreamResponse:
 
 async def twofa_prompt_submit(request: web.Request) -> web.StreamResponse:
     user_id = require_user(request, level=Level.BASIC)
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
     open_, deadline = _deadline_open(request)
@@ -112,7 +113,7 @@ async def activation_page(request: web.Request) -> web.StreamResponse:
 
 
 async def activation_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     require_csrf(request, form)
     token = request.match_info["token"]
     c = ctx(request)
