@@ -21,9 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from ca import CASettings, create_user, make_authority
-from ca._keys import generate_key
-from ca._settings import KeyType
+from ca import CASettings, KeyType, create_user, generate_key, make_authority
 from store import CAGeneration, make_engine, session_factory, transaction, upgrade
 
 ROUNDS = int(os.environ.get("BENCH_CA_ROUNDS", "5"))

@@ -1,7 +1,7 @@
 """What gw-core's full app costs on top of the bare proxy, side by side in one run.
 
-Both sides: the same worker code (``gateway._serve.run_worker``, asyncio), the same TLS
-context (``gateway._tls.create_server_context``: optional client certificate, our CA names,
+Both sides: the same worker code (``gateway.tls._workers.run_worker``, asyncio), the same TLS
+context (``gateway.tls._context.create_server_context``: optional client certificate, our CA names,
 no OpenSSL chain check), the real proxy (``ProxyForwarder``) to the same static nginx
 upstream, pinned to CPU 0; ``ab -E`` presents a broker certificate issued by our CA.
 
@@ -117,10 +117,15 @@ def serve(spec: dict[str, str]) -> int:
     from aiohttp import web
 
     from ca import load_trust_material
-    from gateway import GatewaySettings, create_app, create_server_context
-    from gateway._forwarder import ProxyForwarder
-    from gateway._metrics import GatewayMetrics
-    from gateway._serve import ServeOptions, run_worker
+    from gateway import (
+        GatewayMetrics,
+        GatewaySettings,
+        ProxyForwarder,
+        ServeOptions,
+        create_app,
+        create_server_context,
+        run_worker,
+    )
     from store import make_engine, session_factory
 
     settings = GatewaySettings(upstream_url=spec["upstream"], upstream_pool_size=64)

@@ -13,7 +13,7 @@ Measured:
 * memory per idle TLS connection: RSS growth of the server with 1,000 connections that
   completed the mTLS handshake and then sit idle, divided by 1,000.
 
-The gateway side is the gateway's serving code (``gateway._serve.run_worker``: the
+The gateway side is the gateway's serving code (``gateway.tls._workers.run_worker``: the
 SSL read-buffer limit, access log off, optional uvloop) around the real proxy
 (``ProxyForwarder``) in a minimal app; gw-core's full app (sessions, route policy,
 assertion) is not in this path. The load generator's own limit is shown by its CPU use
@@ -296,13 +296,10 @@ def _tickets_as_nginx_sends_them(context: ssl.SSLContext) -> None:
 
 
 def serve_gateway(spec: dict[str, object]) -> int:
-    """The gateway side: the real proxy in a minimal app, served by gateway._serve."""
+    """The gateway side: the real proxy in a minimal app, served by gateway.tls._workers."""
     from aiohttp import web
 
-    from gateway._forwarder import ProxyForwarder
-    from gateway._metrics import GatewayMetrics
-    from gateway._serve import ServeOptions, run_worker
-    from gateway._settings import GatewaySettings
+    from gateway import GatewayMetrics, GatewaySettings, ProxyForwarder, ServeOptions, run_worker
 
     settings = GatewaySettings(upstream_url=str(spec["upstream"]), upstream_pool_size=64)
     identity = {"X-Brokergate-User-Id": "42", "X-Brokergate-Level": "strong"}
@@ -571,7 +568,7 @@ def main() -> None:
                 )
                 return lambda: running(command, gateway_port, folder / f"gw-{loop}.log", env)
 
-            from gateway._serve import SSL_READ_BUFFER
+            from gateway import SSL_READ_BUFFER
 
             base = Side(name="nginx", start=nginx, port=nginx_port, keepalive=[], handshakes=[])
             sides = [
@@ -721,13 +718,14 @@ def make_full_app_setup(folder: Path, base: Material) -> FullAppSetup:
 
 def serve_full_app(spec: dict[str, object]) -> int:
     """The real application exactly as the CLI wires it (one asyncio worker)."""
-    from gateway._serve import ServeOptions, run_worker
-    from gateway._service import (
+    from gateway import (
+        GatewaySettings,
+        ServeOptions,
         gateway_app_factory,
+        run_worker,
         ssl_context_factory,
         store_metrics_refresh,
     )
-    from gateway._settings import GatewaySettings
 
     settings = GatewaySettings(
         host="127.0.0.1",

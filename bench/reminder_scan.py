@@ -39,8 +39,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from renewal import queue_due_reminders
-from renewal._settings import DEFAULT_REMINDER_STAGES
+from renewal import DEFAULT_REMINDER_STAGES, queue_due_reminders
 from store import make_engine, session_factory, upgrade
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)

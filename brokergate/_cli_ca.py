@@ -10,8 +10,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from brokergate._context import CliContext
 from brokergate._output import print_json, print_table
-from ca import load_trust_material, make_authority
-from ca._authority import CertificateAuthority
+from ca import CertificateAuthority, load_trust_material, make_authority
 from store import transaction
 
 

@@ -25,13 +25,13 @@ from brokergate._context import CliContext
 from brokergate._output import check_new_file, print_json, print_table, write_private_file
 from ca import (
     CAError,
+    CertificateAuthority,
     UnknownCertificate,
     create_user,
     find_user,
     normalise_email,
     normalise_serial,
 )
-from ca._authority import CertificateAuthority
 from store import Certificate, CertificateStatus, RevocationReason, User, UserStatus, transaction
 
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 
 from brokergate._context import CliContext, MissingSecret
-from gateway._logins import ca_authority_factory, setup_logins
-from gateway._serve import ServeOptions, serve
-from gateway._service import gateway_app_factory, ssl_context_factory, store_metrics_refresh
+from gateway import (
+    ServeOptions,
+    ca_authority_factory,
+    gateway_app_factory,
+    serve,
+    setup_logins,
+    ssl_context_factory,
+    store_metrics_refresh,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,6 +52,13 @@ def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = ServeOptions.from_settings(config.gateway, workers=args.workers)
     if args.uvloop:
+        if importlib.util.find_spec("uvloop") is None:
+            print(
+                "brokergate: --uvloop needs the optional package uvloop: "
+                "pip install 'brokergate[uvloop]'",
+                file=ctx.err,
+            )
+            return 2
         options = ServeOptions(**{**options.__dict__, "event_loop": "uvloop"})
     settings = config.gateway
     mode = "TLS" if settings.terminator_format == "none" else f"behind {settings.terminator_format}"

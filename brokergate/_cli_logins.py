@@ -10,8 +10,7 @@ import argparse
 
 from brokergate._context import CliContext
 from ca import find_user
-from gateway._logins import reset_totp, send_activation
-from gateway._logins._activation import activation_link_base
+from gateway.logins import activation_link_base, reset_totp, send_activation
 from store import OUTBOX_PURPOSE, transaction
 
 

@@ -11,8 +11,7 @@ from brokergate._cli_logins import register_user_commands
 from brokergate._context import CliContext
 from brokergate._output import print_json, print_table
 from ca import LOCALES, create_user, find_user
-from gateway._logins import send_activation
-from gateway._logins._activation import activation_link_base
+from gateway.logins import activation_link_base, send_activation
 from store import OUTBOX_PURPOSE, Certificate, User, UserRole, transaction
 
 

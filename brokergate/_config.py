@@ -31,7 +31,7 @@ from typing import Any
 
 from ca import CASettings
 from gateway import GatewaySettings
-from gateway._logins import LoginSettings
+from gateway.logins import LoginSettings
 from renewal import MailSettings, RenewalSettings
 from store import StoreSettings
 

@@ -6,7 +6,7 @@ Each package keeps its own error tree; add its base class here when it grows one
 from __future__ import annotations
 
 from ca import CAError
-from gateway._logins import LoginError
+from gateway.logins import LoginError
 from renewal import RenewalError
 from store import StoreError
 

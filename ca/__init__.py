@@ -30,6 +30,7 @@ from ca._errors import (
     UnknownUser,
     WrongPassphrase,
 )
+from ca._keys import generate_key
 from ca._pkcs12 import PASSWORD_BITS, generate_password
 from ca._settings import CASettings, KeyType, P12Profile
 from ca._trust import TrustMaterial, load_trust_material
@@ -65,6 +66,7 @@ __all__ = [
     "create_user",
     "find_user",
     "fingerprint_sha256",
+    "generate_key",
     "generate_password",
     "load_trust_material",
     "make_authority",

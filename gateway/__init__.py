@@ -3,15 +3,7 @@
 The public face for the CLI and for the login pages (docs/gateway.md has the full API).
 """
 
-from gateway._app import UPSTREAM_ROUTE, create_app, identity_of
-from gateway._auth import (
-    complete_login,
-    logout,
-    logout_everywhere,
-    request_state,
-    require_csrf,
-    tls_certificate_source,
-)
+from gateway._app import create_app, identity_of
 from gateway._errors import (
     CsrfRejected,
     GatewayError,
@@ -20,38 +12,61 @@ from gateway._errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway._i18n import LANGUAGES, Catalogs, load_catalogs, negotiate_language
-from gateway._identity import CertificateProblem, Identity, ProblemKind
-from gateway._pages import CATALOGS, LOGIN_OPTIONS, LoginOption, render_page, safe_next
-from gateway._policy import Decision, Outcome, RequestAuth, Requirement, decide, required_for
-from gateway._sessions import NewSession, Sessions, SessionState, csrf_ok
+from gateway._metrics import GatewayMetrics
+from gateway._service import gateway_app_factory, ssl_context_factory, store_metrics_refresh
 from gateway._settings import RESERVED_PREFIX, GatewaySettings, RouteRule
-from gateway._state import (
-    CLOCK,
-    FACTORY,
-    METRICS,
-    SESSIONS,
-    SETTINGS,
-    RequestState,
+from gateway._state import CLOCK, FACTORY, METRICS, SETTINGS, UPSTREAM_ROUTE
+from gateway.auth._certificate_identity import CertificateProblem, Identity, ProblemKind
+from gateway.auth._middleware import (
+    complete_login,
+    logout,
+    logout_everywhere,
+    request_state,
+    require_csrf,
+    tls_certificate_source,
 )
-from gateway._tls import TLSSetupError, create_server_context, set_client_ca_names
+from gateway.auth._request_state import SESSIONS, RequestState
+from gateway.auth._route_policy import (
+    Decision,
+    Outcome,
+    RequestAuth,
+    Requirement,
+    decide,
+    required_for,
+)
+from gateway.auth._sessions import NewSession, Sessions, SessionState, csrf_ok
+from gateway.proxy._forwarder import ProxyForwarder
+from gateway.proxy._identity_headers import (
+    ASSERTION,
+    IDENTITY_HEADER_PREFIX,
+    normalise_header_name,
+)
+from gateway.tls._context import TLSSetupError, create_server_context, set_client_ca_names
+from gateway.tls._workers import SSL_READ_BUFFER, ServeOptions, run_worker, serve
+from gateway.web._i18n import LANGUAGES, Catalogs, load_catalogs, negotiate_language
+from gateway.web._pages import CATALOGS, LOGIN_OPTIONS, LoginOption, render_page, safe_next
+from gateway.web._routes import ca_authority_factory, setup_logins
 
 __all__ = [
+    "ASSERTION",
     "CATALOGS",
     "CLOCK",
     "FACTORY",
+    "IDENTITY_HEADER_PREFIX",
     "LANGUAGES",
     "LOGIN_OPTIONS",
     "METRICS",
     "RESERVED_PREFIX",
     "SESSIONS",
     "SETTINGS",
+    "SSL_READ_BUFFER",
     "UPSTREAM_ROUTE",
     "Catalogs",
     "CertificateProblem",
     "CsrfRejected",
     "Decision",
     "GatewayError",
+    "GatewayMetrics",
     "GatewaySettings",
     "Identity",
     "LoginOption",
@@ -59,31 +74,41 @@ __all__ = [
     "Outcome",
     "PathRejected",
     "ProblemKind",
+    "ProxyForwarder",
     "RequestAuth",
     "RequestState",
     "Requirement",
     "RouteRule",
+    "ServeOptions",
     "SessionState",
     "Sessions",
     "StoreUnavailable",
     "TLSSetupError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "ca_authority_factory",
     "complete_login",
     "create_app",
     "create_server_context",
     "csrf_ok",
     "decide",
+    "gateway_app_factory",
     "identity_of",
     "load_catalogs",
     "logout",
     "logout_everywhere",
     "negotiate_language",
+    "normalise_header_name",
     "render_page",
     "request_state",
     "require_csrf",
     "required_for",
+    "run_worker",
     "safe_next",
+    "serve",
     "set_client_ca_names",
+    "setup_logins",
+    "ssl_context_factory",
+    "store_metrics_refresh",
     "tls_certificate_source",
 ]

@@ -16,7 +16,7 @@ The rules (docs/gateway.md "Path normalisation"), in order:
 
 The policy additionally matches case-insensitively and also considers the path with
 ``;params`` stripped from each segment (Tomcat's reading), taking the highest level of
-both readings (``gateway._policy``).
+both readings (``gateway.auth._route_policy``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The production wiring for ``brokergate gateway serve``: app, TLS context and metrics.
 
-Each factory is called inside a worker process (see ``gateway._serve``), so engines,
+Each factory is called inside a worker process (see ``gateway.tls._workers``), so engines,
 SSL contexts and connection pools are never shared across a fork.
 """
 
@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from gateway._app import create_app
-from gateway._forwarder import ProxyForwarder, certificate_source_for
 from gateway._metrics import GatewayMetrics
-from gateway._serve import AppFactory, MetricsRefresh, SSLContextFactory
 from gateway._settings import GatewaySettings
 from gateway._state import FACTORY
-from gateway._tls import create_server_context
+from gateway.proxy._forwarder import ProxyForwarder, certificate_source_for
+from gateway.tls._context import create_server_context
+from gateway.tls._workers import AppFactory, MetricsRefresh, SSLContextFactory
 from store import Clock, make_engine, session_factory, system_clock
 
 

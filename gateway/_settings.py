@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from gateway._errors import PathRejected
+from gateway._networks import IPNetwork, parse_networks
 from gateway._paths import normalise_path
 from store import Level
 
@@ -163,6 +165,7 @@ class GatewaySettings:
                     f"trusted_proxies: {network!r} is not an IP address or network like "
                     "127.0.0.1/32 or 10.0.0.0/8"
                 ) from None
+        self.trusted_networks  # noqa: B018 - parsed once, here, for every request after
         if self.terminator_format != "none" and not self.trusted_proxies:
             raise ValueError(
                 f"terminator_format = {self.terminator_format!r} needs trusted_proxies: the "
@@ -248,9 +251,15 @@ class GatewaySettings:
         metadata={"help": "Lifetime of the signed identity assertion sent upstream"},
     )
 
-    @property
+    @cached_property
+    def trusted_networks(self) -> tuple[IPNetwork, ...]:
+        """:attr:`trusted_proxies` as networks, parsed once at construction."""
+        return parse_networks(self.trusted_proxies)
+
+    @cached_property
     def twofa_deadline_at(self) -> datetime | None:
-        """The parsed :attr:`twofa_deadline` (aware UTC), or None when no grace is given."""
+        """The parsed :attr:`twofa_deadline` (aware UTC), or None when no grace is given;
+        parsed once, at construction (``_check_core_settings``)."""
         if not self.twofa_deadline:
             return None
         value = datetime.fromisoformat(self.twofa_deadline.replace("Z", "+00:00"))

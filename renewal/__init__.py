@@ -29,9 +29,10 @@ from renewal._outbox import WorkerId, retry_delay
 from renewal._process import RenewalJobs, build_scheduler, run_until_stopped
 from renewal._reminders import ReminderReport, days_left, queue_due_reminders, reminder_stage_due
 from renewal._render import TEMPLATES, MailRenderer, RenderedMail
-from renewal._settings import MailSettings, RenewalSettings
+from renewal._settings import DEFAULT_REMINDER_STAGES, MailSettings, RenewalSettings
 
 __all__ = [
+    "DEFAULT_REMINDER_STAGES",
     "TEMPLATES",
     "DeliveryReport",
     "MailNotFound",

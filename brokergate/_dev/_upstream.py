@@ -17,7 +17,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from gateway._identity_headers import ASSERTION, IDENTITY_HEADER_PREFIX, normalise_header_name
+from gateway import ASSERTION, IDENTITY_HEADER_PREFIX, normalise_header_name
 from store import Clock
 
 JWKS_PATH = "/.well-known/jwks.json"

@@ -95,14 +95,14 @@ def test_dev_run_serves_the_demo_broker_and_stops_cleanly(
 
 def _login_pages_present() -> bool:
     try:
-        return importlib.util.find_spec("gateway._logins._web") is not None
-    except ModuleNotFoundError:  # gateway._logins itself is missing
+        return importlib.util.find_spec("gateway.web._common") is not None
+    except ModuleNotFoundError:  # gateway.logins itself is missing
         return False
 
 
 @pytest.mark.skipif(
     not _login_pages_present(),
-    reason="the login pages (gateway._logins._web) are not on this branch yet",
+    reason="the login pages (gateway.web._common) are not on this branch yet",
 )
 def test_the_user_without_certificate_logs_in_by_tan(
     tmp_path: Path, dev_run: Starter, free_ports: Callable[[], DevPorts]
@@ -118,7 +118,7 @@ def test_the_user_without_certificate_logs_in_by_tan(
     assert page.returncode == 0, page.stderr
     assert 'action="/_gateway/login/broker"' in page.stdout, (
         "the gateway serves no broker-number login page: are the logins pages "
-        "(gateway._logins setup_logins) wired into 'brokergate gateway serve'?"
+        "(gateway.logins setup_logins) wired into 'brokergate gateway serve'?"
     )
     sent = curl(
         layout,

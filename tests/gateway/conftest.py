@@ -27,10 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CertificateAuthority, load_trust_material
 from gateway import GatewaySettings, create_app, create_server_context
-from gateway._forwarder import ProxyForwarder
 from gateway._metrics import GatewayMetrics
-from gateway._proxy_protocol import ProxyProtocolSite
-from gateway._trusted import parse_networks
+from gateway.proxy._forwarder import ProxyForwarder
+from gateway.tls._proxy_protocol import ProxyProtocolSite
 from store import RevocationReason, User
 from tests.conftest import TEST_SECRET_KEY, password_mail_for
 
@@ -329,13 +328,13 @@ async def start_gateway(
         await runner.setup()
         runners.append(runner)
         site: web.BaseSite
-        if settings.proxy_protocol:  # behind an L4 balancer, as gateway._serve does it
+        if settings.proxy_protocol:  # behind an L4 balancer, as gateway.tls._workers does it
             site = ProxyProtocolSite(
                 runner,
                 "127.0.0.1",
                 0,
                 ssl_context=tls,
-                trusted_proxies=parse_networks(settings.trusted_proxies),
+                trusted_proxies=settings.trusted_networks,
                 header_timeout=settings.proxy_protocol_timeout.total_seconds(),
             )
         else:

@@ -1,5 +1,5 @@
 """A WebSocket in real headless Chromium is closed by the gateway when the certificate that
-opened it is revoked (docs/gateway.md "WebSockets"; gateway._websocket_guard).
+opened it is revoked (docs/gateway.md "WebSockets"; gateway.proxy._websocket_guard).
 
 The upstream serves a page whose script opens a WebSocket through the gateway and writes
 what happens (open, messages, close code and reason) into the DOM; the test reads the DOM

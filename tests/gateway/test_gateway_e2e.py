@@ -592,7 +592,7 @@ async def test_certificate_parsed_once_across_connections(
     import aiohttp
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    import gateway._auth as auth
+    import gateway.auth._presented as auth
 
     gw = await start_gateway()
     cert = brokers.issue(brokers.user())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway import LANGUAGES, load_catalogs, negotiate_language
-from gateway._i18n import LOCALES_DIR, CatalogError
+from gateway.web._i18n import LOCALES_DIR, CatalogError
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "gateway" / "templates"
 

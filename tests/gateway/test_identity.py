@@ -13,8 +13,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway import CertificateProblem, Identity, ProblemKind
-from gateway._identity import CertificateRecord, UserRecord, evaluate_certificate, handshake_result
-from gateway._verification import ChainVerifier
+from gateway.auth._certificate_identity import (
+    CertificateRecord,
+    UserRecord,
+    evaluate_certificate,
+    handshake_result,
+)
+from gateway.auth._chain_verification import ChainVerifier
 from store import CertificateStatus, Level, UserStatus
 from tests.gateway.conftest import _ca
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import update
 
 from ca import load_trust_material
-from gateway._revocation_cache import MISS, CacheEntry, TrustCache
+from gateway.auth._trust_cache import MISS, CacheEntry, TrustCache
 from store import CertificateStatus, User, UserStatus, transaction
 from tests.gateway.conftest import Brokers
 

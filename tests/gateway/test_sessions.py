@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine
 
 from gateway import Sessions, csrf_ok
-from gateway._sessions import TOUCH_INTERVAL, SessionVerdict, session_id_for, session_verdict
 from gateway._settings import GatewaySettings
+from gateway.auth._sessions import TOUCH_INTERVAL, SessionVerdict, session_id_for, session_verdict
 from store import Level, User, WebSession, session_factory
 
 SETTINGS = GatewaySettings(

@@ -1,4 +1,4 @@
-"""A proxied WebSocket does not outlive the session that opened it (gateway._websocket_guard).
+"""A proxied WebSocket does not outlive the session that opened it (gateway.proxy._websocket_guard).
 
 Real TLS on 127.0.0.1, certificates from our CA, a real aiohttp upstream with a WebSocket
 echo that records how its leg ended. Expiry is by the ``clock`` fixture; waits are bounded

@@ -23,12 +23,11 @@ from aiohttp import WSMsgType, web
 
 from gateway._errors import GatewayError
 from gateway._metrics import GatewayMetrics
-from gateway._proxy import proxy_request
-from gateway._serve import ServeOptions, serve
 from gateway._settings import GatewaySettings
-from gateway._terminator import forwarded_certificate_headers
-from gateway._trusted import parse_networks
-from gateway._upstream import UPSTREAM_KEY, upstream_context
+from gateway.auth._terminator import forwarded_certificate_headers
+from gateway.proxy._reverse_proxy import proxy_request
+from gateway.proxy._upstream import UPSTREAM_KEY, upstream_context
+from gateway.tls._workers import ServeOptions, serve
 
 CHUNK = b"\x5a" * 65536
 
@@ -171,7 +170,7 @@ def gateway_app(
     identity: Mapping[str, str] = IDENTITY,
     metrics: GatewayMetrics | None = None,
 ) -> web.Application:
-    trusted = parse_networks(settings.trusted_proxies)
+    trusted = settings.trusted_networks
     strip = forwarded_certificate_headers(settings)
 
     async def handle(request: web.Request) -> web.StreamResponse:

@@ -1,7 +1,7 @@
 """A client that does what HAProxy's ``send-proxy-v2`` does: PROXY header, then TLS.
 
 The headers are built here from the spec (haproxy.org proxy-protocol.txt), independently
-of gateway/_proxy_header.py, so that the parser is tested against a second reading.
+of gateway/tls/_proxy_header.py, so that the parser is tested against a second reading.
 
 :func:`proxied_request` runs TLS over memory BIOs so that it controls every byte on the
 wire: by default the header and the ClientHello go out in one segment (as HAProxy sends

@@ -1,4 +1,4 @@
-"""The upstream pool (gateway._http1) against scripted HTTP/1.1 servers on loopback.
+"""The upstream pool (gateway.proxy._http1_pool) against scripted HTTP/1.1 servers on loopback.
 
 Each scripted server is a real asyncio TCP server whose handler reads requests with a small
 head parser and writes exactly the bytes a test wants, so framing corner cases (chunked,
@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from gateway._http1 import (
+from gateway.proxy._http1_pool import (
     UpstreamConnectError,
     UpstreamPool,
     UpstreamProtocolError,

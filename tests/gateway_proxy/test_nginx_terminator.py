@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ca import fingerprint_sha256
 from gateway._settings import GatewaySettings
-from gateway._terminator import ForwardedCertificateInvalid, certificate_from_terminator
+from gateway.auth._terminator import ForwardedCertificateInvalid, certificate_from_terminator
 from tests.gateway_proxy._certs import PemPair, self_signed
 from tests.gateway_proxy._nginx import NGINX, adapted_config, free_port, running_nginx
 from tests.gateway_proxy.conftest import start_site

@@ -1,4 +1,4 @@
-"""The PROXY header parser (gateway/_proxy_header.py): examples from the spec and properties.
+"""The PROXY header parser (gateway/tls/_proxy_header.py): examples from the spec and properties.
 
 The headers are built by tests/gateway_proxy/_proxy_client.py (a second reading of the
 spec); the properties hold for any addresses, ports, TLVs, trailing client bytes and any
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateway._proxy_header import (
+from gateway.tls._proxy_header import (
     V1_MAX_LENGTH,
     V2_MAX_LENGTH,
     NeedMore,

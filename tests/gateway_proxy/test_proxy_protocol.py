@@ -20,10 +20,11 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from gateway._proxy_protocol import PROXY_PEERNAME, ProxyProtocolSite
-from gateway._serve import SSL_READ_BUFFER, ServeOptions, limit_ssl_read_buffer
+from gateway._networks import parse_networks
 from gateway._settings import GatewaySettings
-from gateway._trusted import client_address, is_trusted_peer, parse_networks, peer_text
+from gateway.tls._proxy_protocol import PROXY_PEERNAME, ProxyProtocolSite
+from gateway.tls._trusted_peers import client_address, is_trusted_peer, peer_text
+from gateway.tls._workers import SSL_READ_BUFFER, ServeOptions, limit_ssl_read_buffer
 from tests.gateway_proxy._apps import gateway_app, settings_for, upstream_app
 from tests.gateway_proxy._certs import PemPair
 from tests.gateway_proxy._proxy_client import (
@@ -144,7 +145,7 @@ async def test_the_address_functions_agree_on_the_client(
                 "headers": [],
                 "remote": request.remote,
                 "peer_text": peer_text(request),
-                "client_address": client_address(request, BALANCER),
+                "client_address": client_address(request, parse_networks(BALANCER)),
                 "trusted": is_trusted_peer(request, networks),
                 "balancer": transport.get_extra_info(PROXY_PEERNAME)[0],
                 "tls": transport.get_extra_info("ssl_object") is not None,
@@ -166,7 +167,7 @@ async def test_the_address_functions_agree_on_the_client(
 async def test_the_tls_read_buffer_stays_at_16_kib(
     start_proxied: StartProxied, client_tls: ssl.SSLContext
 ) -> None:
-    """The TLS transport is asyncio's own, so gateway._serve's 16 KiB limit applies."""
+    """The TLS transport is asyncio's own, so gateway.tls._workers's 16 KiB limit applies."""
     before = asyncio.sslproto.SSLProtocol.max_size
     limit_ssl_read_buffer()
 
@@ -430,7 +431,7 @@ async def test_serve_forever_accepts_until_closed() -> None:
     """asyncio.Server's contract, for callers other than aiohttp's runner."""
     import socket
 
-    from gateway._proxy_protocol import ProxyProtocolServer
+    from gateway.tls._proxy_protocol import ProxyProtocolServer
 
     listener = socket.create_server(("127.0.0.1", 0))
     server = ProxyProtocolServer(

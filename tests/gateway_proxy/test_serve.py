@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway._serve import SSL_READ_BUFFER, ServeOptions, limit_ssl_read_buffer
 from gateway._settings import GatewaySettings
+from gateway.tls._workers import SSL_READ_BUFFER, ServeOptions, limit_ssl_read_buffer
 from tests.conftest import CliRunner
 from tests.gateway_proxy._apps import SLOW_STARTED, upstream_app
 from tests.gateway_proxy._certs import PemPair

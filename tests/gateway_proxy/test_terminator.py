@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 from ca import fingerprint_sha256
 from gateway._errors import GatewayError
 from gateway._settings import GatewaySettings
-from gateway._terminator import (
+from gateway.auth._terminator import (
     ForwardedCertificateInvalid,
     certificate_from_terminator,
     certificate_header_name,

@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
-from gateway._forwarder import ProxyForwarder
-from gateway._websocket_guard import WebSocketGuard
+from gateway.proxy._forwarder import ProxyForwarder
+from gateway.proxy._websocket_guard import WebSocketGuard
 from tests.gateway_proxy._apps import IDENTITY, settings_for
 from tests.gateway_proxy.conftest import start_site
 

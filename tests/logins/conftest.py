@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway._logins import LoginSettings, derive_key, hash_password
-from gateway._logins._tan import TAN_KEY_PURPOSE
-from gateway._logins._totp import TOTP_PURPOSE
+from gateway.logins import LoginSettings, derive_key, hash_password
+from gateway.logins._tan import TAN_KEY_PURPOSE
+from gateway.logins._totp import TOTP_PURPOSE
 from store import (
     OUTBOX_PURPOSE,
     AuditEvent,

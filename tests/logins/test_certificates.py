@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CertificateAuthority
-from gateway._logins import EnrolmentError, LoginSettings, TooSoon
-from gateway._logins._certificates import (
+from gateway.logins import EnrolmentError, LoginSettings, TooSoon
+from gateway.logins._certificates import (
     certificate_overview,
     current_certificate,
     download_certificate,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyotp
 from sqlalchemy import select
 
-from gateway._logins import begin_enrolment, confirm_enrolment
+from gateway.logins import begin_enrolment, confirm_enrolment
 from store import (
     OUTBOX_PURPOSE,
     AuditEvent,

@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway._logins._email_change import (
+from gateway.logins._email_change import (
     check_email_change,
     confirm_email_change,
     mask_email,
     request_email_change,
 )
-from gateway._logins._errors import EmailChangeLinkInvalid, EmailChangeRejected
-from gateway._logins._tokens import token_hash
+from gateway.logins._errors import EmailChangeLinkInvalid, EmailChangeRejected
+from gateway.logins._tokens import token_hash
 from store import (
     AuditEvent,
     EmailChangeToken,

@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway._logins import (
+from gateway.logins import (
     PasskeyRejected,
     authentication_options,
     finish_authentication,

@@ -9,7 +9,7 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway._logins import (
+from gateway.logins import (
     AccountNotActive,
     InvalidCredentials,
     LockedOut,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway._logins._ratelimit import (
+from gateway.regulation._counters import (
     Counter,
     RatePolicy,
     after_failure,

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CertificateAuthority
-from gateway._logins import LoginSettings, TooSoon
-from gateway._logins._certificates import download_certificate
+from gateway.logins import LoginSettings, TooSoon
+from gateway.logins._certificates import download_certificate
 from tests.conftest import FakeClock, UserFactory
 
 

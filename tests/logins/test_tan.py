@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway._logins import (
+from gateway.logins import (
     DeviceRecognised,
     InvalidBrokerNumber,
     LockedOut,

@@ -53,8 +53,8 @@ def test_every_key_is_translated(language: str) -> None:
     ):
         assert f"logins.account.done.{notice}" in known
     assert {"logins.reauth.intro_basic", "logins.reauth.intro_strong"} <= known
-    ours = json.loads((ROOT / "gateway/locales" / language / "logins.json").read_text("utf-8"))
-    german = json.loads((ROOT / "gateway/locales/de/logins.json").read_text("utf-8"))
+    ours = json.loads((ROOT / "gateway/web/locales" / language / "logins.json").read_text("utf-8"))
+    german = json.loads((ROOT / "gateway/web/locales/de/logins.json").read_text("utf-8"))
     assert set(ours) == set(german)
     for key, text in ours.items():  # same placeholders in every language
         assert set(re.findall(r"\{(\w+)\}", text)) == set(re.findall(r"\{(\w+)\}", german[key])), (
@@ -90,8 +90,8 @@ def test_seed_wording() -> None:
 def test_every_login_method_maps_to_one_of_the_five_header_values() -> None:
     """The history keeps finer names (recovery code, remembered browser, restricted); the
     upstream's X-Brokergate-Method and the login metric know exactly five."""
-    from gateway._logins import _history
     from gateway._metrics import LOGIN_METHODS
+    from gateway.logins import _history
 
     names = {
         value

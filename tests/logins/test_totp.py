@@ -8,7 +8,7 @@ import pyotp
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway._logins import (
+from gateway.logins import (
     EnrolmentError,
     LockedOut,
     LoginSettings,
@@ -20,7 +20,7 @@ from gateway._logins import (
     reset_totp,
     verify_second_factor,
 )
-from gateway._logins._totp import matching_step, time_step
+from gateway.logins._totp import matching_step, time_step
 from store import Sealer, User, transaction
 from tests.conftest import FakeClock
 from tests.logins.conftest import MakeAccount, audit_events

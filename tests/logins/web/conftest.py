@@ -19,11 +19,10 @@ from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CASettings, CertificateAuthority, load_trust_material
-from gateway import GatewaySettings, RouteRule, create_app, create_server_context
-from gateway._identity_headers import is_identity_header
-from gateway._logins import LoginSettings
-from gateway._logins._web import setup_logins
+from gateway import GatewaySettings, RouteRule, create_app, create_server_context, setup_logins
 from gateway._metrics import GatewayMetrics
+from gateway.logins import LoginSettings
+from gateway.proxy._identity_headers import is_identity_header
 from store import OUTBOX_PURPOSE, Level, Sealer
 from tests.conftest import TEST_SECRET_KEY
 from tests.gateway.conftest import ServerTLS, make_server_tls

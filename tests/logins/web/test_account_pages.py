@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway._logins import hash_password
+from gateway.logins import hash_password
 from store import Certificate, CertificateStatus, RevocationReason, User, transaction
 from tests.conftest import FakeClock, password_mail_for
 from tests.logins.web.test_password_pages import PASSWORD, login, set_password
@@ -275,7 +275,7 @@ async def test_activation_page_sets_the_password(
     clock: FakeClock,
     mailbox: Any,
 ) -> None:
-    from gateway._logins import LoginSettings, send_activation
+    from gateway.logins import LoginSettings, send_activation
     from store import OUTBOX_PURPOSE, Sealer
     from tests.conftest import TEST_SECRET_KEY
 
@@ -315,7 +315,7 @@ def test_ca_authority_factory_needs_a_passphrase(
     ca_settings: Any, sessions: sessionmaker[Session]
 ) -> None:
     from ca import CASettings, CertificateAuthority
-    from gateway._logins import ca_authority_factory
+    from gateway.logins import ca_authority_factory
     from store import system_clock
     from tests.conftest import TEST_SECRET_KEY
 

@@ -9,7 +9,7 @@ from typing import Any
 import pyotp
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway._logins import hash_password
+from gateway.logins import hash_password
 from store import User, transaction
 from tests.conftest import FakeClock
 

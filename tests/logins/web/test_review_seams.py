@@ -109,7 +109,7 @@ async def test_recovery_code_login_sends_a_known_method_upstream(
     before the fix a recovery-code login sent "recovery-code", which an upstream that
     matches on the documented values does not know. The account page still says
     "recovery code" (the user's login history keeps the exact method)."""
-    from gateway._logins._totp import TOTP_PURPOSE
+    from gateway.logins._totp import TOTP_PURPOSE
     from store import Sealer, User, transaction
     from tests.conftest import TEST_SECRET_KEY
     from tests.logins.test_totp import enrol
@@ -151,7 +151,7 @@ async def test_password_reauth_does_not_make_a_strong_session_fresh_for_strong_c
 
     import pyotp
 
-    from gateway._logins._totp import TOTP_PURPOSE
+    from gateway.logins._totp import TOTP_PURPOSE
     from store import Sealer, User, transaction
     from tests.conftest import TEST_SECRET_KEY
     from tests.logins.test_totp import enrol
@@ -330,8 +330,8 @@ async def test_behind_a_terminator_lockouts_count_the_client_not_the_terminator(
     one the trusted terminator put in X-Forwarded-For (its last element)."""
     from dataclasses import replace
 
-    from gateway._logins import LoginSettings
-    from gateway._logins._web import LOGINS
+    from gateway.logins import LoginSettings
+    from gateway.web._common import LOGINS
 
     gw = await gateway(trusted_proxies=("127.0.0.1",))
     gw.app[LOGINS].settings = replace(LoginSettings(), failures_per_address=3)

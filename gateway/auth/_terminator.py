@@ -1,0 +1,199 @@
+"""Terminator mode: the client certificate as forwarded by a TLS terminator in front of us.
+
+Supported forwarding formats (``gateway.terminator_format``):
+
+``nginx``
+    ``proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;`` — the PEM,
+    URL-encoded (nginx ≥ 1.13.5). The older ``$ssl_client_cert`` (PEM with every line
+    after the first indented by a tab) is accepted too.
+``haproxy``
+    ``http-request set-header X-SSL-Client-Cert %[ssl_c_der,base64]`` — base64 DER;
+    an empty value means no certificate.
+``envoy``
+    ``X-Forwarded-Client-Cert`` (XFCC) with ``forward_client_cert_details`` and
+    ``set_current_client_cert_details: {cert: true}``: ``By=…;Hash=…;Cert="<url-encoded
+    PEM>";Subject="…"``. With several proxies in a row each appends an element
+    (``,``-separated); the LAST one is the hop that talks to us and is the one we read.
+
+# SECURITY: the header is believed only when the TCP peer of the connection lies in
+# ``gateway.trusted_proxies``. From anyone else it is ignored here and stripped by the proxy
+# (:func:`forwarded_certificate_headers`), so a client that reaches the gateway directly
+# cannot claim a certificate it does not hold. The certificate returned here is then
+# validated exactly as one from our own TLS handshake.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from urllib.parse import unquote
+
+from aiohttp import web
+from cryptography import x509
+
+from gateway._errors import GatewayError
+from gateway._settings import GatewaySettings
+from gateway.tls._trusted_peers import is_trusted_peer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEADERS = {
+    "nginx": "X-SSL-Client-Cert",
+    "haproxy": "X-SSL-Client-Cert",
+    "envoy": "X-Forwarded-Client-Cert",
+}
+# A PEM RSA-4096 certificate with a long subject is ~2.5 KB, URL-encoded ~3.5 KB; anything
+# far beyond is not a single client certificate and is refused before parsing.
+MAX_HEADER_LENGTH = 16 * 1024
+
+
+class ForwardedCertificateInvalid(GatewayError):
+    """A trusted terminator sent a certificate header we cannot read (400 page).
+
+    Usually a configuration mismatch (``terminator_format`` does not match what the
+    terminator sends); the detail (for the log) says what was wrong.
+    """
+
+    status = 400
+    page = "forwarded_certificate_invalid"
+
+    def __init__(self, header: str, problem: str) -> None:
+        super().__init__(
+            f"{header}: {problem}; check gateway.terminator_format and the terminator's "
+            "header configuration (docs/deployment-nginx.md)"
+        )
+
+
+def certificate_header_name(settings: GatewaySettings) -> str | None:
+    """The header the configured terminator uses, or None in direct mode."""
+    if settings.terminator_format == "none":
+        return None
+    return settings.client_cert_header or DEFAULT_HEADERS[settings.terminator_format]
+
+
+def forwarded_certificate_headers(settings: GatewaySettings) -> tuple[str, ...]:
+    """Every certificate-forwarding header name the proxy must never pass upstream.
+
+    In direct mode too: the upstream might read one of them, and no client should be able
+    to plant it there.
+    """
+    names = {*DEFAULT_HEADERS.values(), "X-SSL-Client-Escaped-Cert", "X-Client-Cert"}
+    if settings.client_cert_header:
+        names.add(settings.client_cert_header)
+    return tuple(sorted(names))
+
+
+def certificate_from_terminator(
+    request: web.Request, settings: GatewaySettings
+) -> x509.Certificate | None:
+    """The client certificate a trusted terminator forwarded with ``request``.
+
+    Returns:
+        The certificate; None in direct mode, when the peer is not a trusted proxy (the
+        header is then ignored), or when the terminator forwarded no certificate.
+
+    Raises:
+        ForwardedCertificateInvalid: a trusted terminator sent the header more than once,
+            too long, or in a form that is not a certificate in the configured format.
+    """
+    header = certificate_header_name(settings)
+    if header is None:
+        return None
+    values = request.headers.getall(header, ())
+    if not values:
+        return None
+    if not is_trusted_peer(request, settings.trusted_networks):
+        # SECURITY: not from the terminator: whoever sent it, it proves nothing.
+        log.warning(
+            "ignored %s from %s, which is not in gateway.trusted_proxies", header, request.remote
+        )
+        return None
+    if len(values) > 1:
+        # SECURITY: a terminator that appends instead of replacing would let the client
+        # put its own copy first; refuse rather than guess which one is real.
+        raise ForwardedCertificateInvalid(header, f"sent {len(values)} times; expected once")
+    return parse_forwarded_certificate(values[0], settings.terminator_format, header=header)
+
+
+def parse_forwarded_certificate(
+    value: str, terminator_format: str, *, header: str = "certificate header"
+) -> x509.Certificate | None:
+    """Decode one header value in ``terminator_format``; None if it carries no certificate."""
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > MAX_HEADER_LENGTH:
+        raise ForwardedCertificateInvalid(header, f"{len(value)} characters is too long")
+    if terminator_format == "nginx":
+        return _load_pem(_nginx_pem(value), header)
+    if terminator_format == "haproxy":
+        try:
+            der = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ForwardedCertificateInvalid(
+                header, "not base64 (expected ssl_c_der,base64)"
+            ) from None
+        try:
+            return x509.load_der_x509_certificate(der)
+        except ValueError as exc:
+            raise ForwardedCertificateInvalid(header, f"not a DER certificate ({exc})") from None
+    if terminator_format == "envoy":
+        cert = xfcc_last_element(value).get("cert")
+        if not cert:
+            return None
+        return _load_pem(unquote(cert), header)
+    raise ValueError(f"unknown terminator_format {terminator_format!r}")
+
+
+def _nginx_pem(value: str) -> str:
+    pem = unquote(value) if "%" in value else value
+    # $ssl_client_cert (deprecated) indents continuation lines with a tab.
+    return pem.replace("\n\t", "\n")
+
+
+def _load_pem(pem: str, header: str) -> x509.Certificate:
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ForwardedCertificateInvalid(header, "no PEM certificate in the value")
+    try:
+        return x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ForwardedCertificateInvalid(header, f"not a PEM certificate ({exc})") from None
+
+
+def xfcc_last_element(value: str) -> dict[str, str]:
+    """Key/value pairs (keys lower-cased) of the last element of an XFCC header.
+
+    Hand-written because no maintained Python library parses XFCC; the grammar (Envoy docs,
+    "x-forwarded-client-cert") is: elements separated by ``,``, pairs by ``;``, ``key=value``,
+    values optionally in double quotes in which ``,`` ``;`` ``=`` are literal and ``\\"``
+    is an escaped quote.
+    """
+    elements: list[list[str]] = [[]]
+    current: list[str] = []
+    in_quotes = False
+    escaped = False
+    for char in value:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\" and in_quotes:
+            escaped = True
+        elif char == '"':
+            in_quotes = not in_quotes
+        elif char == ";" and not in_quotes:
+            elements[-1].append("".join(current))
+            current = []
+        elif char == "," and not in_quotes:
+            elements[-1].append("".join(current))
+            current = []
+            elements.append([])
+        else:
+            current.append(char)
+    elements[-1].append("".join(current))
+    pairs: dict[str, str] = {}
+    for pair in elements[-1]:
+        key, sep, item = pair.partition("=")
+        if sep:
+            pairs[key.strip().lower()] = item
+    return pairs

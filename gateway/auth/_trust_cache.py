@@ -1,0 +1,283 @@
+"""The per-replica cache of certificate rows, users and trust material, with bounded staleness.
+
+Why: identity must be checked on every request (revocation takes effect on the next
+request, TLS resumption must not skip it), yet a known certificate must not cost a
+database query per request. So:
+
+* :meth:`TrustCache.get` answers from memory (event-loop safe, no I/O); on a miss the
+  caller runs :meth:`TrustCache.load` in a thread (one query) and the row is cached,
+  also "unknown fingerprint" answers (a foreign certificate must not cost a query each time).
+* :meth:`TrustCache.refresh` runs every ``revocation_refresh_interval`` (≤ 2 s) in the
+  app's refresh task: ``certificates.revoked_at > watermark - overlap`` (indexed), the
+  cached users' status/e-mail, and the generations; a changed set of generations reloads
+  the trust material and calls ``on_trust_change`` (new verifier, new CA names in TLS).
+  The overlap re-reads a window of recent revocations, so a revocation committed late or
+  stamped by a replica whose clock lags is still seen; every ``FULL_REFRESH_EVERY``-th
+  refresh re-reads all cached rows as a backstop.
+* If no refresh has succeeded for ``max_staleness`` the cache is *stale*: :meth:`get`
+  reports a miss for everything, so every request reads the store (and fails closed with
+  a 503 page if the store is down). Revocation therefore holds on every replica within
+  max(refresh interval + query time, max_staleness) < 5 s.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from cryptography import x509
+from sqlalchemy import false, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.auth._certificate_identity import CertificateRecord, UserRecord
+from store import CAGeneration, Certificate, GenerationStatus, Organisation, User
+
+__all__ = ["FULL_REFRESH_EVERY", "MISS", "CacheEntry", "TrustCache", "TrustMaterialLike"]
+
+FULL_REFRESH_EVERY = 30  # every 30th refresh (~1 min) re-reads every cached row
+REVOCATION_OVERLAP = timedelta(minutes=10)  # clock skew + commit delay we tolerate
+_CACHE_LIMIT = 100_000
+
+
+class TrustMaterialLike(Protocol):
+    """What ``ca.load_trust_material`` returns (public material only)."""
+
+    @property
+    def roots(self) -> list[x509.Certificate]: ...
+    @property
+    def intermediates(self) -> list[x509.Certificate]: ...
+    @property
+    def issuing_by_generation(self) -> dict[int, x509.Certificate]: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheEntry:
+    """A fingerprint's cached answer: its row and user, or (record None) "not ours"."""
+
+    record: CertificateRecord | None
+    user: UserRecord | None
+
+
+class _Miss:
+    def __repr__(self) -> str:
+        return "MISS"
+
+
+MISS = _Miss()
+
+
+@dataclass(kw_only=True)
+class _Snapshot:
+    retired: dict[int, datetime] = field(default_factory=dict)
+    generation_key: tuple[tuple[int, str], ...] = ()
+
+
+def _record(row: Certificate) -> CertificateRecord:
+    return CertificateRecord(
+        fingerprint=row.fingerprint_sha256,
+        serial=row.serial,
+        user_id=row.user_id,
+        generation_id=row.generation_id,
+        status=row.status,
+        revoked_at=row.revoked_at,
+        not_before=row.not_before,
+        not_after=row.not_after,
+    )
+
+
+def _user(row: User, broker_number: str) -> UserRecord:
+    return UserRecord(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        locale=row.locale,
+        status=row.status,
+        broker_number=broker_number,
+    )
+
+
+class TrustCache:
+    """Certificates by fingerprint, users by id, retired generations, trust material.
+
+    Args:
+        factory: the store's session factory.
+        trust_loader: ``ca.load_trust_material``.
+        max_staleness: after this long without a successful refresh, every lookup
+            goes to the store.
+        on_trust_change: called (in the refreshing thread) with new trust material.
+        monotonic: injectable monotonic clock for staleness.
+    """
+
+    def __init__(
+        self,
+        *,
+        factory: sessionmaker[Session],
+        trust_loader: Callable[[Session], TrustMaterialLike],
+        max_staleness: timedelta = timedelta(seconds=4),
+        on_trust_change: Callable[[TrustMaterialLike], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._factory = factory
+        self._trust_loader = trust_loader
+        self._max_staleness = max_staleness.total_seconds()
+        self._on_trust_change = on_trust_change
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._entries: dict[str, CacheEntry] = {}
+        self._users: dict[int, UserRecord] = {}
+        self._snapshot = _Snapshot()
+        self._watermark: datetime | None = None
+        self._last_success: float | None = None
+        self._refreshes = 0
+        self.trust: TrustMaterialLike | None = None
+
+    # --- reads (event loop)
+    @property
+    def fresh(self) -> bool:
+        last = self._last_success
+        return last is not None and self._monotonic() - last <= self._max_staleness
+
+    @property
+    def retired_generations(self) -> dict[int, datetime]:
+        return self._snapshot.retired
+
+    def get(self, fingerprint: str) -> CacheEntry | _Miss:
+        """The cached entry, or MISS (also whenever the cache is stale)."""
+        if not self.fresh:
+            return MISS
+        with self._lock:
+            entry = self._entries.get(fingerprint)
+            if entry is None:
+                return MISS
+            # The user may have changed since the entry was made (status, e-mail).
+            if entry.record is not None:
+                user = self._users.get(entry.record.user_id)
+                if user != entry.user:
+                    entry = CacheEntry(record=entry.record, user=user)
+                    self._entries[fingerprint] = entry
+            return entry
+
+    def user(self, user_id: int) -> UserRecord | _Miss | None:
+        if not self.fresh:
+            return MISS
+        with self._lock:
+            return self._users.get(user_id, MISS)
+
+    # --- loads (worker thread)
+    def _store(self, fingerprint: str, entry: CacheEntry) -> None:
+        with self._lock:
+            if len(self._entries) >= _CACHE_LIMIT:
+                for key in list(self._entries)[: _CACHE_LIMIT // 10]:
+                    del self._entries[key]
+            self._entries[fingerprint] = entry
+            if entry.user is not None:
+                self._users[entry.user.id] = entry.user
+
+    def _load_users(self, db: Session, ids: Iterable[int]) -> dict[int, UserRecord]:
+        found: dict[int, UserRecord] = {}
+        id_list = list(ids)
+        for start in range(0, len(id_list), 500):
+            rows = db.execute(
+                select(User, Organisation.broker_number)
+                .join(Organisation, User.organisation_id == Organisation.id)
+                .where(User.id.in_(id_list[start : start + 500]))
+            )
+            for user, broker_number in rows:
+                found[user.id] = _user(user, broker_number)
+        return found
+
+    def load(self, fingerprint: str) -> CacheEntry:
+        """Read one fingerprint from the store (blocking) and cache the answer."""
+        with self._factory() as db:
+            row = db.scalars(
+                select(Certificate).where(Certificate.fingerprint_sha256 == fingerprint)
+            ).one_or_none()
+            if row is None:
+                entry = CacheEntry(record=None, user=None)
+            else:
+                users = self._load_users(db, [row.user_id])
+                entry = CacheEntry(record=_record(row), user=users.get(row.user_id))
+        self._store(fingerprint, entry)
+        return entry
+
+    def load_user(self, user_id: int) -> UserRecord | None:
+        with self._factory() as db:
+            user = self._load_users(db, [user_id]).get(user_id)
+        if user is not None:
+            with self._lock:
+                self._users[user_id] = user
+        return user
+
+    def refresh(self) -> None:
+        """One polling round (blocking; run it in a thread). Raises if the store fails."""
+        with self._factory() as db:
+            generations = tuple(
+                sorted(
+                    (g.id, g.status.value, g.retired_at) for g in db.scalars(select(CAGeneration))
+                )
+            )
+            generation_key = tuple((gid, status) for gid, status, _ in generations)
+            retired = {
+                gid: retired_at or datetime.min
+                for gid, status, retired_at in generations
+                if status == GenerationStatus.RETIRED.value
+            }
+            new_trust = None
+            if generation_key != self._snapshot.generation_key or self.trust is None:
+                new_trust = self._trust_loader(db) if generations else None
+            self._refreshes += 1
+            full = self._refreshes % FULL_REFRESH_EVERY == 0
+            with self._lock:
+                cached = [fp for fp, e in self._entries.items() if e.record is not None]
+                user_ids = set(self._users)
+            if full:
+                changed_rows: Sequence[Certificate] = []
+                for start in range(0, len(cached), 500):
+                    changed_rows = [
+                        *changed_rows,
+                        *db.scalars(
+                            select(Certificate).where(
+                                Certificate.fingerprint_sha256.in_(cached[start : start + 500])
+                            )
+                        ),
+                    ]
+            else:
+                query = select(Certificate).where(Certificate.revoked_at.is_not(None))
+                if self._watermark is not None:
+                    query = query.where(
+                        Certificate.revoked_at > self._watermark - REVOCATION_OVERLAP
+                    )
+                else:
+                    query = query.where(
+                        Certificate.fingerprint_sha256.in_(cached) if cached else false()
+                    )
+                changed_rows = list(db.scalars(query))
+            if self._watermark is None:
+                self._watermark = db.scalar(select(func.max(Certificate.revoked_at)))
+            users = self._load_users(db, user_ids) if user_ids else {}
+        with self._lock:
+            for row in changed_rows:
+                if row.revoked_at is not None and (
+                    self._watermark is None or row.revoked_at > self._watermark
+                ):
+                    self._watermark = row.revoked_at
+                old = self._entries.get(row.fingerprint_sha256)
+                if old is not None and old.record != _record(row):
+                    self._entries[row.fingerprint_sha256] = CacheEntry(
+                        record=_record(row), user=old.user
+                    )
+            for user_id in user_ids:
+                if user_id not in users:
+                    self._users.pop(user_id, None)
+                elif self._users.get(user_id) != users[user_id]:
+                    self._users[user_id] = users[user_id]
+            self._snapshot = _Snapshot(retired=retired, generation_key=generation_key)
+        if new_trust is not None:
+            self.trust = new_trust
+            if self._on_trust_change is not None:
+                self._on_trust_change(new_trust)
+        self._last_success = self._monotonic()

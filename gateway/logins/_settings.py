@@ -1,0 +1,122 @@
+"""Settings of the fallback logins (section ``[logins]``; read once by the CLI, passed down)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cached_property
+
+from gateway.regulation import _limits as limits
+from gateway.regulation._counters import RatePolicy
+from gateway.regulation._limits import Limits
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoginSettings:
+    """The ``[logins]`` section. The throttles' numbers are explained in
+    ``gateway.regulation._limits``; :attr:`limits` is that table as these settings fill it."""
+
+    totp_issuer: str = field(
+        default="brokergate",
+        metadata={"help": "Issuer shown in authenticator apps (otpauth URI and QR code)"},
+    )
+    password_min_length: int = field(
+        default=12, metadata={"help": "Shortest password accepted when a broker sets one"}
+    )
+    failures_per_account: int = field(
+        default=limits.FAILURES_PER_ACCOUNT,
+        metadata={"help": "Failed password/second-factor attempts per account before a lockout"},
+    )
+    failures_per_address: int = field(
+        default=limits.FAILURES_PER_ADDRESS,
+        metadata={
+            "help": "Failed login attempts per client address before that address is "
+            "locked out (all accounts)"
+        },
+    )
+    failure_window: timedelta = field(
+        default=limits.FAILURE_WINDOW,
+        metadata={"help": "Fixed window in which failed attempts are counted"},
+    )
+    lockout: timedelta = field(
+        default=limits.LOCKOUT,
+        metadata={"help": "How long a lockout lasts (the page says until when)"},
+    )
+    tan_validity: timedelta = field(
+        default=timedelta(minutes=15),
+        metadata={"help": "How long an emailed TAN is valid (seed 001: 15 minutes)"},
+    )
+    tan_max_attempts: int = field(
+        default=limits.TAN_MAX_ATTEMPTS,
+        metadata={"help": "Wrong entries of one TAN before it is void"},
+    )
+    tan_resend_interval: timedelta = field(
+        default=limits.TAN_RESEND_INTERVAL,
+        metadata={"help": "Minimum time between two TAN mails for the same broker"},
+    )
+    tan_mails_per_window: int = field(
+        default=limits.TAN_MAILS_PER_WINDOW,
+        metadata={"help": "TAN mails per broker within one failure_window (mail bombing guard)"},
+    )
+    remember_device_for: timedelta = field(
+        default=timedelta(days=30),
+        metadata={"help": "How long a browser is remembered after a confirmed TAN (seed 001)"},
+    )
+    activation_validity: timedelta = field(
+        default=timedelta(days=7),
+        metadata={"help": "How long an emailed activation link is valid"},
+    )
+    fresh_login: timedelta = field(
+        default=timedelta(minutes=5),
+        metadata={
+            "help": "A login counts as fresh (certificate download, security changes) for this long"
+        },
+    )
+    downloads_per_day: int = field(
+        default=limits.DOWNLOADS_PER_DAY,
+        metadata={"help": "Certificate downloads per broker per 24 hours"},
+    )
+    passkey_rp_name: str = field(
+        default="brokergate",
+        metadata={"help": "Name shown by the browser when a passkey is registered"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.password_min_length < 8:
+            raise ValueError("password_min_length must be at least 8")
+        for name in (
+            "failures_per_account",
+            "failures_per_address",
+            "tan_max_attempts",
+            "tan_mails_per_window",
+            "downloads_per_day",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in (
+            "failure_window",
+            "lockout",
+            "tan_validity",
+            "remember_device_for",
+            "activation_validity",
+            "fresh_login",
+        ):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be a positive duration")
+
+    @cached_property
+    def limits(self) -> Limits:
+        """The throttles' table (``gateway.regulation``) as these settings fill it."""
+        return Limits(
+            per_account=RatePolicy(
+                limit=self.failures_per_account, window=self.failure_window, lockout=self.lockout
+            ),
+            per_address=RatePolicy(
+                limit=self.failures_per_address, window=self.failure_window, lockout=self.lockout
+            ),
+            tan_resend_interval=self.tan_resend_interval,
+            tan_mails_per_window=self.tan_mails_per_window,
+            tan_mail_window=self.failure_window,
+            tan_max_attempts=self.tan_max_attempts,
+            downloads_per_window=self.downloads_per_day,
+        )

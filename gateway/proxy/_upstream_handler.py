@@ -1,0 +1,50 @@
+"""The catch-all handler: forward to the upstream with our identity headers and the signed
+assertion."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway._state import CLOCK
+from gateway.auth._middleware import (
+    request_state,
+)
+from gateway.proxy._assertion import SIGNER, identity_headers
+from gateway.proxy._websocket_guard import websocket_guard
+
+__all__ = ["FORWARD", "Forwarder", "upstream_handler"]
+
+log = logging.getLogger("gateway")
+
+Forwarder = Callable[..., Awaitable[web.StreamResponse]]
+"""``await forward(request, identity_headers=..., path_qs=..., websocket_guard=...)``:
+gw-proxy's ``proxy_request`` on a pool (``path_qs``: the request target to forward, the
+route policy's normalised one; ``websocket_guard``: a
+``gateway.proxy._websocket_guard.WebSocketGuard`` or None)."""
+
+FORWARD: web.AppKey[Forwarder] = web.AppKey("forward")
+
+
+async def upstream_handler(request: web.Request) -> web.StreamResponse:
+    """Forward to the upstream with our identity headers and the signed assertion; a
+    WebSocket goes with its guard (``gateway.proxy._websocket_guard``), so it closes when its
+    session ends."""
+    app = request.app
+    state = request_state(request)
+    assert state.path is not None  # set by policy_middleware
+    headers: dict[str, str] = {}
+    if state.identity is not None:
+        now = app[CLOCK]()
+        headers = identity_headers(state.identity, app[SIGNER].sign(state.identity, now))
+    # The normalised target goes as path_qs: cloning the request for it cost more than the
+    # rest of this handler.
+    response: web.StreamResponse = await app[FORWARD](
+        request,
+        identity_headers=headers,
+        path_qs=state.path.forward,
+        websocket_guard=websocket_guard(request),
+    )
+    return response

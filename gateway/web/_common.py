@@ -1,0 +1,273 @@
+"""The login and account pages: wiring into the gateway app, and what every handler shares.
+
+``create_app(..., extensions=[setup_logins(settings=..., secret_key=..., ca_settings=...)])``
+adds the routes under ``/_gateway/`` (before the catch-all), the login options of the
+login page, a middleware that shows the certificate-expiry banner on the gateway's pages,
+and the services' state under ``app[LOGINS]``.
+
+Handlers run the blocking services in threads (``asyncio.to_thread``) and use the core's
+session API (``complete_login``, ``require_csrf``, ``render_page``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway._settings import RESERVED_PREFIX
+from gateway._state import CLOCK, FACTORY, SETTINGS
+from gateway.auth._middleware import request_state, require_csrf
+from gateway.auth._request_state import PAGE_CSRF, SESSIONS
+from gateway.logins._certificates import (
+    Authority,
+)
+from gateway.logins._passkeys import RelyingParty
+from gateway.logins._settings import LoginSettings
+from gateway.logins._tan import TAN_KEY_PURPOSE
+from gateway.logins._tokens import derive_key
+from gateway.logins._totp import TOTP_PURPOSE
+from gateway.tls._trusted_peers import client_address
+from gateway.web._pages import page_language, safe_next
+from store import OUTBOX_PURPOSE, Level, Sealer
+
+P = RESERVED_PREFIX
+# Pages of ours that need script (WebAuthn): the core's CSP allows none, these allow 'self'.
+SCRIPT_CSP = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+PENDING_KEY = "logins.pending"  # session data: the user between password and second factor
+PENDING_TTL_SECONDS = 300
+CHALLENGE_KEY_ACCOUNT = "logins.register_challenge"  # session data: passkey registration
+# Session data: when a factor weaker than the session's level was re-confirmed (a password
+# inside a strong session). Fresh for actions that need a fresh *basic* login only.
+FRESH_BASIC_KEY = "logins.fresh_basic_at"
+
+
+@dataclass(kw_only=True)
+class LoginContext:
+    """Everything the pages need besides the core's app state. Built once per app."""
+
+    settings: LoginSettings
+    secret_key: bytes = field(repr=False)
+    make_authority: Callable[[sessionmaker[Session]], Authority] | None
+    rp: RelyingParty
+    _authority: Authority | None = None
+    # Fingerprints whose first use this replica has already noted: a cookieless client gets
+    # its certificate session back (with a Set-Cookie) on every request, and must not cost a
+    # locking store query each time.
+    noted_certificates: set[str] = field(default_factory=set)
+
+    @property
+    def outbox_sealer(self) -> Sealer:
+        return Sealer(secret=self.secret_key, purpose=OUTBOX_PURPOSE)
+
+    @property
+    def totp_sealer(self) -> Sealer:
+        return Sealer(secret=self.secret_key, purpose=TOTP_PURPOSE)
+
+    @property
+    def tan_key(self) -> bytes:
+        return derive_key(self.secret_key, TAN_KEY_PURPOSE)
+
+    def authority(self, factory: sessionmaker[Session]) -> Authority | None:
+        if self.make_authority is None:
+            return None
+        if self._authority is None:
+            self._authority = self.make_authority(factory)
+        return self._authority
+
+
+LOGINS = web.AppKey("logins", LoginContext)
+
+
+# --- small helpers for handlers
+
+
+def ctx(request: web.Request) -> LoginContext:
+    return request.app[LOGINS]
+
+
+def factory(request: web.Request) -> sessionmaker[Session]:
+    return request.app[FACTORY]
+
+
+def now_of(request: web.Request) -> datetime:
+    return request.app[CLOCK]()
+
+
+def client_addr(request: web.Request) -> str | None:
+    return client_address(request, request.app[SETTINGS].trusted_networks)
+
+
+def next_of(source: Mapping[str, Any]) -> str:
+    value = source.get("next")
+    return safe_next(value if isinstance(value, str) else None)
+
+
+def form_text(form: Mapping[str, Any], name: str, limit: int = 1024) -> str:
+    value = form.get(name)
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def redirect(location: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(location)
+
+
+def page_url(path: str, **params: str) -> str:
+    """``path`` with query parameters (empty values and ``next=/`` left out)."""
+    query = {k: v for k, v in params.items() if v and not (k == "next" and v == "/")}
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+async def ensure_session(request: web.Request) -> None:
+    """Make sure a (pre-login, anonymous) session exists, so forms carry a CSRF token."""
+    state = request_state(request)
+    if state.session is not None:
+        return
+    new = await asyncio.to_thread(
+        request.app[SESSIONS].start,
+        user_id=None,
+        level=Level.ANONYMOUS,
+        method=None,
+        now=now_of(request),
+        client_addr=client_addr(request),
+        authenticated=False,
+    )
+    state.session = new.state
+    state.new_cookie = new.cookie
+    state.clear_cookie = False
+    request[PAGE_CSRF] = new.state.csrf_token
+
+
+async def update_session_data(request: web.Request, **changes: Any) -> None:
+    state = request_state(request)
+    assert state.session is not None
+    data = {**state.session.data, **changes}
+    data = {k: v for k, v in data.items() if v is not None}
+    state.session = await asyncio.to_thread(
+        request.app[SESSIONS].update, state.session, now=now_of(request), data=data
+    )
+
+
+def user_level(request: web.Request) -> Level:
+    identity = request_state(request).identity
+    return identity.level if identity is not None else Level.ANONYMOUS
+
+
+def is_fresh(request: web.Request, *, level: Level) -> bool:
+    """A factor good for ``level`` was presented within ``fresh_login`` — or the certificate
+    is on this request."""
+    state = request_state(request)
+    if state.identity is not None and state.identity.cert_fingerprint is not None:
+        return True  # SECURITY: the certificate's key is proven on this very connection
+    session = state.session
+    if session is None:
+        return False
+    now, window = now_of(request), ctx(request).settings.fresh_login
+    # authenticated_at is when a factor of the session's own level was presented.
+    if session.authenticated_at is not None and now - session.authenticated_at <= window:
+        return True
+    if level.rank > Level.BASIC.rank:
+        return False
+    # SECURITY: a password re-confirmed inside a strong session is fresh for basic actions
+    # only; it must not let a strong action (second-factor reset) through.
+    basic_at = session.data.get(FRESH_BASIC_KEY)
+    return isinstance(basic_at, str) and now - datetime.fromisoformat(basic_at) <= window
+
+
+def require_user(request: web.Request, *, level: Level = Level.BASIC) -> int:
+    """The logged-in user's id at ``level`` or more; otherwise off to the login/step-up page."""
+    state = request_state(request)
+    here = request.path_qs
+    if state.identity is None:
+        raise redirect(page_url(f"{P}/login", next=here))
+    if not state.identity.level.satisfies(level):
+        raise redirect(page_url(f"{P}/step-up", next=here, level=level.value))
+    return state.identity.user_id
+
+
+def require_fresh(request: web.Request, *, level: Level, back: str) -> int:
+    """Like :func:`require_user`, and the login must be fresh (else the re-auth page)."""
+    user_id = require_user(request, level=level)
+    if not is_fresh(request, level=level):
+        raise redirect(page_url(f"{P}/reauth", next=back, level=level.value))
+    return user_id
+
+
+def format_time(value: datetime | None, language: str) -> str:
+    if value is None:
+        return ""
+    pattern = "%Y-%m-%d %H:%M UTC" if language == "en" else "%d.%m.%Y %H:%M UTC"
+    return value.strftime(pattern)
+
+
+def format_date(value: datetime | None, language: str) -> str:
+    if value is None:
+        return ""
+    return value.strftime("%Y-%m-%d" if language == "en" else "%d.%m.%Y")
+
+
+# --- expiry banner (seed 000: a reminder in the portal about two months before expiry)
+
+
+# --- rendering
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object our passkey script posts; its ``csrf`` member is checked."""
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="expected JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object")
+    require_csrf(request, {"csrf": body.get("csrf")})
+    return body
+
+
+def see_other(location: str) -> web.Response:
+    """A 303 as a returned response (cookies can be added to it)."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def error_text(request: web.Request, error: Exception) -> str:
+    """The translated message of a LoginError (times in the page's language)."""
+    from gateway.logins._errors import LoginError
+    from gateway.web._pages import CATALOGS
+
+    language = page_language(request)
+    catalogs = request.app[CATALOGS]
+    if not isinstance(error, LoginError):
+        return catalogs.translate(language, "error.generic")
+    params: dict[str, object] = {}
+    for name, value in error.params.items():
+        params[name] = format_time(value, language) if isinstance(value, datetime) else value
+    key = error.key
+    if key == "error.password_rejected":
+        key = f"error.password_rejected.{params.pop('reason')}"
+    return catalogs.translate(language, key, **params)
+
+
+def show(
+    request: web.Request,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status: int = 200,
+    script: bool = False,
+) -> web.Response:
+    """Render ``logins/<template>``; ``script=True`` allows our own JavaScript (WebAuthn)."""
+    from gateway.web._pages import render_page
+
+    response = render_page(request, f"logins/{template}", context, status=status)
+    if script:
+        response.headers["Content-Security-Policy"] = SCRIPT_CSP
+    return response

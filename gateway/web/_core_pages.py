@@ -1,0 +1,121 @@
+"""The gateway's own core pages: login chooser, step-up, certificate problem, logout,
+logout everywhere, the 2FA "Not now" hook, and the security headers on every answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from urllib.parse import quote
+
+from aiohttp import web
+
+from gateway._settings import RESERVED_PREFIX
+from gateway._state import CLOCK, SETTINGS
+from gateway.auth._certificate_identity import CertificateProblem
+from gateway.auth._middleware import (
+    logout,
+    logout_everywhere,
+    request_state,
+    require_csrf,
+)
+from gateway.auth._request_state import SESSIONS
+from gateway.web._pages import (
+    page_language,
+    render_page,
+    safe_next,
+)
+from store import (
+    Level,
+)
+
+log = logging.getLogger("gateway")
+
+
+HSTS = "max-age=31536000"  # one year; the gateway is HTTPS-only by design
+
+
+def format_time(value: datetime | None, language: str) -> str:
+    if value is None:
+        return ""
+    pattern = "%Y-%m-%d %H:%M UTC" if language == "en" else "%d.%m.%Y %H:%M UTC"
+    return value.strftime(pattern)
+
+
+def certificate_problem_page(
+    request: web.Request, problem: CertificateProblem, next_path: str
+) -> web.Response:
+    language = page_language(request)
+    return render_page(
+        request,
+        "certificate_problem.html",
+        {
+            "problem": problem,
+            "when_since": format_time(problem.since, language),
+            "when_until": format_time(problem.until, language),
+            "next": next_path,
+        },
+        status=403,
+    )
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # SECURITY: HSTS on every response (pages and proxied), nosniff unless the upstream set it.
+    response.headers.setdefault("Strict-Transport-Security", HSTS)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    state = request_state(request)
+    next_path = safe_next(request.query.get("next"))
+    if isinstance(state.certificate, CertificateProblem) and state.identity is None:
+        return certificate_problem_page(request, state.certificate, next_path)
+    if state.identity is not None and state.identity.level.satisfies(Level.BASIC):
+        raise web.HTTPSeeOther(next_path)
+    return render_page(request, "login.html", {"next": next_path})
+
+
+async def step_up_page(request: web.Request) -> web.StreamResponse:
+    next_path = safe_next(request.query.get("next"))
+    required = request.query.get("level", Level.STRONG.value)
+    if required not in {level.value for level in Level}:
+        required = Level.STRONG.value
+    return render_page(request, "step_up.html", {"next": next_path, "required": required})
+
+
+async def certificate_page(request: web.Request) -> web.StreamResponse:
+    state = request_state(request)
+    if isinstance(state.certificate, CertificateProblem):
+        return certificate_problem_page(request, state.certificate, "/")
+    raise web.HTTPSeeOther("/")
+
+
+async def logout_handler(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    require_csrf(request, form)
+    await logout(request)
+    return render_page(request, "logged_out.html")
+
+
+async def logout_everywhere_handler(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    require_csrf(request, form)
+    await logout_everywhere(request)
+    return render_page(request, "logged_out.html")
+
+
+async def twofa_not_now_handler(request: web.Request) -> web.StreamResponse:
+    """The policy hook for "Not now": only a basic session before the deadline may skip."""
+    form = await request.post()
+    require_csrf(request, form)
+    app = request.app
+    state = request_state(request)
+    deadline = app[SETTINGS].twofa_deadline_at
+    now = app[CLOCK]()
+    next_path = safe_next(form.get("next") if isinstance(form.get("next"), str) else None)  # type: ignore[arg-type]
+    if state.session is None or deadline is None or now >= deadline:
+        raise web.HTTPSeeOther(f"{RESERVED_PREFIX}/step-up?next={quote(next_path, safe='/')}")
+    await asyncio.to_thread(
+        app[SESSIONS].update, state.session, now=now, twofa_prompt_dismissed=True
+    )
+    raise web.HTTPSeeOther(next_path)

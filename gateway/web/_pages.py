@@ -1,0 +1,122 @@
+"""Rendering the gateway's own pages: Jinja2 templates in ``gateway/web/templates``, translated.
+
+For the logins helper (and anyone adding pages)::
+
+    from gateway import render_page, LoginOption, LOGIN_OPTIONS
+    app[LOGIN_OPTIONS].append(LoginOption(label_key="login.totp", url="/_gateway/login/totp"))
+    return render_page(request, "my_page.html", {"form": ...}, status=200)
+
+``render_page`` adds ``t`` (translate into the page language), ``lang``, ``languages``,
+``prefix`` (the reserved prefix), ``csrf`` (the session's token, if any) and
+``login_options``. Templates extend ``base.html`` (blocks ``title``, ``content``,
+``header_extra``). Language: ``?lang=`` (de/en/nl), else Accept-Language, else the
+user's locale, else German.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from aiohttp import web
+
+from gateway._settings import RESERVED_PREFIX
+from gateway.auth._request_state import PAGE_CSRF, PAGE_LANGUAGE_HINT
+from gateway.web._i18n import LANGUAGES, Catalogs, negotiate_language
+
+__all__ = [
+    "CATALOGS",
+    "JINJA",
+    "LOGIN_OPTIONS",
+    "LoginOption",
+    "page_language",
+    "render_page",
+    "safe_next",
+]
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoginOption:
+    """A way to log in, listed on the login, step-up and certificate-problem pages."""
+
+    label_key: str  # translation key
+    url: str  # under the reserved prefix; the page appends ?next=
+
+
+CATALOGS = web.AppKey("catalogs", Catalogs)
+JINJA = web.AppKey("jinja", jinja2.Environment)
+LOGIN_OPTIONS = web.AppKey("login_options", list[LoginOption])
+# Set by the auth middleware; read here without importing it (no cycle).
+
+
+def make_environment(extra_dirs: tuple[Path, ...] = ()) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([*extra_dirs, TEMPLATES_DIR]),
+        autoescape=jinja2.select_autoescape(default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def page_language(request: web.Request) -> str:
+    chosen = request.query.get("lang", "")
+    if chosen in LANGUAGES:
+        return chosen
+    return negotiate_language(
+        request.headers.get("Accept-Language"), request.get(PAGE_LANGUAGE_HINT)
+    )
+
+
+def safe_next(value: str | None) -> str:
+    """A local path to return to after a page, or ``/`` (no open redirect)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or any(ord(c) < 0x20 for c in value):
+        return "/"
+    return value
+
+
+def render_page(
+    request: web.Request,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status: int = 200,
+) -> web.Response:
+    """Render one of the gateway's pages in the request's language."""
+    app = request.app
+    language = page_language(request)
+    catalogs = app[CATALOGS]
+
+    def translate(key: str, **params: object) -> str:
+        return catalogs.translate(language, key, **params)
+
+    values: dict[str, Any] = {
+        "t": translate,
+        "lang": language,
+        "languages": LANGUAGES,
+        "prefix": RESERVED_PREFIX,
+        "csrf": request.get(PAGE_CSRF, ""),
+        "login_options": app[LOGIN_OPTIONS],
+        "next": "",
+    }
+    values.update(context or {})
+    body = app[JINJA].get_template(template).render(values)
+    response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+    response.headers["Content-Language"] = language
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response

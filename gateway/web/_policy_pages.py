@@ -1,0 +1,85 @@
+"""The route policy's decision as a page: for requests bound upstream, pass, or answer
+with the login, step-up, 2FA prompt or certificate-problem page instead of the proxy.
+
+The decision itself is pure (``gateway.auth._route_policy.decide``); this middleware
+normalises the path, asks it, and renders."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway._paths import normalise_path
+from gateway._settings import RESERVED_PREFIX
+from gateway._state import (
+    CLOCK,
+    SETTINGS,
+    UPSTREAM_ROUTE,
+)
+from gateway.auth._certificate_identity import CertificateProblem
+from gateway.auth._middleware import (
+    request_state,
+)
+from gateway.auth._route_policy import Outcome, decide, request_auth, required_for
+from gateway.web._core_pages import certificate_problem_page, format_time
+from gateway.web._pages import (
+    page_language,
+    render_page,
+    safe_next,
+)
+
+log = logging.getLogger("gateway")
+
+
+def policy_middleware() -> Any:
+    """Factory: decides, for requests bound upstream, whether they pass or get a page."""
+
+    @web.middleware
+    async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route
+        if route.name != UPSTREAM_ROUTE:
+            return await handler(request)
+        app = request.app
+        settings = app[SETTINGS]
+        state = request_state(request)
+        normalised = normalise_path(request.raw_path)  # PathRejected → 400 page
+        if normalised.path.lower().startswith(RESERVED_PREFIX.lower()):
+            raise web.HTTPNotFound()  # SECURITY: the reserved prefix is never forwarded
+        state.path = normalised
+        requirement = required_for(
+            normalised.path, request.method, settings.routes, settings.default_level
+        )
+        now = app[CLOCK]()
+        decision = decide(
+            auth=request_auth(state, now),
+            requirement=requirement,
+            now=now,
+            twofa_deadline=settings.twofa_deadline_at,
+        )
+        if decision.outcome is Outcome.ALLOW:
+            return await handler(request)
+        next_path = safe_next(normalised.forward)
+        if decision.outcome is Outcome.CERTIFICATE_PROBLEM:
+            assert isinstance(state.certificate, CertificateProblem)
+            return certificate_problem_page(request, state.certificate, next_path)
+        if decision.outcome is Outcome.LOGIN:
+            return render_page(request, "login.html", {"next": next_path}, status=401)
+        if decision.outcome is Outcome.TWOFA_PROMPT:
+            deadline = settings.twofa_deadline_at
+            return render_page(
+                request,
+                "twofa_prompt.html",
+                {"next": next_path, "deadline": format_time(deadline, page_language(request))},
+                status=403,
+            )
+        return render_page(
+            request,
+            "step_up.html",
+            {"next": next_path, "required": decision.required.value},
+            status=403,
+        )
+
+    return impl

@@ -1,0 +1,177 @@
+"""The route table of the gateway's own pages, in one place, and the extension that adds
+the login and account pages to an app.
+
+Every page module owns its handlers; this module owns which path and method reach which
+handler. aiohttp matches in registration order: the caller registers the upstream
+catch-all after these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway._state import SETTINGS
+from gateway.logins._certificates import (
+    Authority,
+)
+from gateway.logins._passkeys import relying_party
+from gateway.logins._settings import LoginSettings
+from gateway.web import _account as account
+from gateway.web import _broker_login as broker
+from gateway.web import _core_pages as core
+from gateway.web import _email_change as email_change
+from gateway.web import _endpoints as endpoints
+from gateway.web import _login as login
+from gateway.web import _prompt as prompt
+from gateway.web._banner import account_nav, expiry_banner, logins_middleware
+from gateway.web._common import LOGINS, LoginContext, P
+from gateway.web._pages import JINJA
+from store import OUTBOX_PURPOSE, Sealer
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def ca_authority_factory(
+    *, ca_settings: Any, secret_key: bytes, clock: Callable[[], datetime]
+) -> Callable[[sessionmaker[Session]], Authority] | None:
+    """``make_authority`` for :func:`setup_logins` from ``config.ca``; ``None`` without a CA
+    passphrase (the gateway then offers no certificate download)."""
+    if not getattr(ca_settings, "passphrase", ""):
+        return None
+
+    def make(factory: sessionmaker[Session]) -> Authority:
+        from ca import CertificateAuthority  # the gateway needs the CA's key only for downloads
+
+        authority: Authority = CertificateAuthority(
+            settings=ca_settings,
+            sessions=factory,
+            clock=clock,
+            outbox_sealer=Sealer(secret=secret_key, purpose=OUTBOX_PURPOSE),
+        )
+        return authority
+
+    return make
+
+
+def setup_logins(
+    *,
+    settings: LoginSettings,
+    secret_key: bytes,
+    make_authority: Callable[[sessionmaker[Session]], Authority] | None = None,
+) -> Callable[[web.Application], None]:
+    """The ``create_app`` extension that adds the login and account pages.
+
+    Args:
+        settings: the ``[logins]`` section.
+        secret_key: the application secret (seals TOTP secrets and mail secrets, keys TANs).
+        make_authority: builds the ``ca.CertificateAuthority`` from the app's session factory
+            (e.g. ``lambda f: CertificateAuthority(settings=config.ca, sessions=f,
+            clock=clock, outbox_sealer=...)``); ``None``: no certificate downloads here.
+    """
+
+    def setup(app: web.Application) -> None:
+        from gateway.web._pages import LOGIN_OPTIONS, LoginOption
+
+        app[LOGINS] = LoginContext(
+            settings=settings,
+            secret_key=secret_key,
+            make_authority=make_authority,
+            rp=relying_party(app[SETTINGS].public_url, settings.passkey_rp_name),
+        )
+        jinja = app[JINJA]
+        jinja.globals["expiry_banner"] = expiry_banner
+        jinja.globals["account_nav"] = account_nav
+        app.middlewares.append(logins_middleware())
+        app[LOGIN_OPTIONS].extend(
+            [
+                LoginOption(label_key="logins.option.password", url=f"{P}/login/password"),
+                LoginOption(label_key="logins.option.passkey", url=f"{P}/login/passkey"),
+                LoginOption(label_key="logins.option.broker", url=f"{P}/login/broker"),
+            ]
+        )
+        add_routes(app.router, LOGIN_ROUTES)
+
+    return setup
+
+
+Route = tuple[str, str, Handler]
+"""(method, path, handler)."""
+
+CORE_ROUTES: tuple[Route, ...] = (
+    ("GET", f"{P}/login", core.login_page),
+    ("GET", f"{P}/step-up", core.step_up_page),
+    ("GET", f"{P}/certificate", core.certificate_page),
+    ("POST", f"{P}/logout", core.logout_handler),
+    ("POST", f"{P}/logout-everywhere", core.logout_everywhere_handler),
+    ("POST", f"{P}/2fa/not-now", core.twofa_not_now_handler),
+)
+"""The core's pages: always there, with or without the login pages."""
+
+_ACCOUNT = f"{P}/account"
+LOGIN_ROUTES: tuple[Route, ...] = (
+    # password (+ TOTP / recovery code / passkey), passkey alone, re-authentication
+    ("GET", f"{P}/login/password", login.password_page),
+    ("POST", f"{P}/login/password", login.password_submit),
+    ("GET", f"{P}/login/second-factor", login.second_factor_page),
+    ("POST", f"{P}/login/second-factor", login.second_factor_submit),
+    ("GET", f"{P}/login/passkey", login.passkey_page),
+    ("POST", f"{P}/login/passkey/options", login.passkey_options),
+    ("POST", f"{P}/login/passkey/verify", login.passkey_verify),
+    ("GET", f"{P}/reauth", login.reauth_page),
+    ("POST", f"{P}/reauth", login.reauth_submit),
+    # broker number + TAN (seed 001), restricted session
+    ("GET", f"{P}/login/broker", broker.broker_page),
+    ("POST", f"{P}/login/broker", broker.broker_submit),
+    ("GET", f"{P}/login/broker/tan", broker.tan_page),
+    ("POST", f"{P}/login/broker/tan", broker.tan_submit),
+    ("POST", f"{P}/login/broker/restricted", broker.restricted_submit),
+    # the 2FA prompt after a password login (seed 000), account activation (seed 003)
+    ("GET", f"{P}/2fa/prompt", prompt.twofa_prompt_page),
+    ("POST", f"{P}/2fa/prompt", prompt.twofa_prompt_submit),
+    ("GET", f"{P}/activate/{{token}}", prompt.activation_page),
+    ("POST", f"{P}/activate/{{token}}", prompt.activation_submit),
+    # "My account" (seeds 000, 004)
+    ("GET", _ACCOUNT, account.account_get),
+    ("POST", f"{_ACCOUNT}/certificate/download", account.download_submit),
+    ("POST", f"{_ACCOUNT}/certificate/revoke", account.revoke_submit),
+    ("GET", f"{_ACCOUNT}/totp", account.totp_page),
+    ("POST", f"{_ACCOUNT}/totp", account.totp_submit),
+    ("POST", f"{_ACCOUNT}/totp/reset", account.totp_reset_submit),
+    ("POST", f"{_ACCOUNT}/recovery-codes", account.recovery_codes_submit),
+    ("POST", f"{_ACCOUNT}/passkeys/options", account.passkey_options),
+    ("POST", f"{_ACCOUNT}/passkeys/register", account.passkey_register),
+    ("POST", f"{_ACCOUNT}/passkeys/remove", account.passkey_remove_submit),
+    ("POST", f"{_ACCOUNT}/devices/forget", account.devices_forget_submit),
+    ("POST", f"{_ACCOUNT}/password", account.password_submit),
+    # the email change (issue 4: needs a fresh strong login)
+    ("GET", email_change.EMAIL, email_change.email_page),
+    ("POST", email_change.EMAIL, email_change.email_submit),
+    ("GET", email_change.CONFIRM + "/{token}", email_change.confirm_page),
+    ("POST", email_change.CONFIRM + "/{token}", email_change.confirm_submit),
+)
+"""The fallback logins and the account pages (added by :func:`setup_logins`)."""
+
+
+def add_routes(router: web.UrlDispatcher, routes: Sequence[Route]) -> None:
+    """Register ``routes`` in their order."""
+    for method, path, handler in routes:
+        router.add_route(method, path, handler)
+
+
+def add_core_routes(router: web.UrlDispatcher) -> None:
+    """The machine endpoints, the static files and the core pages (see :data:`CORE_ROUTES`).
+
+    The machine endpoints and the static files are named: the auth middleware lets them
+    through without a session (``UNAUTHENTICATED_ROUTES``).
+    """
+    router.add_get("/healthz", endpoints.healthz, name="healthz")
+    router.add_get("/.well-known/jwks.json", endpoints.jwks, name="jwks")
+    router.add_get(f"{P}/crl/{{generation:[0-9]{{1,6}}}}.crl", endpoints.crl, name="crl")
+    router.add_static(f"{P}/static/", STATIC_DIR, append_version=False, name="gateway_static")
+    add_routes(router, CORE_ROUTES)
