@@ -45,7 +45,7 @@ import psutil
 from sqlalchemy import select
 
 from ca import CASettings, create_user, make_authority
-from gateway._logins import hash_password
+from gateway.logins import hash_password
 from store import (
     OUTBOX_PURPOSE,
     MailOutbox,
@@ -328,6 +328,26 @@ class System:
                     if conn.raddr and conn.raddr.port == self.upstream_port:
                         states[conn.status] += 1
         return states
+
+    @staticmethod
+    def metric(replica: Replica, name: str, **labels: str) -> float:
+        """A metric summed over the replica's workers (worker N: metrics_port + N)."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        for index in range(replica.workers):
+            url = f"http://127.0.0.1:{replica.metrics_port + index}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as response:  # loopback only
+                text = response.read().decode()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == name and all(
+                        sample.labels.get(k) == v for k, v in labels.items()
+                    ):
+                        total += sample.value
+        return total
 
     @staticmethod
     def rss(replica: Replica) -> int:
