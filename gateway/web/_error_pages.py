@@ -12,7 +12,9 @@ from aiohttp.typedefs import Handler
 from sqlalchemy.exc import OperationalError
 
 from gateway._errors import GatewayError, StoreUnavailable
+from gateway._metrics import FAILURE_PAGES
 from gateway._state import (
+    METRICS,
     UPSTREAM_ROUTE,
 )
 from gateway.web._pages import (
@@ -35,6 +37,13 @@ def _log_path(request: web.Request) -> str:
     return request.path
 
 
+def _count(request: web.Request, page: str) -> None:
+    """The failure pages (store or portal unavailable, 500) are what operators alert on."""
+    metrics = request.app.get(METRICS)
+    if metrics is not None and page in FAILURE_PAGES:
+        metrics.record_failure_page(page)
+
+
 def error_middleware() -> Any:
     """Factory: ``GatewayError`` → its page and status; anything unexpected → a 500 page."""
 
@@ -44,6 +53,7 @@ def error_middleware() -> Any:
             return await handler(request)
         except GatewayError as exc:
             log.info("%s on %s: %s", type(exc).__name__, _log_path(request), exc.detail)
+            _count(request, exc.page)
             return render_page(request, "error.html", {"page": exc.page}, status=exc.status)
         except web.HTTPNotFound:
             return render_page(request, "error.html", {"page": "not_found"}, status=404)
@@ -57,9 +67,11 @@ def error_middleware() -> Any:
             # with the same page.
             log.error("store unavailable on %s %s: %s", request.method, _log_path(request), exc)
             page = StoreUnavailable.page
+            _count(request, page)
             return render_page(request, "error.html", {"page": page}, status=503)
         except Exception:
             log.exception("unexpected error on %s %s", request.method, _log_path(request))
+            _count(request, "error")
             return render_page(request, "error.html", {"page": "error"}, status=500)
 
     return impl

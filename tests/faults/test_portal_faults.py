@@ -41,6 +41,10 @@ async def test_portal_down_then_hanging(pg_system: System) -> None:
     replicas = list(system.replicas.values())
     kinds = (*UPSTREAM_KINDS, "revoked", "anonymous")
 
+    def pages(page: str) -> float:
+        return sum(system.metric(r, "brokergate_failure_pages_total", page=page) for r in replicas)
+
+    counted_before = {p: pages(p) for p in ("upstream_unavailable", "upstream_timeout")}
     warm = Mix(system=system, replicas=replicas, kinds=kinds)
     await run_for(warm, 4)  # the pools hold their keep-alive connections
     assert all(healthy(s) for s in warm.samples), warm.outcomes()
@@ -115,4 +119,7 @@ async def test_portal_down_then_hanging(pg_system: System) -> None:
         assert socks1.get("ESTABLISHED", 0) <= max(4, 2 * before[name][2].get("ESTABLISHED", 0))
         assert fds1 <= fds0 + 4, (fds0, fds1)
         assert rss1 < rss0 * 1.10, (rss0, rss1)
+    for page, before_count in counted_before.items():
+        assert pages(page) > before_count, page  # what operators alert on
+    assert pages("error") == 0
     assert system.exited() == []

@@ -44,6 +44,10 @@ async def test_postgres_outage(pg_system: System) -> None:
         )
         print(f"revocation enforced on {replica.name} after {seconds:.2f} s")
 
+    pages_before = {
+        r.name: system.metric(r, "brokergate_failure_pages_total", page="store_unavailable")
+        for r in replicas
+    }
     mix = Mix(system=system, replicas=replicas)
     stop = asyncio.Event()
     load = asyncio.create_task(mix.run(stop))
@@ -111,4 +115,10 @@ async def test_postgres_outage(pg_system: System) -> None:
     assert late == [], Counter((s.kind, s.outcome) for s in late)
     before = [s for s in mix.samples if s.at + s.latency < started and not healthy(s)]
     assert before == [], Counter((s.kind, s.outcome) for s in before)
+    # what operators alert on: the failure pages counted, per replica
+    for replica in replicas:
+        counted = system.metric(replica, "brokergate_failure_pages_total", page="store_unavailable")
+        print(f"{replica.name}: {counted - pages_before[replica.name]:.0f} store_unavailable pages")
+        assert counted > pages_before[replica.name]
+        assert system.metric(replica, "brokergate_failure_pages_total", page="error") == 0
     assert system.exited() == []
