@@ -34,6 +34,7 @@ from gateway.web._common import (
     next_of,
     now_of,
     page_url,
+    refresh_session,
     see_other,
     show,
     update_session_data,
@@ -112,6 +113,7 @@ def _pending_tan(request: web.Request) -> dict[str, Any] | None:
 
 
 async def tan_page(request: web.Request) -> web.StreamResponse:
+    await refresh_session(request)  # the TAN was sent by the previous step, maybe elsewhere
     pending = _pending_tan(request)
     next_path = next_of(request.query)
     if pending is None:
@@ -132,6 +134,7 @@ async def tan_submit(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     require_csrf(request, form)
     next_path = next_of(form)
+    await refresh_session(request)
     pending = _pending_tan(request)
     if pending is None:
         return see_other(page_url(f"{P}/login/broker", next=next_path))
