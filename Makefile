@@ -7,11 +7,15 @@ STAMP  := $(VENV)/.installed
 #   pk12util/certutil (libnss3-tools), chromium + chromedriver, nginx (terminator mode), ab (bench),
 #   sqlite3 and pg_dump/pg_restore (the tested backup and restore procedure, docs/operations.md),
 #   haproxy (the tested L4 passthrough example, deploy/haproxy/haproxy.cfg), softhsm2 (a real
-#   PKCS#11 token for the CA keys, tests/ca/test_pkcs11.py and make bench); curl, openssl and
-#   keytool are usually there already and installed only when missing
+#   PKCS#11 token for the CA keys, tests/ca/test_pkcs11.py and make bench), the PostgreSQL
+#   server binaries (the fault suite and the soak run a cluster of their own with initdb and
+#   pg_ctl from /usr/lib/postgresql/*/bin, which are not on PATH: pg_ctlcluster, from the
+#   server's postgresql-common, stands for them); curl, openssl and keytool are usually there
+#   already and installed only when missing
 SYSTEM_TOOLS := pk12util:libnss3-tools certutil:libnss3-tools chromium:chromium \
                 chromedriver:chromium-driver nginx:nginx ab:apache2-utils \
                 sqlite3:sqlite3 pg_dump:postgresql-client pg_restore:postgresql-client \
+                pg_ctlcluster:postgresql \
                 haproxy:haproxy softhsm2-util:softhsm2 curl:curl openssl:openssl \
                 keytool:default-jre-headless
 
@@ -58,7 +62,7 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-bench: $(STAMP) system-deps ## benchmarks: issuance, reminder scan, gateway vs nginx (ratios, one run)
+bench: $(STAMP) system-deps ## benchmarks: issuance, reminder scan, gateway vs nginx, 10-min soak
 	$(PY) -m bench
 
 clean: ## remove the venv, caches and generated dev files (keeps nothing in certs-dev/ or data/)

@@ -1,4 +1,8 @@
-"""Run every benchmark module (or those named on the command line)."""
+"""Run every benchmark module (or those named on the command line).
+
+``python -m bench soak`` runs only the soak (10 minutes; ``BENCH_SOAK_SECONDS=180`` for a
+shorter one); every module documents its own knobs.
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ API (what the rest of the gateway calls)::
     metrics.record_handshake("valid")                # HANDSHAKE_RESULTS
     metrics.record_login("totp", "success")          # method, outcome (LOGIN_OUTCOMES)
     metrics.observe_upstream(0.012, status=200)      # seconds; the proxy calls it
+    metrics.record_failure_page("store_unavailable") # the error middleware (FAILURE_PAGES)
+    metrics.record_worker_restarts(1)                # a restarted worker, once at its start
     metrics.refresh_from_store(sessions, now=clock(), idle_timeout=timedelta(minutes=15))
     body, content_type = metrics.render()
     app = metrics_app(metrics, refresh=lambda: metrics.refresh_from_store(...))
@@ -46,6 +48,9 @@ HANDSHAKE_RESULTS = (
     "invalid",  # anything else: bad chain, wrong EKU, unparsable, no active user
 )
 LOGIN_METHODS = ("certificate", "totp", "passkey", "email-tan", "password")
+# The pages that say something is broken on our side (label values of failure_pages_total):
+# the store or the portal unavailable, the portal too slow, an unexpected error (500).
+FAILURE_PAGES = ("store_unavailable", "upstream_unavailable", "upstream_timeout", "error")
 LOGIN_OUTCOMES = ("success", "failure", "locked")
 
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -109,6 +114,19 @@ class GatewayMetrics:
             "Valid (not revoked) certificates whose not-after is within the next 60 days",
             registry=self.registry,
         )
+        self.failure_pages = Counter(
+            "brokergate_failure_pages",
+            "Pages that tell a broker something is broken on our side, by page: the store "
+            "(503) or the portal (502/504) unavailable, an unexpected error (500)",
+            ["page"],
+            registry=self.registry,
+        )
+        self.worker_restarts = Counter(
+            "brokergate_worker_restarts",
+            "Times the supervisor restarted this worker (gateway serve --workers N) after it "
+            "died; the count of its earlier lives, carried into the new process",
+            registry=self.registry,
+        )
         self._min_refresh_interval = min_refresh_interval
         self._monotonic = monotonic
         self._last_refresh: float | None = None
@@ -119,6 +137,8 @@ class GatewayMetrics:
         for method in LOGIN_METHODS:
             for outcome in LOGIN_OUTCOMES:
                 self.logins.labels(method=method, outcome=outcome)
+        for page in FAILURE_PAGES:
+            self.failure_pages.labels(page=page)
 
     def record_handshake(self, result: str) -> None:
         """Count one client-certificate outcome; ``result`` is one of HANDSHAKE_RESULTS."""
@@ -133,6 +153,18 @@ class GatewayMetrics:
         if outcome not in LOGIN_OUTCOMES:
             raise UnknownMetricLabel("logins.outcome", outcome, LOGIN_OUTCOMES)
         self.logins.labels(method=method, outcome=outcome).inc()
+
+    def record_failure_page(self, page: str) -> None:
+        """Count one failure page shown (``page`` is one of FAILURE_PAGES)."""
+        if page not in FAILURE_PAGES:
+            raise UnknownMetricLabel("failure_pages", page, FAILURE_PAGES)
+        self.failure_pages.labels(page=page).inc()
+
+    def record_worker_restarts(self, restarts: int) -> None:
+        """Called once when a worker starts: how often its slot was restarted before."""
+        if restarts < 0:
+            raise ValueError("restarts cannot be negative")
+        self.worker_restarts.inc(restarts)
 
     def observe_upstream(self, seconds: float, *, status: int | None) -> None:
         """Record one upstream round trip; ``status=None`` means no response (error/timeout)."""

@@ -8,8 +8,12 @@
 
 Process model: with ``workers == 1`` the calling process is the worker. Otherwise the
 calling process is a supervisor that forks the workers, forwards SIGTERM/SIGINT to them
-and waits; if one worker dies unexpectedly the supervisor stops the others and exits with
-an error, so the service manager (systemd, Kubernetes) restarts the whole set. Each worker
+and waits. A worker that dies unexpectedly (a crash, the OOM killer, SIGKILL) is forked
+again in its place, logged, and counted (``brokergate_worker_restarts_total`` on the new
+worker's /metrics); the other workers serve on meanwhile and the port stays open. A slot
+that keeps dying is restarted with a doubling delay (:func:`restart_delay`), and after
+``CRASH_LOOP_LIMIT`` quick deaths in a row the supervisor gives up: it stops the others and
+exits with an error, so the service manager (systemd, Kubernetes) sees it. Each worker
 binds its own listening socket with SO_REUSEPORT and the kernel spreads new connections
 across them. Workers are forked (not spawned) so the factories need not be picklable; the
 supervisor runs no event loop and opens nothing before forking.
@@ -29,10 +33,12 @@ import asyncio
 import asyncio.sslproto
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -61,6 +67,15 @@ MetricsRefresh = Callable[[web.Application, GatewayMetrics], Callable[[], object
 SSL_READ_BUFFER = 16 * 1024
 LISTEN_BACKLOG = 1024  # aiohttp's default of 128 drops SYNs in a burst of new handshakes
 _WORKER_EXIT_GRACE = 5.0  # extra seconds the supervisor waits beyond shutdown_grace
+# Restarting a dead worker: at once the first time (a one-off kill must cost seconds, not
+# a backoff), then doubling up to 30 s while the slot keeps dying within a minute of its
+# start (a worker that cannot start must not fork in a tight loop); five quick deaths in a
+# row mean it will not get better by itself: give up and let the service manager see it.
+RESTART_FIRST_DELAY = 0.0
+RESTART_BASE_DELAY = 1.0
+RESTART_MAX_DELAY = 30.0
+QUICK_DEATH = 60.0  # seconds: a worker that lived longer than this starts a new count
+CRASH_LOOP_LIMIT = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,16 +137,29 @@ def serve(
     return _supervise(options, app_factory, ssl_context_factory, metrics_refresh)
 
 
+def restart_delay(quick_deaths: int) -> float:
+    """Seconds before a worker slot is forked again after its ``quick_deaths``-th death in a
+    row within ``QUICK_DEATH`` of its start (1: the first): 0, 1, 2, 4, … up to 30."""
+    if quick_deaths <= 1:
+        return RESTART_FIRST_DELAY
+    return float(min(RESTART_MAX_DELAY, RESTART_BASE_DELAY * 2 ** (quick_deaths - 2)))
+
+
 def run_worker(
     index: int,
     options: ServeOptions,
     app_factory: AppFactory,
     ssl_context_factory: SSLContextFactory,
     metrics_refresh: MetricsRefresh | None = None,
+    *,
+    restarts: int = 0,
 ) -> int:
-    """One worker: serve until a signal, drain, return 0."""
+    """One worker: serve until a signal, drain, return 0.
+
+    ``restarts``: how often the supervisor has restarted this worker slot (for the metric).
+    """
     limit_ssl_read_buffer(options.ssl_read_buffer)
-    main = _worker_main(index, options, app_factory, ssl_context_factory, metrics_refresh)
+    main = _worker_main(index, options, app_factory, ssl_context_factory, metrics_refresh, restarts)
     if options.event_loop == "uvloop":
         import uvloop  # optional: only imported when configured
 
@@ -147,12 +175,14 @@ async def _worker_main(
     app_factory: AppFactory,
     ssl_context_factory: SSLContextFactory,
     metrics_refresh: MetricsRefresh | None,
+    restarts: int = 0,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     metrics = GatewayMetrics()
+    metrics.record_worker_restarts(restarts)
     tls = ssl_context_factory()
     app = app_factory(tls, metrics)
     # access_log=None: a log line per request costs ~10 % of throughput and the upstream
@@ -221,54 +251,100 @@ def _supervise(
 ) -> int:
     context = multiprocessing.get_context("fork")
     stopping = False
+    failed = False
+    slots: dict[int, BaseProcess] = {}
+    started_at: dict[int, float] = {}
+    restarts = dict.fromkeys(range(options.workers), 0)
+    quick_deaths = dict.fromkeys(range(options.workers), 0)
+    due: dict[int, float] = {}  # slot → when its dead worker is forked again
+    signals = {signal.SIGTERM, signal.SIGINT}
 
     def request_stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        for proc in workers:
+        for proc in slots.values():
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM)
 
-    workers: list[BaseProcess] = []
-    signals = {signal.SIGTERM, signal.SIGINT}
-    # Block the signals while forking: one arriving between two forks is held, not lost,
-    # and delivered once the handlers below are installed.
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    previous = {s: signal.getsignal(s) for s in signals}
-    try:
-        for index in range(options.workers):
+    def start(index: int) -> None:
+        # Block the signals while forking: one arriving meanwhile is held, not lost, and
+        # the child starts with them blocked until it has restored the default handlers.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
             proc: BaseProcess = context.Process(
                 target=_worker_entry,
                 args=(index, options, app_factory, ssl_context_factory, metrics_refresh),
+                kwargs={"restarts": restarts[index]},
                 name=f"brokergate-gateway-{index}",
             )
             proc.start()
-            workers.append(proc)
+            slots[index] = proc
+            started_at[index] = time.monotonic()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+
+    def buried(index: int, proc: BaseProcess) -> None:
+        """A worker died while nobody asked it to stop: restart it, or give up."""
+        nonlocal failed
+        lived = time.monotonic() - started_at[index]
+        quick_deaths[index] = quick_deaths[index] + 1 if lived < QUICK_DEATH else 1
+        if quick_deaths[index] > CRASH_LOOP_LIMIT:
+            failed = True
+            log.error(
+                "worker %s exited with %s %d times in a row within %.0fs of its start; "
+                "stopping the others",
+                proc.name,
+                proc.exitcode,
+                quick_deaths[index],
+                QUICK_DEATH,
+            )
+            request_stop(signal.SIGTERM, None)
+            return
+        restarts[index] += 1
+        delay = restart_delay(quick_deaths[index])
+        log.error(
+            "worker %s (pid %s) exited with %s after %.0fs; restarting it in %.0fs "
+            "(restart %d of this worker)",
+            proc.name,
+            proc.pid,
+            proc.exitcode,
+            lived,
+            delay,
+            restarts[index],
+        )
+        due[index] = time.monotonic() + delay
+
+    previous = {s: signal.getsignal(s) for s in signals}
+    try:
         for signum in signals:
             signal.signal(signum, request_stop)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
-        failed = False
-        while any(proc.is_alive() for proc in workers):
-            for proc in workers:
-                proc.join(timeout=0.2)
-                if not proc.is_alive() and not stopping and not failed:
-                    failed = True
-                    log.error(
-                        "worker %s exited with %s; stopping the others", proc.name, proc.exitcode
-                    )
-                    request_stop(signal.SIGTERM, None)
+        for index in range(options.workers):
+            if not stopping:
+                start(index)
+        while not stopping:
+            waiting = [p.sentinel for i, p in slots.items() if i not in due]
+            multiprocessing.connection.wait(waiting, timeout=0.2)
+            for index, proc in list(slots.items()):
                 if stopping:
                     break
-            if stopping:
-                break
+                if index not in due and not proc.is_alive():
+                    proc.join()
+                    buried(index, proc)
+            for index, when in list(due.items()):
+                if not stopping and time.monotonic() >= when:
+                    del due[index]
+                    start(index)
         deadline_each = options.shutdown_grace + _WORKER_EXIT_GRACE
-        for proc in workers:
+        for index, proc in slots.items():
+            if index in due:
+                continue  # already dead, its restart cancelled
             proc.join(timeout=deadline_each)
             if proc.is_alive():
                 log.error("worker %s did not stop in time; killing it", proc.name)
                 proc.kill()
                 proc.join()
-        return 1 if failed or any(proc.exitcode != 0 for proc in workers) else 0
+        live = [proc for index, proc in slots.items() if index not in due]
+        return 1 if failed or any(proc.exitcode != 0 for proc in live) else 0
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
         for signum, handler in previous.items():
@@ -281,6 +357,8 @@ def _worker_entry(
     app_factory: AppFactory,
     ssl_context_factory: SSLContextFactory,
     metrics_refresh: MetricsRefresh | None,
+    *,
+    restarts: int = 0,
 ) -> None:
     # Forked with SIGTERM/SIGINT blocked (see _supervise): restore the defaults and unblock;
     # the worker's event loop installs its own handlers.
@@ -288,4 +366,8 @@ def _worker_entry(
     for signum in signals:
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
-    sys.exit(run_worker(index, options, app_factory, ssl_context_factory, metrics_refresh))
+    sys.exit(
+        run_worker(
+            index, options, app_factory, ssl_context_factory, metrics_refresh, restarts=restarts
+        )
+    )

@@ -49,6 +49,7 @@ from gateway.web._common import (
     next_of,
     now_of,
     read_form,
+    refresh_session,
     require_fresh,
     require_user,
     see_other,
@@ -346,6 +347,7 @@ async def passkey_options(request: web.Request) -> web.StreamResponse:
 async def passkey_register(request: web.Request) -> web.StreamResponse:
     body = await json_body(request)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#passkeys")
+    await refresh_session(request)  # SECURITY: a challenge used on another replica is gone
     state = request_state(request)
     stored = state.session.data.get(CHALLENGE_KEY_ACCOUNT) if state.session else None
     await update_session_data(request, **{CHALLENGE_KEY_ACCOUNT: None})  # SECURITY: single use

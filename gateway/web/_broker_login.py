@@ -35,6 +35,7 @@ from gateway.web._common import (
     now_of,
     page_url,
     read_form,
+    refresh_session,
     see_other,
     show,
     update_session_data,
@@ -113,6 +114,7 @@ def _pending_tan(request: web.Request) -> dict[str, Any] | None:
 
 
 async def tan_page(request: web.Request) -> web.StreamResponse:
+    await refresh_session(request)  # the TAN was sent by the previous step, maybe elsewhere
     pending = _pending_tan(request)
     next_path = next_of(request.query)
     if pending is None:
@@ -133,6 +135,7 @@ async def tan_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
+    await refresh_session(request)
     pending = _pending_tan(request)
     if pending is None:
         return see_other(page_url(f"{P}/login/broker", next=next_path))

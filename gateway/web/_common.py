@@ -164,7 +164,28 @@ async def ensure_session(request: web.Request) -> None:
     request[PAGE_CSRF] = new.state.csrf_token
 
 
+async def refresh_session(request: web.Request) -> None:
+    """Re-read this request's session row from the store (one query; login steps only).
+
+    A session's ``data`` carries a login flow from one step to the next (the TAN on its
+    way, the user between password and second factor, a WebAuthn challenge). The next step
+    may land on another worker or replica (a new connection, the load balancer), whose
+    cached copy of the row (``gateway.auth`` Sessions, refreshed every ≤ 2 s) predates the
+    previous step's write: without this read the broker was sent back to the start of the
+    flow, and a single-use challenge consumed elsewhere was still there.
+    """
+    state = request_state(request)
+    if state.session is None:
+        return
+    fresh = await asyncio.to_thread(request.app[SESSIONS].read, state.session.id)
+    if fresh is not None and fresh.ended_at is None:  # an ended one: the next request sees it
+        state.session = fresh
+
+
 async def update_session_data(request: web.Request, **changes: Any) -> None:
+    """Merge ``changes`` into the session's data (None removes a key), on the stored data:
+    a cached copy could lose what another replica wrote (see :func:`refresh_session`)."""
+    await refresh_session(request)
     state = request_state(request)
     assert state.session is not None
     data = {**state.session.data, **changes}

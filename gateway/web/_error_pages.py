@@ -13,7 +13,9 @@ from sqlalchemy.exc import OperationalError
 
 from gateway._errors import GatewayError, MalformedBody, StoreUnavailable
 from gateway._log_safety import log_safe
+from gateway._metrics import FAILURE_PAGES
 from gateway._state import (
+    METRICS,
     UPSTREAM_ROUTE,
 )
 from gateway.web._pages import (
@@ -37,6 +39,13 @@ def _log_path(request: web.Request) -> str:
     return log_safe(request.path)
 
 
+def _count(request: web.Request, page: str) -> None:
+    """The failure pages (store or portal unavailable, 500) are what operators alert on."""
+    metrics = request.app.get(METRICS)
+    if metrics is not None and page in FAILURE_PAGES:
+        metrics.record_failure_page(page)
+
+
 def error_middleware() -> Any:
     """Factory: ``GatewayError`` → its page and status; anything unexpected → a 500 page."""
 
@@ -49,6 +58,7 @@ def error_middleware() -> Any:
             if isinstance(exc, MalformedBody) and request.content_type == "application/json":
                 # Our passkey script posts JSON and reads JSON back.
                 return web.json_response({"error": exc.page}, status=exc.status)
+            _count(request, exc.page)
             return render_page(request, "error.html", {"page": exc.page}, status=exc.status)
         except web.HTTPNotFound:
             return render_page(request, "error.html", {"page": "not_found"}, status=404)
@@ -67,9 +77,11 @@ def error_middleware() -> Any:
                 log_safe(exc),
             )
             page = StoreUnavailable.page
+            _count(request, page)
             return render_page(request, "error.html", {"page": page}, status=503)
         except Exception:
             log.exception("unexpected error on %s %s", log_safe(request.method), _log_path(request))
+            _count(request, "error")
             return render_page(request, "error.html", {"page": "error"}, status=500)
 
     return impl

@@ -35,6 +35,7 @@ from gateway.web._common import (
     now_of,
     page_url,
     read_form,
+    refresh_session,
     require_user,
     see_other,
     show,
@@ -103,6 +104,7 @@ async def password_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def second_factor_page(request: web.Request) -> web.StreamResponse:
+    await refresh_session(request)  # the password step may have run on another replica
     pending = pending_user(request)
     next_path = next_of(request.query)
     if pending is None:
@@ -119,6 +121,7 @@ async def second_factor_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
     next_path = next_of(form)
+    await refresh_session(request)
     pending = pending_user(request)
     if pending is None:
         return see_other(page_url(f"{P}/login/password", next=next_path))
@@ -195,6 +198,7 @@ def _take_challenge(request: web.Request, purpose: str) -> bytes | None:
 async def passkey_verify(request: web.Request) -> web.StreamResponse:
     body = await json_body(request)
     next_path = next_of(body)
+    await refresh_session(request)  # SECURITY: a challenge used on another replica is gone
     challenge = _take_challenge(request, "login")
     await update_session_data(request, **{CHALLENGE_KEY: None})  # SECURITY: single use
     pending = pending_user(request)

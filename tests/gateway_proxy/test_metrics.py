@@ -212,3 +212,20 @@ async def test_metrics_listener_failing_refresh_is_a_failed_scrape() -> None:
                 assert resp.status == 500
     finally:
         await runner.cleanup()
+
+
+def test_failure_pages_and_worker_restarts() -> None:
+    metrics = GatewayMetrics()
+    samples = _samples(metrics)
+    for page in ("store_unavailable", "upstream_unavailable", "upstream_timeout", "error"):
+        assert samples[("brokergate_failure_pages_total", (("page", page),))] == 0
+    metrics.record_failure_page("store_unavailable")
+    metrics.record_failure_page("store_unavailable")
+    metrics.record_worker_restarts(3)
+    samples = _samples(metrics)
+    assert samples[("brokergate_failure_pages_total", (("page", "store_unavailable"),))] == 2
+    assert samples[("brokergate_worker_restarts_total", ())] == 3
+    with pytest.raises(UnknownMetricLabel, match="failure_pages"):
+        metrics.record_failure_page("csrf")  # a broker's mistake, not ours: not counted here
+    with pytest.raises(ValueError, match="negative"):
+        metrics.record_worker_restarts(-1)

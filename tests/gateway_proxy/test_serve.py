@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,12 @@ import pytest
 from aiohttp import web
 
 from gateway._settings import GatewaySettings
-from gateway.tls._workers import SSL_READ_BUFFER, ServeOptions, limit_ssl_read_buffer
+from gateway.tls._workers import (
+    SSL_READ_BUFFER,
+    ServeOptions,
+    limit_ssl_read_buffer,
+    restart_delay,
+)
 from tests.conftest import CliRunner
 from tests.gateway_proxy._apps import SLOW_STARTED, upstream_app
 from tests.gateway_proxy._certs import PemPair
@@ -254,6 +260,37 @@ def test_ssl_read_buffer_limit() -> None:
             limit_ssl_read_buffer(4096)
     finally:
         asyncio.sslproto.SSLProtocol.max_size = before
+
+
+def test_restart_delay_doubles_for_a_worker_that_keeps_dying() -> None:
+    """At once after a one-off death; 1, 2, 4, 8 s … at most 30 s while it keeps dying."""
+    assert [restart_delay(n) for n in range(1, 9)] == [0, 1, 2, 4, 8, 16, 30, 30]
+
+
+@pytest.mark.slow
+async def test_a_worker_that_cannot_start_is_given_up_on(
+    upstream: tuple[str, web.Application], tmp_path: Path
+) -> None:
+    """A worker that dies at every start (here: its TLS key file is missing) is restarted
+    with a growing delay, then the supervisor stops and exits 1 instead of forking forever,
+    so the service manager sees the failure."""
+    upstream_url, _ = upstream
+    port = free_port()
+    log = tmp_path / "serve.log"
+    args = [sys.executable, "-m", "tests.gateway_proxy._apps", "serve", upstream_url, str(port)]
+    args += ["2", "0", str(tmp_path / "missing.pem"), str(tmp_path / "missing-key.pem")]
+    started = time.monotonic()
+    with _process(args, log, cwd=REPO) as proc:
+        # 0 + 1 + 2 + 4 + 8 s of delays before the sixth quick death of a slot
+        await async_wait_for(
+            lambda: proc.poll() is not None, timeout=60, message="the supervisor to give up"
+        )
+    output = log.read_text()
+    assert proc.returncode == 1, output
+    assert "restarting it in 0s (restart 1 of this worker)" in output
+    assert "restarting it in 8s (restart 5 of this worker)" in output
+    assert "6 times in a row" in output and "stopping the others" in output
+    assert time.monotonic() - started >= 15
 
 
 def test_serve_options() -> None:

@@ -157,3 +157,38 @@ async def test_tan_expires_and_resend_is_throttled(
     await b.get("/_gateway/login/broker/tan")
     status, body, _ = await b.post("/_gateway/login/broker/tan", {"tan": tan})
     assert status == 401 and "Diese TAN ist nicht gültig" in body
+
+
+async def test_tan_steps_on_two_replicas_see_each_others_session_data(
+    gateway: Any, browser_for: Any, make_user: Any, mailbox: Any
+) -> None:
+    """Each step of the flow may land on another worker or replica (a new connection, a
+    load balancer): a step must see what the previous one wrote to the session, not a
+    cached copy from before it (found by the fault suite: the TAN page sent the broker
+    back to the broker-number form). The refresh interval is at its 2 s maximum, so the
+    replicas' caches do not catch up between two steps by themselves."""
+    from tests.logins.web.conftest import Browser
+
+    slow = {"revocation_refresh_interval": timedelta(seconds=2)}
+    a, b = await gateway(**slow), await gateway(**slow)
+    make_user(email="anna@example.org", broker="60/123/4567")
+    on_b = browser_for(b)
+    on_a = Browser(gateway=a, client=on_b.client)  # one browser (one cookie jar), two replicas
+    status, _ = await on_b.get("/_gateway/login/broker?next=/antrag")  # B caches the session
+    assert status == 200
+    on_a.last = on_b.last
+    status, _, response = await on_a.post(
+        "/_gateway/login/broker",
+        {"broker": "60/123/4567", "email": "anna@example.org", "next": "/antrag"},
+        follow=False,
+    )
+    assert status == 303 and "/login/broker/tan" in response.headers["Location"]
+    status, body = await on_b.get("/_gateway/login/broker/tan?next=/antrag", follow=False)
+    assert status == 200 and "anna@example.org" in body  # not a 303 back to the form
+    tan = tan_from(await mailbox.last_text())
+    status, _, response = await on_b.post(
+        "/_gateway/login/broker/tan", {"tan": tan, "next": "/antrag"}, follow=False
+    )
+    assert status == 303 and response.headers["Location"] == "/antrag"
+    status, body = await on_a.get("/antrag")
+    assert status == 200 and json.loads(body)["headers"]["x-brokergate-level"] == "basic"

@@ -1,0 +1,123 @@
+"""SQLite (the default store) locked by a concurrent writer under the mix (issue 18).
+
+Another process holds ``BEGIN EXCLUSIVE`` for longer than the store's busy timeout
+(``PRAGMA busy_timeout``, store/_engine.py). In WAL mode readers go on; what must write
+(a new session, a login) waits, within that bound, then gets the "temporarily
+unavailable" page. Nothing is granted beyond its level, nothing answers 500, the file
+passes ``PRAGMA integrity_check`` afterwards, and everything is normal once the lock is
+released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults._load import Mix, healthy, probe, until
+from tests.faults._system import System, running_system
+
+pytestmark = pytest.mark.slow
+
+BUSY_TIMEOUT = 15.0  # store/_engine.py: PRAGMA busy_timeout=15000
+HOLD = BUSY_TIMEOUT + 5  # the writer holds its lock past the busy timeout
+SLACK = 3.0  # a loaded 2-core machine
+
+LOCKER = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+db.execute("BEGIN EXCLUSIVE")
+db.execute("CREATE TABLE IF NOT EXISTS fault_lock (x INTEGER)")
+db.execute("INSERT INTO fault_lock VALUES (1)")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+db.execute("ROLLBACK")
+print("released", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def sqlite_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    with running_system(tmp_path_factory.mktemp("faults-sqlite"), backend="sqlite") as system:
+        system.start_gateway("a")
+        system.start_renewal()
+        yield system
+
+
+async def test_sqlite_locked_by_another_writer(sqlite_system: System) -> None:
+    system = sqlite_system
+    replicas = list(system.replicas.values())
+    database = system.root / "brokergate.db"
+
+    mix = Mix(system=system, replicas=replicas)
+    stop = asyncio.Event()
+    load = asyncio.create_task(mix.run(stop))
+    locker = None
+    try:
+        await asyncio.sleep(3)
+        locker = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", LOCKER, str(database), str(HOLD), stdout=subprocess.PIPE
+        )
+        assert locker.stdout is not None
+        assert (await locker.stdout.readline()).strip() == b"locked"
+        locked = time.monotonic()
+        # a new login while the lock is held: waits at most the busy timeout, then the page
+        login = Mix(system=system, replicas=replicas, kinds=("password",))
+        login_task = asyncio.create_task(_one_login(login))
+        assert (await locker.stdout.readline()).strip() == b"released"
+        released = time.monotonic()
+        await login_task
+        seconds = await until(
+            lambda: probe(system, replicas[0], system.cert_brokers[0], "/vertrag/akte", "en"),
+            lambda outcome: outcome == "ok",
+            within=10,
+            started=released,
+        )
+        await asyncio.sleep(8)  # the mix runs on after the release
+    finally:
+        stop.set()
+        await asyncio.wait_for(load, 60)
+        if locker is not None:
+            if locker.returncode is None:
+                locker.kill()
+            await locker.wait()
+
+    during = [s for s in mix.samples if locked <= s.at < released]
+    print(f"lock held {released - locked:.1f} s; first success after release {seconds:.2f} s")
+    print("answers while locked:", dict(Counter((s.kind, s.outcome) for s in during)))
+    print(f"slowest while locked: {max(s.latency for s in during):.1f} s")
+    print("login during the lock:", login.samples)
+    print("answers after release:", dict(mix.outcomes(since=released + 5)))
+
+    assert mix.violations() == []
+    assert not [s for s in mix.samples if s.outcome.startswith(("status:5", "error:"))], (
+        mix.outcomes()
+    )
+    # the login that had to write waited, within the bound, and got the clear page
+    (sample,) = login.samples
+    assert sample.outcome == "page:store_unavailable", sample
+    assert BUSY_TIMEOUT - 1 < sample.latency < BUSY_TIMEOUT + SLACK, sample
+    # nobody waited longer than the bound
+    assert max(s.latency for s in mix.samples) < BUSY_TIMEOUT + SLACK
+    late = [s for s in mix.samples if s.at >= released + 5 and not healthy(s)]
+    assert late == [], Counter((s.kind, s.outcome) for s in late)
+    assert _integrity(database) == "ok"
+    assert system.exited() == []
+
+
+async def _one_login(mix: Mix) -> None:
+    stop = asyncio.Event()
+    stop.set()  # one iteration: the loop checks stop after its first round
+    await mix.run(stop)
+
+
+def _integrity(database: Path) -> str:
+    with sqlite3.connect(database) as db:
+        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
