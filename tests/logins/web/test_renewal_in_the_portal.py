@@ -5,7 +5,7 @@ portal, the import hint after a download until the new certificate logs in."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,9 @@ def _banner(body: str) -> str:
 
 async def _certificate_browser(
     gateway: Any, browser_for: Any, make_user: Any, sessions: sessionmaker[Session], tmp_path: Path
-) -> tuple[Any, Any, Any, int]:
+) -> tuple[Any, Any, int, datetime]:
+    """A gateway and the PEM of a certificate downloaded by a logged-in broker (its user id
+    and expiry too)."""
     gw = await gateway()
     b = browser_for(gw)
     uid = await logged_in(b, make_user, sessions)
@@ -35,7 +37,7 @@ async def _certificate_browser(
     with transaction(sessions) as s:
         cert = s.scalars(select(Certificate).where(Certificate.user_id == uid)).one()
     pem = write_pem(data, password_mail_for(sessions, cert.serial), tmp_path, "old")
-    return gw, b, pem, uid
+    return gw, pem, uid, cert.not_after
 
 
 async def test_interstitial_once_per_session_inside_the_window(
@@ -46,11 +48,9 @@ async def test_interstitial_once_per_session_inside_the_window(
     clock: FakeClock,
     tmp_path: Path,
 ) -> None:
-    gw, _, pem, uid = await _certificate_browser(
+    gw, pem, _uid, not_after = await _certificate_browser(
         gateway, browser_for, make_user, sessions, tmp_path
     )
-    with transaction(sessions) as s:
-        not_after = s.scalars(select(Certificate.not_after).where(Certificate.user_id == uid)).one()
 
     # Outside the window: straight to the portal, and the portal learns the days left.
     far = browser_for(gw, cert=pem)
@@ -85,11 +85,9 @@ async def test_import_hint_after_a_download_until_the_new_certificate_logs_in(
     clock: FakeClock,
     tmp_path: Path,
 ) -> None:
-    gw, _, pem, uid = await _certificate_browser(
+    gw, pem, uid, not_after = await _certificate_browser(
         gateway, browser_for, make_user, sessions, tmp_path
     )
-    with transaction(sessions) as s:
-        not_after = s.scalars(select(Certificate.not_after).where(Certificate.user_id == uid)).one()
     clock.advance(not_after - clock() - timedelta(days=10))
     old = browser_for(gw, cert=pem)
     old.client.headers["User-Agent"] = WINDOWS_CHROME
