@@ -221,7 +221,6 @@ async def passkey_verify(request: web.Request) -> web.StreamResponse:
             rp=ctx(request).rp,
             now=now_of(request),
             client_addr=client_addr(request),
-            **trust_hints(request),
             expected_user_id=expected,
         )
     except LoginError as exc:

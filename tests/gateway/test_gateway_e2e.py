@@ -138,7 +138,9 @@ async def test_expired_certificate_explained(
 ) -> None:
     gw = await start_gateway()
     cert = brokers.issue(brokers.user())
-    clock.advance(dt.timedelta(days=731))  # two years and a day later
+    clock.advance(
+        dt.timedelta(days=732)
+    )  # two calendar years (29 February 2028 between) and a day later
     response = await get(gw, server_tls, "/portal", cert)  # the TLS handshake completed
     assert response.status == 403
     assert "Ihr Zertifikat ist abgelaufen" in response.body

@@ -157,7 +157,7 @@ def test_renewal_run_needs_its_secrets(run_cli: CliRunner, cli_engine: Engine) -
 
 def test_renewal_run_refuses_an_old_schema(run_cli: CliRunner) -> None:
     result = run_cli("renewal", "run", "--once")
-    assert result.code == 1 and "brokergate db upgrade" in result.err
+    assert result.code == 2 and "brokergate db upgrade" in result.err
 
 
 def test_cert_issue_then_mail_pending_then_renewal_delivers(
