@@ -12,8 +12,11 @@ import calendar
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-# The brokers' time zone: the calendar day they read on their certificate.
-BROKER_TIME_ZONE = ZoneInfo("Europe/Berlin")
+from store import DEFAULT_TIME_ZONE
+
+# The brokers' time zone: the calendar day they read on their certificate (the one zone
+# the pages and mails count in too).
+BROKER_TIME_ZONE = ZoneInfo(DEFAULT_TIME_ZONE)
 
 
 def add_calendar_years(moment: datetime, years: int, tz: ZoneInfo = BROKER_TIME_ZONE) -> datetime:

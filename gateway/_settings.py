@@ -260,6 +260,11 @@ class GatewaySettings:
     )
 
     @cached_property
+    def account_url(self) -> str:
+        """The account page ("Mein Konto") under :attr:`public_url`, built once."""
+        return self.public_url.rstrip("/") + RESERVED_PREFIX + "/account"
+
+    @cached_property
     def zone(self) -> ZoneInfo:
         """:attr:`time_zone` as a zone, checked once at construction."""
         return time_zone(self.time_zone)

@@ -25,7 +25,9 @@ from store import (
     format_local_date,
     format_local_datetime,
     plural_category,
-    time_zone,
+)
+from store import (
+    time_zone as parse_time_zone,
 )
 
 LOCALES = ("de", "en", "nl")
@@ -94,10 +96,6 @@ def pick_locale(locale: str | None) -> str:
     return base if base in LOCALES else DEFAULT_LOCALE
 
 
-def _zone(name: str) -> ZoneInfo:
-    return time_zone(name)
-
-
 class MailRenderer:
     """Renders outbox rows. Stateless apart from the Jinja environment; safe to share.
 
@@ -109,7 +107,7 @@ class MailRenderer:
 
     def __init__(self, *, public_url: str, time_zone: str = DEFAULT_TIME_ZONE) -> None:
         self.public_url = public_url.rstrip("/")
-        self.zone = _zone(time_zone)
+        self.zone = parse_time_zone(time_zone)
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(Path(__file__).parent / "_templates"),
             # SECURITY: HTML parts are autoescaped (names and bodies come from users and ops);

@@ -242,7 +242,14 @@ async def _resolve(request: web.Request) -> RequestState:
     if session is not None and session.user_id is not None:
         session_user = await user_record(request, session.user_id)
     reusable: NewSession | None = None
-    if cert is not None and cert.cert_fingerprint is not None:
+    own = (
+        session is not None
+        and cert is not None
+        and (session.user_id == cert.user_id and session.cert_fingerprint == cert.cert_fingerprint)
+    )
+    if cert is not None and cert.cert_fingerprint is not None and not own:
+        # Only a request without the certificate's own session can reuse one (a client
+        # without cookies): the steady state (a browser's cookie) skips this lookup.
         reusable = sessions.certificate_session(cert.cert_fingerprint, cert.user_id, now)
 
     # --- decide

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway._settings import RESERVED_PREFIX
 from gateway._state import CLOCK, SETTINGS
 from gateway.auth._middleware import (
     request_state,
@@ -45,7 +44,7 @@ async def upstream_handler(request: web.Request) -> web.StreamResponse:
             state.identity,
             now=now,
             zone=settings.zone,
-            account_url=settings.public_url.rstrip("/") + RESERVED_PREFIX + "/account",
+            account_url=settings.account_url,
             window_days=REMINDER_WINDOW_DAYS,
         )
         assertion = app[SIGNER].sign(state.identity, now, renewal)

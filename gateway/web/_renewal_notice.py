@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from markupsafe import Markup
 
+from gateway._settings import RESERVED_PREFIX
 from gateway._state import CLOCK, FACTORY, SETTINGS
 from gateway.auth._certificate_identity import CERTIFICATE_METHOD
 from gateway.auth._request_state import SESSIONS, RequestState
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 NOTICE_SEEN_KEY = "renewal.notice_seen"  # session data: the interstitial was shown once
-_P = "/_gateway"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,7 +114,7 @@ def renewal_banner(request: web.Request, state: RenewalState) -> Markup | None:
             t("banner.import.body", date=date_for(request, state.pending_import.not_after)),
             items,
             t("logins.import.after"),
-            f"{_P}/account#certificate",
+            f"{RESERVED_PREFIX}/account#certificate",
             t("banner.import.account"),
         )
     reminder = state.reminder
@@ -129,7 +129,7 @@ def renewal_banner(request: web.Request, state: RenewalState) -> Markup | None:
     )
     return Markup(
         '<div class="banner" role="status"><p>{}</p><p><a href="{}">{}</a></p></div>'
-    ).format(text, f"{_P}/account#certificate", t("banner.renew"))
+    ).format(text, f"{RESERVED_PREFIX}/account#certificate", t("banner.renew"))
 
 
 def _is_navigation(request: web.Request) -> bool:
