@@ -45,10 +45,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+
+from tests.pki import TestCA, key_pem
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -78,62 +77,18 @@ class Material:
     client_combined: Path  # cert then key, what ab -E wants
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def make_material(folder: Path) -> Material:
-    """A CA, a server certificate for 127.0.0.1 (SERVER_KEY) and a clientAuth one (EC P-256).
+    """A CA, a server certificate for 127.0.0.1 (SERVER_KEY) and a broker one (EC P-256).
 
-    EC P-256 on the client side: an RSA-2048 signature per handshake would make ``ab``
-    (one thread) the bottleneck of the handshake measurement long before either server.
+    Made by the CA's own builders (``tests.pki``), so the handshakes carry the extensions
+    real broker certificates carry. EC P-256 on the client side: an RSA-2048 signature per
+    handshake would make ``ab`` (one thread) the bottleneck of the handshake measurement
+    long before either server.
     """
     now = datetime.now(UTC)
-
-    def build(
-        subject: str,
-        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
-        issuer: x509.Name,
-        signer: object,
-        **ext: bool,
-    ) -> x509.Certificate:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1))
-            .not_valid_after(now + timedelta(days=2))
-        )
-        if ext.get("ca"):
-            builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
-        if ext.get("server"):
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("localhost")]), False
-            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        if ext.get("client"):
-            builder = builder.add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False
-            )
-        return builder.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
-    ca = build("bench CA", ca_key, ca_name, ca_key, ca=True)
-    server_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-    if SERVER_KEY == "rsa2048":
-        server_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    else:
-        server_key = ec.generate_private_key(ec.SECP256R1())
-    server = build("localhost", server_key, ca_name, ca_key, server=True)
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client = build("Erika Mustermann", client_key, ca_name, ca_key, client=True)
-    pem = serialization.Encoding.PEM
+    bench_ca = TestCA.root("bench CA", now=now)
+    server = bench_ca.server(now=now, key_kind="rsa" if SERVER_KEY == "rsa2048" else "ec")
+    client = bench_ca.broker(now=now, name="Erika Mustermann", not_after=now + timedelta(days=2))
     material = Material(
         ca=folder / "ca.pem",
         server_cert=folder / "server.pem",
@@ -142,14 +97,11 @@ def make_material(folder: Path) -> Material:
         client_key=folder / "client-key.pem",
         client_combined=folder / "client-combined.pem",
     )
-    material.ca.write_bytes(ca.public_bytes(pem))
-    material.server_cert.write_bytes(server.public_bytes(pem))
-    material.server_key.write_bytes(_pem_key(server_key))
-    material.client_cert.write_bytes(client.public_bytes(pem))
-    material.client_key.write_bytes(_pem_key(client_key))
-    material.client_combined.write_bytes(client.public_bytes(pem) + _pem_key(client_key))
-    for path in (material.server_key, material.client_key, material.client_combined):
-        path.chmod(0o600)
+    bench_ca.write_cert(material.ca)
+    server.write(folder, "server")
+    client.write(folder, "client")
+    material.client_combined.write_bytes(client.cert_pem().encode() + key_pem(client.key))
+    material.client_combined.chmod(0o600)
     return material
 
 

@@ -12,7 +12,16 @@ from ca._authority import (
     make_authority,
     normalise_serial,
 )
-from ca._builders import CERTIFICATE_SIGNING, DIGITAL_SIGNATURE_ONLY
+from ca._builders import (
+    CERTIFICATE_SIGNING,
+    DIGITAL_SIGNATURE_ONLY,
+    LeafSubject,
+    build_issuing,
+    build_leaf,
+    build_root,
+    build_server_leaf,
+    ca_name,
+)
 from ca._errors import (
     CAAlreadyInitialised,
     CAError,
@@ -62,6 +71,7 @@ __all__ = [
     "KeyStoreError",
     "KeyStoreKind",
     "KeyType",
+    "LeafSubject",
     "MissingPassphrase",
     "P12Profile",
     "TrustMaterial",
@@ -71,6 +81,11 @@ __all__ = [
     "WrongPassphrase",
     "WrongTokenPin",
     "add_calendar_years",
+    "build_issuing",
+    "build_leaf",
+    "build_root",
+    "build_server_leaf",
+    "ca_name",
     "create_user",
     "find_user",
     "fingerprint_sha256",

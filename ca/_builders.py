@@ -8,6 +8,7 @@ every certificate, AKI on every non-self-signed one), because
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -225,6 +226,46 @@ def build_leaf(
             critical=False,
         )
     return builder.sign(issuer_key, signature_hash(issuer_key))
+
+
+def build_server_leaf(
+    *,
+    public_key: PublicKey,
+    subject: x509.Name,
+    dns_names: Sequence[str],
+    addresses: Sequence[str],
+    issuer: x509.Certificate,
+    issuer_key: PrivateKey,
+    now: datetime,
+    validity: timedelta,
+) -> x509.Certificate:
+    """A TLS server certificate (serverAuth, digitalSignature only), for the dev server CA.
+
+    Not for brokers: the broker CA never signs server certificates (its issuing CA's EKU
+    is clientAuth); this builder serves the separate dev and test server CAs.
+    """
+    san = x509.SubjectAlternativeName(
+        [x509.DNSName(name) for name in dns_names]
+        + [x509.IPAddress(ipaddress.ip_address(address)) for address in addresses]
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + validity, issuer.not_valid_after_utc))
+        .add_extension(san, critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(DIGITAL_SIGNATURE_ONLY, critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
+        .sign(issuer_key, signature_hash(issuer_key))
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

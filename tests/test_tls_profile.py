@@ -8,59 +8,26 @@ shipped haproxy.cfg in front of a real ``gateway serve``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from gateway import create_server_context
 from tests.gateway_proxy._nginx import NGINX, adapted_config, free_port, running_nginx
+from tests.pki import TestCA
 from tests.tls_scan import ScannedTls, profile_violations, scan
 
 
 def server_certificate(directory: Path, key_type: str) -> tuple[Path, Path]:
-    """A self-signed localhost certificate with an RSA or EC key (the suites differ)."""
-    key = (
-        rsa.generate_private_key(65537, 2048)
-        if key_type == "rsa"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    """A localhost certificate with an RSA or EC key (the suites differ), from a test CA."""
     now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{key_type}.pem", directory / f"{key_type}-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
+    leaf = TestCA.root(now=now).server(now=now, key_kind="rsa" if key_type == "rsa" else "ec")
+    files = leaf.write(directory, key_type)
+    return files.cert, files.key
 
 
 async def scan_context(context: ssl.SSLContext) -> ScannedTls:

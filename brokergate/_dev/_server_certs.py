@@ -11,7 +11,6 @@ CA key is not kept, and the dev CA must survive restarts so a browser's trust ho
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,9 +19,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
-from ca import CERTIFICATE_SIGNING, DIGITAL_SIGNATURE_ONLY
+from ca import CERTIFICATE_SIGNING, build_server_leaf
 
 SERVER_CA_VALIDITY = timedelta(days=3650)  # a dev CA imported into a browser should not lapse
 # 397 days: the longest server certificate validity browsers accept (CA/B Forum, Apple).
@@ -129,31 +128,15 @@ def _build_leaf(
     ca_key: ec.EllipticCurvePrivateKey,
     now: datetime,
 ) -> x509.Certificate:
-    san = x509.SubjectAlternativeName(
-        [x509.DNSName(n) for n in SERVER_NAMES]
-        + [x509.IPAddress(ipaddress.ip_address(a)) for a in SERVER_ADDRESSES]
-    )
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + SERVER_CERT_VALIDITY)
-        .add_extension(san, critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            DIGITAL_SIGNATURE_ONLY,
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    return build_server_leaf(
+        public_key=key.public_key(),
+        subject=_name("localhost"),
+        dns_names=SERVER_NAMES,
+        addresses=SERVER_ADDRESSES,
+        issuer=ca_cert,
+        issuer_key=ca_key,
+        now=now,
+        validity=SERVER_CERT_VALIDITY,
     )
 
 

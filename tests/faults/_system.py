@@ -59,7 +59,7 @@ from store import (
     upgrade,
 )
 from tests.conftest import REPO, TEST_PASSPHRASE, TEST_SECRET_KEY, free_port
-from tests.gateway_proxy._certs import PemPair, pem_from_pkcs12, self_signed
+from tests.gateway_proxy._certs import PemPair, own_ca_pair, pem_from_pkcs12
 from tests.renewal.conftest import SmtpServer, SmtpSink
 
 PASSWORD = "correct horse battery staple"
@@ -587,7 +587,7 @@ def running_system(
             store_url = postgres.url
         else:
             store_url = f"sqlite:///{root / 'brokergate.db'}"
-        server = self_signed(root / "tls", "server", server=True)
+        server = own_ca_pair(root / "tls", "server", server=True)
         upstream_port = free_port()
         config_file = root / "brokergate.toml"
         config_file.write_text(_config(root, store_url, server, upstream_port, smtp.port))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ipaddress
 import json
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -19,10 +18,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CertificateAuthority, load_trust_material
@@ -32,68 +29,10 @@ from gateway.proxy._forwarder import ProxyForwarder
 from gateway.tls._proxy_protocol import ProxyProtocolSite
 from store import RevocationReason, User
 from tests.conftest import TEST_SECRET_KEY, password_mail_for
+from tests.pki import TestCA, key_pem, pem
 
 SECRET = TEST_SECRET_KEY
 EPOCH = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)  # the `clock` fixture's start
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "brokergate test"),
-        ]
-    )
-
-
-def _pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def _key_pem(key: Any) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _ca(
-    cn: str, issuer: tuple[Any, x509.Name] | None, not_before: dt.datetime
-) -> tuple[Any, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    signing_key, issuer_name = issuer if issuer else (key, _name(cn))
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_before + dt.timedelta(days=3650))
-        .add_extension(
-            x509.BasicConstraints(ca=True, path_length=None if issuer is None else 0), critical=True
-        )
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()),
-            critical=False,
-        )
-    return key, builder.sign(signing_key, hashes.SHA256())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,33 +64,12 @@ class ServerTLS:
 
 
 def make_server_tls(folder: Path) -> ServerTLS:
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    server_ca_key, server_ca = _ca("test server CA", None, start)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(server_ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(server_ca_key, hashes.SHA256())
-    )
+    now = dt.datetime.now(dt.UTC)
+    server_ca = TestCA.root("test server CA", now=now)
+    files = server_ca.server(now=now, addresses=("127.0.0.1",)).write(folder, "server")
     tls = ServerTLS(
-        ca=folder / "server-ca.pem", cert=folder / "server.pem", key=folder / "server-key.pem"
+        ca=server_ca.write_cert(folder / "server-ca.pem"), cert=files.cert, key=files.key
     )
-    tls.ca.write_text(_pem(server_ca))
-    tls.cert.write_text(_pem(cert))
-    tls.key.write_bytes(_key_pem(key))
-    tls.key.chmod(0o600)
     return tls
 
 
@@ -192,8 +110,8 @@ class Brokers:
         p12_path.write_bytes(issued.pkcs12)
         cert_path = base.with_suffix(".pem")
         key_path = self.folder / f"broker-{self._count}-key.pem"
-        cert_path.write_text(_pem(cert))
-        key_path.write_bytes(_key_pem(key))
+        cert_path.write_text(pem(cert))
+        key_path.write_bytes(key_pem(key))
         key_path.chmod(0o600)
         return ClientCert(
             cert_path=cert_path,
@@ -226,37 +144,22 @@ def brokers(
 def foreign_certificate(folder: Path) -> ClientCert:
     """A client certificate of another insurer's CA (valid, EKU clientAuth, not ours)."""
     now = dt.datetime.now(dt.UTC)
-    ca_key, ca_cert = _ca("Foreign Insurer Client CA", None, now - dt.timedelta(days=30))
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("Foreign Broker"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.RFC822Name("erika@example.org")]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    foreign_ca = TestCA.root("Foreign Insurer Client CA", now=now).issuing(
+        "Foreign Insurer Issuing CA", now=now
     )
-    cert_path, key_path = folder / "foreign.pem", folder / "foreign-key.pem"
-    cert_path.write_text(_pem(cert))
-    key_path.write_bytes(_key_pem(key))
-    der = cert.public_bytes(serialization.Encoding.DER)
-    ca_path = folder / "foreign-ca.pem"
-    ca_path.write_text(_pem(ca_cert))
+    leaf = foreign_ca.broker(now=now, name="Foreign Broker", key_kind="rsa")
+    files = leaf.write(folder, "foreign")
+    foreign_ca.write_cert(folder / "foreign-ca.pem")
+    der = leaf.certificate.public_bytes(serialization.Encoding.DER)
     return ClientCert(
-        cert_path=cert_path,
-        key_path=key_path,
+        cert_path=files.cert,
+        key_path=files.key,
         p12_path=folder / "foreign.p12",
         password="",
-        serial=format(cert.serial_number, "x"),
+        serial=format(leaf.certificate.serial_number, "x"),
         fingerprint=hashlib.sha256(der).hexdigest(),
         user_id=0,
-        certificate=cert,
+        certificate=leaf.certificate,
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from gateway import CertificateProblem, Identity, ProblemKind
 from gateway.auth._certificate_identity import (
@@ -21,24 +21,31 @@ from gateway.auth._certificate_identity import (
 )
 from gateway.auth._chain_verification import ChainVerifier
 from store import CertificateStatus, Level, UserStatus
-from tests.gateway.conftest import _ca
+from tests.pki import TestCA
 
 NOW = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
 
 
 def leaf(
-    issuer: tuple[Any, x509.Certificate],
+    issuer: TestCA,
     *,
     eku: bool = True,
     email: str = "erika@example.org",
     not_before: dt.datetime = NOW - dt.timedelta(days=1),
     not_after: dt.datetime = NOW + dt.timedelta(days=730),
 ) -> x509.Certificate:
+    """A broker certificate of ``ca``'s profile, or with ``eku=False`` one that lacks clientAuth.
+
+    ``not_before`` is when the CA made it (the builder backdates it by five minutes).
+    """
+    if eku:
+        return issuer.broker(now=not_before, email=email, not_after=not_after).certificate
+    # The deviation under test: a certificate without the EKU the profile always sets.
     key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Erika")]))
-        .issuer_name(issuer[1].subject)
+        .issuer_name(issuer.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
@@ -46,30 +53,25 @@ def leaf(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[0].public_key()),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
             critical=False,
         )
+        .sign(issuer.key, hashes.SHA256())
     )
-    if eku:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-    return builder.sign(issuer[0], hashes.SHA256())
 
 
 @pytest.fixture(scope="module")
 def chain() -> dict[str, Any]:
-    root = _ca("Root", None, NOW - dt.timedelta(days=365))
-    issuing = _ca("Issuing G1", (root[0], root[1].subject), NOW - dt.timedelta(days=365))
-    foreign_root = _ca("Root", None, NOW - dt.timedelta(days=365))  # same name, other key
-    foreign = _ca(
-        "Issuing G1", (foreign_root[0], foreign_root[1].subject), NOW - dt.timedelta(days=365)
-    )
+    made = NOW - dt.timedelta(days=365)
+    root = TestCA.root("Root", now=made)
+    issuing = root.issuing("Issuing G1", now=made)
+    foreign_root = TestCA.root("Root", now=made)  # same names, other keys
+    foreign = foreign_root.issuing("Issuing G1", now=made)
     return {
         "root": root,
         "issuing": issuing,
         "foreign": foreign,
-        "verifier": ChainVerifier(roots=[root[1]], intermediates=[issuing[1]]),
+        "verifier": ChainVerifier(roots=[root.certificate], intermediates=[issuing.certificate]),
     }
 
 
@@ -183,7 +185,9 @@ def test_user_checks(chain: dict[str, Any]) -> None:
 
 def test_verifier_cache_respects_time(chain: dict[str, Any]) -> None:
     cert = leaf(chain["issuing"])
-    verifier = ChainVerifier(roots=[chain["root"][1]], intermediates=[chain["issuing"][1]])
+    verifier = ChainVerifier(
+        roots=[chain["root"].certificate], intermediates=[chain["issuing"].certificate]
+    )
     assert verifier.verify(cert, fp(cert), NOW) is None
     assert verifier.verify(cert, fp(cert), NOW) is None  # cached
     assert verifier.verify(cert, fp(cert), NOW + dt.timedelta(days=3000)) is not None  # CA expired

@@ -1,22 +1,21 @@
 """TLS material for the proxy tests: a loopback server certificate, broker certificates.
 
 Broker certificates come from our CA (the ``authority`` fixture) as PEM files; the server
-certificate and the deliberately expired "foreign" certificate are made here with
-``cryptography`` because the CA issues only client certificates.
+certificate and the deliberately expired "foreign" certificate come from test CAs of
+their own, made by the same builders (``tests.pki``).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.pki import TestCA
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,11 +25,20 @@ class PemPair:
     certificate: x509.Certificate
 
 
-def _write(directory: Path, name: str, cert: x509.Certificate, key: object) -> PemPair:
+def _write(
+    directory: Path,
+    name: str,
+    cert: x509.Certificate,
+    key: object,
+    *,
+    chain: tuple[x509.Certificate, ...] = (),
+) -> PemPair:
     directory.mkdir(parents=True, exist_ok=True)
     cert_path = directory / f"{name}.pem"
     key_path = directory / f"{name}-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, *chain))
+    )
     key_path.write_bytes(
         key.private_bytes(  # type: ignore[attr-defined]
             serialization.Encoding.PEM,
@@ -42,7 +50,7 @@ def _write(directory: Path, name: str, cert: x509.Certificate, key: object) -> P
     return PemPair(cert=cert_path, key=key_path, certificate=cert)
 
 
-def self_signed(
+def own_ca_pair(
     directory: Path,
     name: str,
     *,
@@ -50,31 +58,21 @@ def self_signed(
     not_before: datetime | None = None,
     not_after: datetime | None = None,
 ) -> PemPair:
-    """An EC P-256 self-signed certificate; ``server`` adds SANs for 127.0.0.1/localhost."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """A certificate from a test CA of its own, made by ``ca``'s builders (``tests.pki``).
+
+    ``server`` gives a loopback server certificate (localhost, 127.0.0.1), otherwise a
+    broker-profile client certificate that our CA did not issue. The PEM file holds the
+    certificate and then its CA, so it serves as a chain for a server and as the trust
+    anchor file for a client.
+    """
     now = datetime.now(UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or now - timedelta(hours=1))
-        .not_valid_after(not_after or now + timedelta(days=2))
-    )
+    made = not_before or now - timedelta(hours=1)
+    own_ca = TestCA.root(f"{name} test CA", now=made)
     if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        leaf = own_ca.server(now=made, addresses=("127.0.0.1",), validity=timedelta(days=2))
     else:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-    return _write(directory, name, builder.sign(key, hashes.SHA256()), key)
+        leaf = own_ca.broker(now=made, name=name, not_after=not_after or now + timedelta(days=2))
+    return _write(directory, name, leaf.certificate, leaf.key, chain=leaf.chain)
 
 
 def pem_from_pkcs12(directory: Path, name: str, pkcs12_bytes: bytes, password: str) -> PemPair:

@@ -15,7 +15,7 @@ from ca import CertificateAuthority
 from gateway._settings import GatewaySettings
 from tests.conftest import FakeClock, UserFactory, password_mail_for
 from tests.gateway_proxy._apps import gateway_app, settings_for, upstream_app
-from tests.gateway_proxy._certs import PemPair, pem_from_pkcs12, self_signed
+from tests.gateway_proxy._certs import PemPair, own_ca_pair, pem_from_pkcs12
 
 StartGateway = Callable[..., Awaitable[str]]
 
@@ -70,7 +70,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture(scope="session")
 def server_pem(tmp_path_factory: pytest.TempPathFactory) -> PemPair:
-    return self_signed(tmp_path_factory.mktemp("tls"), "server", server=True)
+    return own_ca_pair(tmp_path_factory.mktemp("tls"), "server", server=True)
 
 
 @pytest.fixture

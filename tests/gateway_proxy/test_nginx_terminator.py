@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from ca import fingerprint_sha256
 from gateway._settings import GatewaySettings
 from gateway.auth._terminator import ForwardedCertificateInvalid, certificate_from_terminator
-from tests.gateway_proxy._certs import PemPair, self_signed
+from tests.gateway_proxy._certs import PemPair, own_ca_pair
 from tests.gateway_proxy._nginx import NGINX, adapted_config, free_port, running_nginx
 from tests.gateway_proxy.conftest import start_site
 
@@ -103,7 +103,7 @@ async def test_no_certificate_is_none(front: str, server_pem: PemPair) -> None:
 async def test_client_cannot_inject_the_header_through_nginx(
     front: str, server_pem: PemPair, broker_pem: PemPair, tmp_path: Path
 ) -> None:
-    forged = self_signed(tmp_path / "forged", "forged", server=False)
+    forged = own_ca_pair(tmp_path / "forged", "forged", server=False)
     pem = forged.certificate.public_bytes(serialization.Encoding.PEM).decode()
     spellings = {"X-SSL-Client-Cert": quote(pem, safe=""), "X_SSL_Client_Cert": quote(pem)}
     # without a certificate: nginx drops the client's header (empty proxy_set_header value)
@@ -128,7 +128,7 @@ async def test_expired_certificate_still_reaches_the_gateway(
     # nginx answers 495 for an expired certificate even with optional_no_ca; the shipped
     # config hands that request to the gateway so the broker gets our explanation page.
     now = datetime.now(UTC)
-    expired = self_signed(
+    expired = own_ca_pair(
         tmp_path / "expired",
         "expired",
         server=False,

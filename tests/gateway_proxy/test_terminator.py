@@ -28,13 +28,13 @@ from gateway.auth._terminator import (
     parse_forwarded_certificate,
     xfcc_last_element,
 )
-from tests.gateway_proxy._certs import PemPair, self_signed
+from tests.gateway_proxy._certs import PemPair, own_ca_pair
 from tests.gateway_proxy.conftest import start_site
 
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> x509.Certificate:
-    return self_signed(tmp_path_factory.mktemp("t"), "client", server=False).certificate
+    return own_ca_pair(tmp_path_factory.mktemp("t"), "client", server=False).certificate
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -54,7 +54,7 @@ def test_haproxy_base64_der(cert: x509.Certificate) -> None:
 
 
 def test_envoy_xfcc_last_element(cert: x509.Certificate, tmp_path: Path) -> None:
-    other = self_signed(tmp_path, "other", server=False).certificate
+    other = own_ca_pair(tmp_path, "other", server=False).certificate
     value = (
         f'By=spiffe://a;Hash=00;Cert="{quote(_pem(other), safe="")}";Subject="CN=x,O=y"'
         f',By=spiffe://b;Hash=11;Subject="CN=Erika, O=Makler; GmbH";'
@@ -198,5 +198,5 @@ async def test_trusted_peer_without_header_is_none() -> None:
 
 
 def test_pem_pair_type(tmp_path: Path) -> None:
-    pair = self_signed(tmp_path, "x", server=True)
+    pair = own_ca_pair(tmp_path, "x", server=True)
     assert isinstance(pair, PemPair) and pair.key.stat().st_mode & 0o777 == 0o600

@@ -21,7 +21,7 @@ from gateway._metrics import GatewayMetrics
 from gateway._service import gateway_app_factory
 from gateway._settings import GatewaySettings
 from tests.conftest import TEST_SECRET_KEY
-from tests.gateway_proxy._certs import PemPair, self_signed
+from tests.gateway_proxy._certs import PemPair, own_ca_pair
 from tests.gateway_proxy._nginx import NGINX, adapted_config, free_port, running_nginx
 from tests.gateway_proxy.conftest import start_site
 
@@ -115,7 +115,7 @@ async def test_forged_header_via_nginx_does_not_log_in(
     assert "path_qs" not in text  # did not reach the upstream
     assert status == 401 and "<title>Anmelden" in text
     # and with someone else's certificate the broker's header cannot be smuggled either
-    other = self_signed(tmp_path / "other", "other", server=False)
+    other = own_ca_pair(tmp_path / "other", "other", server=False)
     status, _, text = await _get(
         portal + "/echo/home",
         _context(server_pem, other),

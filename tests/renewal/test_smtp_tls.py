@@ -2,63 +2,37 @@
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from sqlalchemy.orm import Session, sessionmaker
 
 from renewal import MailRenderer, OutboxDelivery
 from store import MailOutbox, MailStatus, Sealer, queue_mail, transaction
 from tests.conftest import FakeClock
+from tests.pki import TestCA
 from tests.renewal.conftest import SmtpSink, free_port, mail_settings
 
 SMTP_PASSWORD = "smtp-secret-Hx81"
 
 
 @pytest.fixture(scope="module")
-def server_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (the client trusts exactly this one)."""
+def server_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A test server CA (the client trusts exactly it) and a 127.0.0.1 certificate below it.
+
+    Returns (CA file, certificate file, key file).
+    """
     folder = tmp_path_factory.mktemp("smtp-tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test smtp")])
     now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_file.chmod(0o600)
-    return cert_file, key_file
+    server_ca = TestCA.root("test smtp CA", now=now)
+    files = server_ca.server(now=now, dns_names=(), addresses=("127.0.0.1",)).write(folder, "smtp")
+    return server_ca.write_cert(folder / "ca.pem"), files.cert, files.key
 
 
 def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
@@ -68,10 +42,10 @@ def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, dat
 
 @pytest.fixture(params=["starttls", "implicit"])
 def tls_server(
-    request: pytest.FixtureRequest, server_cert: tuple[Path, Path]
+    request: pytest.FixtureRequest, server_cert: tuple[Path, Path, Path]
 ) -> Iterator[tuple[str, int, SmtpSink]]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*server_cert)
+    context.load_cert_chain(*server_cert[1:])
     sink, port = SmtpSink(), free_port()
     kwargs: dict[str, Any] = {"authenticator": _authenticator}
     if request.param == "starttls":
@@ -112,7 +86,7 @@ async def test_tls_and_auth(
     clock: FakeClock,
     sealer: Sealer,
     renderer: MailRenderer,
-    server_cert: tuple[Path, Path],
+    server_cert: tuple[Path, Path, Path],
     tls_server: tuple[str, int, SmtpSink],
     password: str,
 ) -> None:
