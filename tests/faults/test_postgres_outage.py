@@ -29,13 +29,26 @@ from tests.faults._load import (
     server_error,
     until,
 )
-from tests.faults._system import System
+from tests.faults._system import Replica, System
 
 pytestmark = pytest.mark.slow
 
 OUTAGE = 30.0  # seconds, as the issue asks
 RECOVERY_BOUND = 5.0  # everything normal again within 5 s of the database's return
 SLACK = 1.5  # seconds a loaded 2-core machine may add to a bound (scheduling, TLS)
+
+
+async def _healthz(system: System, replica: Replica) -> tuple[str, str | None]:
+    """``/healthz`` as a load balancer's check sees it: ``status:200`` or ``status:503``."""
+    mix = Mix(system=system, replicas=[replica])
+    try:
+        async with (
+            mix._client(None, "en", keep_alive=False) as client,
+            client.get(replica.url + "/healthz") as response,
+        ):
+            return f"status:{response.status}", None
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return f"error:{type(exc).__name__}", None
 
 
 async def test_postgres_outage(pg_system: System, figures: Figures) -> None:
@@ -70,6 +83,7 @@ async def test_postgres_outage(pg_system: System, figures: Figures) -> None:
     load = asyncio.create_task(mix.run(stop))
     victim_answers: list[str] = []
     login_pages: Counter[str] = Counter()
+    healthz_down: dict[str, float] = {}  # replica → seconds after the stop: /healthz 503
     # A WebSocket open across the outage (the mix opens short ones): its guard needs the
     # store once the caches are stale, so it is closed with 1011, as a request gets the 503.
     held_client = mix._client(system.cert_brokers[1], "de")
@@ -89,6 +103,10 @@ async def test_postgres_outage(pg_system: System, figures: Figures) -> None:
         closing = asyncio.create_task(held_closed())
         while time.monotonic() - stopped < OUTAGE:
             for replica in replicas:
+                # what a load balancer's health check sees
+                if replica.name not in healthz_down:
+                    if (await _healthz(system, replica))[0] == "status:503":
+                        healthz_down[replica.name] = round(time.monotonic() - stopped, 2)
                 # the revoked certificate, on a fresh connection: never granted
                 outcome, violation = await probe(
                     system, replica, victim, "/vertrag/akte", "nl", must_refuse=True
@@ -108,12 +126,16 @@ async def test_postgres_outage(pg_system: System, figures: Figures) -> None:
             for broker, path, expected in (
                 (system.cert_brokers[0], "/vertrag/akte", "ok"),
                 (None, "/_gateway/login/password", "status:200"),
+                (None, "/healthz", "status:200"),
             ):
                 seconds = await until(
-                    lambda r=replica, b=broker, p=path: probe(system, r, b, p, "en"),
+                    lambda r=replica, b=broker, p=path: (
+                        _healthz(system, r) if p == "/healthz" else probe(system, r, b, p, "en")
+                    ),
                     lambda outcome, e=expected: outcome == e,
                     within=RECOVERY_BOUND + 10,
                     started=back,
+                    what=f"{path} normal again on {replica.name}",
                 )
                 recovery[(replica.name, path)] = seconds
         await asyncio.sleep(RECOVERY_BOUND + 3)  # the mix runs on in the recovered state
@@ -151,6 +173,7 @@ async def test_postgres_outage(pg_system: System, figures: Figures) -> None:
         slowest_answer_during_outage_seconds=round(
             max(s.latency for s in mix.samples if stopped <= s.at < back), 2
         ),
+        healthz_503_seconds_after_stop=healthz_down,
         recovery_seconds={f"{r} {p}": round(v, 2) for (r, p), v in recovery.items()},
         recovery_bound_seconds=RECOVERY_BOUND,
         store_unavailable_pages_counted=pages,
@@ -171,6 +194,8 @@ async def test_postgres_outage(pg_system: System, figures: Figures) -> None:
     for language in LANGUAGES:
         assert login_pages[f"{language}:page:store_unavailable"] > 0, login_pages
     assert not [k for k in login_pages if not k.endswith(":page:store_unavailable")], login_pages
+    # /healthz says the replica cannot vouch for revocation (stale caches): 503
+    assert sorted(healthz_down) == sorted(r.name for r in replicas), healthz_down
     # no 500 (nor a 5xx without the clear page) at any time
     bad = [s for s in mix.samples if server_error(s)]
     assert bad == [], Counter((s.kind, s.outcome) for s in bad)

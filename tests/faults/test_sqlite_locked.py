@@ -38,6 +38,8 @@ pytestmark = pytest.mark.slow
 BUSY_TIMEOUT = 15.0  # store/_engine.py: PRAGMA busy_timeout=15000
 HOLD = BUSY_TIMEOUT + 5  # the writer holds its lock past the busy timeout
 SLACK = 3.0  # a loaded 2-core machine
+LOGIN_KINDS = ("password", "tan")
+LOGIN_STEPS = 5.0  # a login's other requests and the TAN mail, when nothing waits
 RECOVERY_BOUND = 5.0  # normal again within 5 s of the release, as after a database outage
 
 LOCKER = """
@@ -116,7 +118,10 @@ async def test_sqlite_locked_by_another_writer(sqlite_system: System, figures: F
         server_errors=sum(1 for s in [*mix.samples, *login.samples] if server_error(s)),
         errors_outside_fault_window=len(outside),
         answers_while_locked=by_outcome(during),
-        slowest_answer_while_locked_seconds=round(max(s.latency for s in during), 2),
+        slowest_while_locked_seconds={
+            kind: round(max(s.latency for s in during if s.kind == kind), 2)
+            for kind in sorted({s.kind for s in during})
+        },
         login_during_lock={"outcome": sample.outcome, "seconds": round(sample.latency, 2)},
         recovery_seconds=round(seconds, 2),
         recovery_bound_seconds=RECOVERY_BOUND,
@@ -131,8 +136,11 @@ async def test_sqlite_locked_by_another_writer(sqlite_system: System, figures: F
     # the login that had to write waited, within the bound, and got the clear page
     assert sample.outcome == "page:store_unavailable", sample
     assert BUSY_TIMEOUT - 1 < sample.latency < BUSY_TIMEOUT + SLACK, sample
-    # nobody waited longer than the bound
-    assert max(s.latency for s in mix.samples) < BUSY_TIMEOUT + SLACK
+    # nobody waited longer than the bound: a single request at most the busy timeout; a
+    # login (several requests, the TAN mail) waits on one write at most, then goes on
+    for sample in mix.samples:
+        bound = BUSY_TIMEOUT + SLACK + (LOGIN_STEPS if sample.kind in LOGIN_KINDS else 0)
+        assert sample.latency < bound, sample
     assert seconds < RECOVERY_BOUND
     # errors only while the lock was held (and the bound after it)
     assert outside == [], Counter((s.kind, s.outcome) for s in outside)
