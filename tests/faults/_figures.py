@@ -5,9 +5,10 @@ Each test asserts its bounds and records what it measured under the fault's name
     figures.record("postgres_outage", granted_beyond_level=0, recovery_seconds=0.06, ...)
 
 The file is rewritten after every record, so a run that fails half-way keeps what the
-earlier tests measured. Where: ``$BROKERGATE_FAULT_FIGURES`` (CI keeps it as an artifact),
-else ``fault-figures.json`` in pytest's base temporary folder; each record is printed too
-(``pytest -s``). The machine (cores, load when the suite started) is written with them,
+earlier tests measured; each run starts it anew. Where: ``$BROKERGATE_FAULT_FIGURES``
+(CI keeps it as an artifact), else ``build/fault-figures.json`` in the checkout (ignored
+by git; pytest's temporary folders are pruned by the next runs); each record is printed
+too (``pytest -s``). The machine (cores, load when the suite started) is written with them,
 since every latency and recovery time depends on it.
 """
 
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import REPO
 
 FIGURES_ENV = "BROKERGATE_FAULT_FIGURES"
 
@@ -56,6 +59,6 @@ class Figures:
         self.path.write_text(json.dumps(self.data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def figures_path(default_folder: Path) -> Path:
+def figures_path() -> Path:
     configured = os.environ.get(FIGURES_ENV)
-    return Path(configured) if configured else default_folder / "fault-figures.json"
+    return Path(configured) if configured else REPO / "build" / "fault-figures.json"

@@ -18,8 +18,8 @@ from tests.faults._system import System, postgres_bin, running_system
 
 
 @pytest.fixture(scope="session")
-def figures(tmp_path_factory: pytest.TempPathFactory) -> Figures:
-    return Figures(path=figures_path(tmp_path_factory.getbasetemp()))
+def figures() -> Figures:
+    return Figures(path=figures_path())
 
 
 @pytest.fixture(scope="package")
