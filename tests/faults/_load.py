@@ -41,6 +41,7 @@ import aiohttp
 from store import Level
 from tests.conftest import REPO
 from tests.faults._system import PASSWORD, Broker, Replica, System
+from tests.polling import async_wait_for
 
 LANGUAGES = ("de", "en", "nl")
 LEVEL_ORDER = [Level.ANONYMOUS, Level.RESTRICTED, Level.BASIC, Level.STRONG]
@@ -74,13 +75,28 @@ def _titles() -> dict[str, dict[str, str]]:
     return found
 
 
+# The status each fault's page must come with (gateway/_errors.py).
+PAGE_STATUS = {"store_unavailable": 503, "upstream_unavailable": 502, "upstream_timeout": 504}
+
+
 def classify_page(status: int, body: str, language: str, content_language: str) -> str:
-    """``page:<name>`` for one of the gateway's error pages, else ``status:<code>``."""
+    """``page:<name>`` for one of the gateway's error pages, else ``status:<code>``.
+
+    A 5xx that is not a fault's own page with its own status (the 500 page, a 503 without
+    the "temporarily unavailable" page) is ``status:5xx:…``, so :func:`server_error` and
+    every check for ``status:5`` catch it; a fault page with another status is
+    ``page:<name>:status:<code>``.
+    """
     import html
 
     text = html.unescape(body)
     for title, page in _titles()[language].items():
         if f"<h1>{title}</h1>" in text:
+            expected = PAGE_STATUS.get(page)
+            if status >= 500 and status != expected:
+                return f"status:{status}:page:{page}"
+            if expected is not None and status != expected:
+                return f"page:{page}:status:{status}"
             if content_language != language:
                 return f"page:{page}:wrong-language:{content_language}"
             return f"page:{page}"
@@ -258,13 +274,14 @@ class Mix:
             await self._post(client, start, {**form, "csrf": csrf}, language)
             tan_page = start + "/tan"
             csrf = await self._form(client, tan_page + "?next=/antrag/1", language)
-            deadline = time.monotonic() + TAN_WAIT
-            tan = None
-            while tan is None and time.monotonic() < deadline:
-                tan = self.system.mailbox.tan_for(broker.email, before)
-                if tan is None:
-                    await asyncio.sleep(0.2)
-            if tan is None:
+            try:
+                tan = await async_wait_for(
+                    lambda: self.system.mailbox.tan_for(broker.email, before),
+                    timeout=TAN_WAIT,
+                    interval=0.2,
+                    message=f"the TAN mail to {broker.email}",
+                )
+            except AssertionError:  # the renewal process did not deliver it in time
                 return "no-tan-mail", None
             await self._post(
                 client, tan_page, {"tan": tan, "next": "/antrag/1", "csrf": csrf}, language
@@ -458,16 +475,38 @@ async def until(
     within: float,
     started: float | None = None,
     strict: bool = True,
+    what: str = "the expected answer",
 ) -> float:
     """Repeat ``check`` until its outcome is accepted; seconds since ``started`` (or now).
-    ``strict``: every answer on the way must be free of violations."""
+    ``strict``: every answer on the way must be free of violations.
+
+    Raises:
+        AssertionError: not accepted within ``within`` seconds (the last outcome in the
+            text), or a violation on the way (``strict``).
+    """
     started = time.monotonic() if started is None else started
-    deadline = time.monotonic() + within
-    outcome = "(not run)"
-    while time.monotonic() < deadline:
-        outcome, violation = await check()
+
+    async def outcome() -> str:
+        found, violation = await check()
         assert violation is None or not strict, violation
-        if accept(outcome):
-            return time.monotonic() - started
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"still {outcome!r} after {within:.0f} s")
+        return found
+
+    await async_wait_for(outcome, timeout=within, until=accept, message=what)
+    return time.monotonic() - started
+
+
+def server_error(sample: Sample) -> bool:
+    """A 500, or a 5xx without its fault's clear page: what a broker must never get."""
+    return sample.outcome.startswith("status:5") or sample.outcome == "ws-handshake:500"
+
+
+def by_outcome(samples: Iterable[Sample]) -> dict[str, int]:
+    """``{"kind:outcome": count}``, sorted: how a figure file lists what the clients got."""
+    return dict(sorted(Counter(f"{s.kind}:{s.outcome}" for s in samples).items()))
+
+
+def granted_beyond_level(samples: Iterable[Sample]) -> int:
+    """Answers that reached the portal with more than the client's session has (or
+    another broker's identity, or for a client that must be refused): the figure that
+    must be 0 in every fault."""
+    return sum(1 for s in samples if s.violation)

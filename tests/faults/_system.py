@@ -32,9 +32,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -58,6 +57,7 @@ from store import (
     transaction,
     upgrade,
 )
+from tests import polling
 from tests.conftest import REPO, TEST_PASSPHRASE, TEST_SECRET_KEY, free_port
 from tests.gateway_proxy._certs import PemPair, own_ca_pair, pem_from_pkcs12
 from tests.renewal.conftest import SmtpServer, SmtpSink
@@ -416,17 +416,25 @@ def free_port_run(count: int) -> int:
     raise RuntimeError(f"no {count} adjacent free loopback ports")
 
 
-def wait_for(predicate: object, seconds: float, what: str, process: Process | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():  # type: ignore[operator]
+def wait_for(
+    predicate: Callable[[], bool], seconds: float, what: str, process: Process | None = None
+) -> None:
+    """``tests.polling.wait_for`` that also fails at once when ``process`` exits (with its
+    output), and adds the tail of its output to a timeout."""
+
+    def probe() -> bool:
         if process is not None and not process.alive:
             raise AssertionError(
                 f"{process.name} exited while waiting for {what}:\n{process.output}"
             )
-        if time.monotonic() > deadline:
-            tail = process.output[-3000:] if process else ""
-            raise AssertionError(f"timed out waiting for {what}\n{tail}")
-        time.sleep(0.05)
+        return predicate()
+
+    try:
+        polling.wait_for(probe, timeout=seconds, message=f"waiting for {what}")
+    except AssertionError as exc:
+        if process is None or not process.alive:
+            raise
+        raise AssertionError(f"{exc}\n{process.output[-3000:]}") from None
 
 
 def wait_for_port(port: int, process: Process, seconds: float = 30) -> None:

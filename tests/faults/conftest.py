@@ -3,6 +3,7 @@
 One system on PostgreSQL is shared by the package's modules (starting it costs ~10 s on a
 loaded 2-core machine): replica ``a`` with two workers, replica ``b`` with one, and the
 renewal process. Each test leaves it healthy (and asserts so) for the next one.
+``figures`` collects what the tests measured into one JSON file (see _figures.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.faults._figures import Figures, figures_path
 from tests.faults._system import System, postgres_bin, running_system
+
+
+@pytest.fixture(scope="session")
+def figures() -> Figures:
+    return Figures(path=figures_path())
 
 
 @pytest.fixture(scope="package")
