@@ -45,9 +45,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
-from cryptography.hazmat.primitives import serialization
 
-from tests.pki import TestCA, key_pem
+from tests.pki import TestCA, key_pem, pem, write_pem_files
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -644,27 +643,19 @@ def make_full_app_setup(folder: Path, base: Material) -> FullAppSetup:
     engine.dispose()
     key, cert, _chain = pkcs12.load_key_and_certificates(issued.pkcs12, password.encode())
     assert key is not None and cert is not None
-    pem = serialization.Encoding.PEM
-    ca_pem = b"".join(
-        c.public_bytes(pem) for c in [*trust.roots, *trust.issuing_by_generation.values()]
-    )
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    ca_pem = "".join(pem(c) for c in [*trust.roots, *trust.issuing_by_generation.values()])
+    broker = write_pem_files(folder, "broker", [cert], key)
     material = Material(
         ca=folder / "store-ca.pem",
         server_cert=base.server_cert,
         server_key=base.server_key,
-        client_cert=folder / "broker.pem",
-        client_key=folder / "broker-key.pem",
+        client_cert=broker.cert,
+        client_key=broker.key,
         client_combined=folder / "broker-combined.pem",
     )
-    material.ca.write_bytes(ca_pem)
-    material.client_cert.write_bytes(cert.public_bytes(pem))
-    material.client_key.write_bytes(key_pem)
-    material.client_combined.write_bytes(cert.public_bytes(pem) + key_pem)
-    for path in (material.client_key, material.client_combined):
-        path.chmod(0o600)
+    material.ca.write_text(ca_pem)
+    material.client_combined.write_bytes(pem(cert).encode() + key_pem(key))
+    material.client_combined.chmod(0o600)
     return FullAppSetup(store_url=store_url, material=material)
 
 

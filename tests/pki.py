@@ -15,6 +15,7 @@ chain with the same names) are built by the test that checks the deviation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ca import (
     LeafSubject,
@@ -51,7 +53,7 @@ def pem(certificate: x509.Certificate) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def key_pem(key: PrivateKey) -> bytes:
+def key_pem(key: PrivateKeyTypes) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -63,6 +65,18 @@ class PemFiles:
     key: Path
 
 
+def write_pem_files(
+    folder: Path, stem: str, certificates: Sequence[x509.Certificate], key: PrivateKeyTypes
+) -> PemFiles:
+    """``<stem>.pem`` (the certificates in order) and ``<stem>-key.pem`` (mode 0600)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = PemFiles(cert=folder / f"{stem}.pem", key=folder / f"{stem}-key.pem")
+    files.cert.write_text("".join(pem(c) for c in certificates))
+    files.key.write_bytes(key_pem(key))
+    files.key.chmod(0o600)
+    return files
+
+
 @dataclass(frozen=True, kw_only=True)
 class Leaf:
     """An end-entity certificate with its key, and the chain above it (issuer first)."""
@@ -71,16 +85,14 @@ class Leaf:
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
 
+    def certificates(self, *, with_chain: bool = False) -> list[x509.Certificate]:
+        return [self.certificate, *(self.chain if with_chain else ())]
+
     def cert_pem(self, *, with_chain: bool = False) -> str:
-        parts = [self.certificate, *(self.chain if with_chain else ())]
-        return "".join(pem(c) for c in parts)
+        return "".join(pem(c) for c in self.certificates(with_chain=with_chain))
 
     def write(self, folder: Path, stem: str, *, with_chain: bool = False) -> PemFiles:
-        files = PemFiles(cert=folder / f"{stem}.pem", key=folder / f"{stem}-key.pem")
-        files.cert.write_text(self.cert_pem(with_chain=with_chain))
-        files.key.write_bytes(key_pem(self.key))
-        files.key.chmod(0o600)
-        return files
+        return write_pem_files(folder, stem, self.certificates(with_chain=with_chain), self.key)
 
 
 @dataclass(frozen=True, kw_only=True)

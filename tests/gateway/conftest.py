@@ -29,7 +29,7 @@ from gateway.proxy._forwarder import ProxyForwarder
 from gateway.tls._proxy_protocol import ProxyProtocolSite
 from store import RevocationReason, User
 from tests.conftest import TEST_SECRET_KEY, password_mail_for
-from tests.pki import TestCA, key_pem, pem
+from tests.pki import TestCA, write_pem_files
 
 SECRET = TEST_SECRET_KEY
 EPOCH = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)  # the `clock` fixture's start
@@ -67,10 +67,8 @@ def make_server_tls(folder: Path) -> ServerTLS:
     now = dt.datetime.now(dt.UTC)
     server_ca = TestCA.root("test server CA", now=now)
     files = server_ca.server(now=now, addresses=("127.0.0.1",)).write(folder, "server")
-    tls = ServerTLS(
-        ca=server_ca.write_cert(folder / "server-ca.pem"), cert=files.cert, key=files.key
-    )
-    return tls
+    ca_file = server_ca.write_cert(folder / "server-ca.pem")
+    return ServerTLS(ca=ca_file, cert=files.cert, key=files.key)
 
 
 @pytest.fixture
@@ -105,17 +103,13 @@ class Brokers:
         key, cert, _extra = pkcs12.load_key_and_certificates(issued.pkcs12, password.encode())
         assert key is not None and cert is not None
         self._count += 1
-        base = self.folder / f"broker-{self._count}"
-        p12_path = base.with_suffix(".p12")
+        stem = f"broker-{self._count}"
+        p12_path = self.folder / f"{stem}.p12"
         p12_path.write_bytes(issued.pkcs12)
-        cert_path = base.with_suffix(".pem")
-        key_path = self.folder / f"broker-{self._count}-key.pem"
-        cert_path.write_text(pem(cert))
-        key_path.write_bytes(key_pem(key))
-        key_path.chmod(0o600)
+        files = write_pem_files(self.folder, stem, [cert], key)
         return ClientCert(
-            cert_path=cert_path,
-            key_path=key_path,
+            cert_path=files.cert,
+            key_path=files.key,
             p12_path=p12_path,
             password=password,
             serial=issued.serial,

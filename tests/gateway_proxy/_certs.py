@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from tests.pki import TestCA
+from tests.pki import TestCA, write_pem_files
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,25 +29,12 @@ def _write(
     directory: Path,
     name: str,
     cert: x509.Certificate,
-    key: object,
+    key: PrivateKeyTypes,
     *,
     chain: tuple[x509.Certificate, ...] = (),
 ) -> PemPair:
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path = directory / f"{name}.pem"
-    key_path = directory / f"{name}-key.pem"
-    cert_path.write_bytes(
-        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, *chain))
-    )
-    key_path.write_bytes(
-        key.private_bytes(  # type: ignore[attr-defined]
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return PemPair(cert=cert_path, key=key_path, certificate=cert)
+    files = write_pem_files(directory, name, [cert, *chain], key)
+    return PemPair(cert=files.cert, key=files.key, certificate=cert)
 
 
 def own_ca_pair(
