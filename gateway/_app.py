@@ -115,7 +115,7 @@ def _store_context(
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         loop = asyncio.get_running_loop()
-        engine = make_engine(store_url)
+        engine = make_engine(store_url, pool_size=settings.store_threads)
         factory = session_factory(engine)
         app[FACTORY] = factory
         app[SESSIONS] = Sessions(factory=factory, settings=settings, max_staleness=max_staleness)

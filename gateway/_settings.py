@@ -137,6 +137,14 @@ class GatewaySettings:
         default=100,
         metadata={"help": "Most open connections to the upstream per worker process (keep-alive)"},
     )
+    store_threads: int = field(
+        default=32,
+        metadata={
+            "help": "Threads per worker process for blocking store calls, and the size of its "
+            "database connection pool: a request waiting on a locked write never holds up "
+            "a read while fewer than this many wait (4..256)"
+        },
+    )
     workers: int = field(
         default=1,
         metadata={"help": "Gateway processes sharing the listening port (SO_REUSEPORT)"},
@@ -187,6 +195,8 @@ class GatewaySettings:
             raise ValueError("proxy_protocol_timeout must be between 0s and 60s")
         if self.upstream_pool_size < 1:
             raise ValueError("upstream_pool_size must be at least 1")
+        if not 4 <= self.store_threads <= 256:
+            raise ValueError(f"store_threads must be between 4 and 256, not {self.store_threads}")
         if not 1 <= self.workers <= 256:
             raise ValueError("workers must be between 1 and 256")
         if not 0 <= self.metrics_port < 65536:

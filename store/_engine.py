@@ -27,12 +27,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine for ``url``; a SQLite file's folder is created if missing."""
+def make_engine(url: str, *, echo: bool = False, pool_size: int | None = None) -> Engine:
+    """Create an engine for ``url``; a SQLite file's folder is created if missing.
+
+    ``pool_size``: connections kept open (SQLAlchemy's default, 5, when None); a caller that
+    runs store calls in N threads passes N so no thread waits for a connection.
+    """
     parsed = make_url(url)
     # SECURITY: a failed statement's parameters (password hashes, sealed secrets, session
     # ids) would otherwise be part of the exception text, and exceptions get logged.
     kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
+    if pool_size is not None:
+        kwargs["pool_size"] = pool_size
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":

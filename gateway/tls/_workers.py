@@ -40,6 +40,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Literal
@@ -91,10 +92,13 @@ class ServeOptions:
     proxy_protocol: bool = False  # connections start with a PROXY header (_proxy_protocol)
     trusted_proxies: tuple[str, ...] = ()  # who may send that header
     proxy_protocol_timeout: float = 3.0
+    store_threads: int = 32  # threads for blocking store calls (asyncio.to_thread)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if self.store_threads < 1:
+            raise ValueError("store_threads must be at least 1")
         if self.shutdown_grace <= 0:
             raise ValueError("shutdown_grace must be positive")
         if self.proxy_protocol and not self.trusted_proxies:
@@ -114,6 +118,7 @@ class ServeOptions:
             proxy_protocol=settings.proxy_protocol,
             trusted_proxies=settings.trusted_proxies,
             proxy_protocol_timeout=settings.proxy_protocol_timeout.total_seconds(),
+            store_threads=settings.store_threads,
         )
 
 
@@ -178,6 +183,13 @@ async def _worker_main(
     restarts: int = 0,
 ) -> None:
     loop = asyncio.get_running_loop()
+    # Every store call runs in asyncio.to_thread. asyncio's default pool has min(32, cores + 4)
+    # threads (6 here): while SQLite is locked, six requests waiting on a write held every
+    # thread and reads that WAL would serve at once queued behind them, past the busy timeout
+    # (tests/faults/test_sqlite_locked.py). One thread per store connection instead.
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=options.store_threads, thread_name_prefix="gateway-store")
+    )
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

@@ -301,6 +301,10 @@ def test_serve_options() -> None:
         ServeOptions(host="127.0.0.1", port=1, workers=0)
     with pytest.raises(ValueError, match="workers must be between"):
         GatewaySettings(workers=0)
+    # the worker's thread pool for store calls (and the engine's pool) follows the setting
+    assert ServeOptions.from_settings(GatewaySettings(store_threads=48)).store_threads == 48
+    with pytest.raises(ValueError, match="store_threads must be between 4 and 256, not 2"):
+        GatewaySettings(store_threads=2)
 
 
 async def test_cli_gateway_serve_end_to_end(
