@@ -66,7 +66,7 @@ from gateway.auth._request_state import (
 from gateway.auth._sessions import Sessions
 from gateway.auth._trust_cache import TrustCache, TrustMaterialLike
 from gateway.proxy._assertion import ASSERTION_PURPOSE, SIGNER, AssertionSigner
-from gateway.proxy._upstream_handler import FORWARD, Forwarder, upstream_handler
+from gateway.proxy._upstream_handler import FORWARD, PORTAL_INSERT, Forwarder, upstream_handler
 from gateway.tls._context import set_client_ca_names
 from gateway.web._core_pages import security_headers
 from gateway.web._error_pages import error_middleware
@@ -79,6 +79,7 @@ from gateway.web._pages import (
     make_environment,
 )
 from gateway.web._policy_pages import policy_middleware
+from gateway.web._portal_banner import portal_banner
 from gateway.web._routes import add_core_routes
 from store import (
     Clock,
@@ -260,6 +261,8 @@ def create_app(
     app.on_response_prepare.append(apply_session_cookie)
     app.on_response_prepare.append(security_headers)
 
+    if settings.portal_renewal_banner:
+        app[PORTAL_INSERT] = portal_banner
     router = app.router
     add_core_routes(router)
     for extend in extensions:

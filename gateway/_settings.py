@@ -246,6 +246,15 @@ class GatewaySettings:
             "(no single sign-on); default off, as in the portal manual"
         },
     )
+    portal_renewal_banner: bool = field(
+        default=False,
+        metadata={
+            "help": "Also show the renewal banner at the top of the portal's own HTML pages "
+            "(uncompressed, with Content-Length, up to 1 MiB) to certificate brokers within "
+            "the reminder window; off: the interstitial once per session and the identity "
+            "headers only (docs/renewal.md)"
+        },
+    )
     session_cookie_name: str = field(
         default="__Host-brokergate",
         metadata={"help": "Name of the session cookie (must start with __Host-)"},

@@ -57,6 +57,7 @@ class ProxyForwarder:
         identity_headers: Mapping[str, str],
         path_qs: str | None = None,
         websocket_guard: WebSocketGuard | None = None,
+        html_insert: str | None = None,
     ) -> web.StreamResponse:
         if self._upstream is None:
             raise RuntimeError("ProxyForwarder.pool_context is not in the app's cleanup_ctx")
@@ -70,6 +71,7 @@ class ProxyForwarder:
             path_qs=path_qs,
             metrics=self._metrics,
             websocket_guard=websocket_guard,
+            html_insert=html_insert,
         )
 
 

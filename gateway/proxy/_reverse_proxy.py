@@ -38,6 +38,7 @@ from gateway._log_safety import log_safe
 from gateway._metrics import GatewayMetrics
 from gateway._networks import IPNetwork
 from gateway.proxy._header_rewrite import downstream_response_headers, upstream_request_headers
+from gateway.proxy._html_insert import can_insert, insert_after_body
 from gateway.proxy._http1_pool import UpstreamResponse
 from gateway.proxy._upstream import Upstream
 from gateway.tls._trusted_peers import is_trusted_peer, peer_text
@@ -99,6 +100,7 @@ async def proxy_request(
     path_qs: str | None = None,
     metrics: GatewayMetrics | None = None,
     websocket_guard: WebSocketGuard | None = None,
+    html_insert: str | None = None,
 ) -> web.StreamResponse:
     """Forward ``request`` to the upstream and stream the answer back.
 
@@ -117,6 +119,9 @@ async def proxy_request(
         metrics: where to record upstream latency.
         websocket_guard: for a WebSocket upgrade, the periodic "still allowed?" of the
             session that opened it (None: the socket lives as long as its two ends want).
+        html_insert: a fragment to put after the ``<body>`` tag of an HTML answer
+            (``gateway.proxy._html_insert``); the portal is then asked for an uncompressed
+            answer.
 
     Raises:
         UpstreamUnavailable: the upstream could not be reached or broke the exchange.
@@ -138,6 +143,8 @@ async def proxy_request(
         return await _proxy_websocket(
             request, upstream=upstream, url=url, headers=headers, guard=websocket_guard
         )
+    if html_insert is not None:
+        headers["Accept-Encoding"] = "identity"  # a compressed page could not get the fragment
     return await _proxy_http(
         request,
         upstream=upstream,
@@ -145,6 +152,7 @@ async def proxy_request(
         headers=headers,
         metrics=metrics,
         gateway_cookies=gateway_cookies,
+        html_insert=html_insert,
     )
 
 
@@ -156,6 +164,7 @@ async def _proxy_http(
     headers: CIMultiDict[str],
     metrics: GatewayMetrics | None,
     gateway_cookies: Collection[str],
+    html_insert: str | None = None,
 ) -> web.StreamResponse:
     started = time.monotonic()
     if "Host" not in headers:  # an HTTP/1.0 client sent none; HTTP/1.1 requires one
@@ -188,6 +197,14 @@ async def _proxy_http(
     try:
         answer_length = upstream_response.content_length
         if (
+            html_insert is not None
+            and request.method == "GET"
+            and can_insert(upstream_response.status, upstream_response.headers, answer_length)
+        ):
+            return await _small_response(
+                request, upstream_response, target, gateway_cookies, html_insert=html_insert
+            )
+        if (
             answer_length is not None
             and answer_length <= SMALL_BODY
             and request.method != "HEAD"
@@ -204,11 +221,14 @@ async def _small_response(
     upstream_response: UpstreamResponse,
     target: str,
     gateway_cookies: Collection[str],
+    *,
+    html_insert: str | None = None,
 ) -> web.StreamResponse:
     """A body of known, small length: read it, send status, headers and body in one write.
 
     Most portal pages are a few KB; one TLS record instead of three (headers, body, end)
-    is the largest single saving per request. Memory stays bounded by SMALL_BODY.
+    is the largest single saving per request. Memory stays bounded by SMALL_BODY (by
+    ``MAX_HTML`` for a page that gets ``html_insert``).
     """
     try:
         body = await upstream_response.read()
@@ -216,13 +236,23 @@ async def _small_response(
         raise UpstreamTimeout(f"{request.method} {target}: body not in time ({exc})") from exc
     except ConnectionError as exc:
         raise UpstreamUnavailable(f"{request.method} {target}: body broke off ({exc})") from exc
+    drop: tuple[str, ...] = ("content-length",)
+    inserted = insert_after_body(body, html_insert) if html_insert is not None else None
+    if inserted is not None:
+        # The page is no longer the portal's: its validators would let a browser keep the
+        # banner after it is gone (a 304 on the portal's ETag), so none, and no caching.
+        body = inserted
+        drop += ("etag", "last-modified", "cache-control")
+    headers = downstream_response_headers(
+        upstream_response.headers, drop=drop, gateway_cookies=gateway_cookies
+    )
+    if inserted is not None:
+        headers["Cache-Control"] = "no-store"
     return web.Response(
         status=upstream_response.status,
         reason=upstream_response.reason,
-        # aiohttp sets Content-Length from the body (the same value).
-        headers=downstream_response_headers(
-            upstream_response.headers, drop=("content-length",), gateway_cookies=gateway_cookies
-        ),
+        # aiohttp sets Content-Length from the body (the new value when the banner is in).
+        headers=headers,
         body=body,
     )
 

@@ -17,7 +17,7 @@ from gateway.proxy._identity_headers import identity_headers, renewal_facts
 from gateway.proxy._websocket_guard import websocket_guard
 from store import REMINDER_WINDOW_DAYS
 
-__all__ = ["FORWARD", "Forwarder", "upstream_handler"]
+__all__ = ["FORWARD", "PORTAL_INSERT", "Forwarder", "PortalInsert", "upstream_handler"]
 
 log = logging.getLogger("gateway")
 
@@ -25,9 +25,17 @@ Forwarder = Callable[..., Awaitable[web.StreamResponse]]
 """``await forward(request, identity_headers=..., path_qs=..., websocket_guard=...)``:
 gw-proxy's ``proxy_request`` on a pool (``path_qs``: the request target to forward, the
 route policy's normalised one; ``websocket_guard``: a
-``gateway.proxy._websocket_guard.WebSocketGuard`` or None)."""
+``gateway.proxy._websocket_guard.WebSocketGuard`` or None; ``html_insert``, only passed
+when there is one: the portal banner's fragment)."""
 
 FORWARD: web.AppKey[Forwarder] = web.AppKey("forward")
+
+PortalInsert = Callable[[web.Request], Awaitable[str | None]]
+"""``await insert(request)``: a fragment for the top of this portal page, or None
+(``gateway.proxy._html_insert`` decides whether the page can take it)."""
+
+PORTAL_INSERT: web.AppKey[PortalInsert] = web.AppKey("portal_insert")
+"""Set only when ``portal_renewal_banner`` is on (``gateway.web._portal_banner``)."""
 
 
 async def upstream_handler(request: web.Request) -> web.StreamResponse:
@@ -49,6 +57,10 @@ async def upstream_handler(request: web.Request) -> web.StreamResponse:
         )
         assertion = app[SIGNER].sign(state.identity, now, renewal)
         headers = identity_headers(state.identity, assertion, renewal)
+    insert = app.get(PORTAL_INSERT)
+    extra: dict[str, str] = {}
+    if insert is not None and (fragment := await insert(request)) is not None:
+        extra["html_insert"] = fragment
     # The normalised target goes as path_qs: cloning the request for it cost more than the
     # rest of this handler.
     response: web.StreamResponse = await app[FORWARD](
@@ -56,5 +68,6 @@ async def upstream_handler(request: web.Request) -> web.StreamResponse:
         identity_headers=headers,
         path_qs=state.path.forward,
         websocket_guard=websocket_guard(request),
+        **extra,
     )
     return response

@@ -35,6 +35,7 @@ __all__ = [
     "NOTICE_SEEN_KEY",
     "ImportSteps",
     "import_steps_for",
+    "is_navigation",
     "load_renewal_state",
     "renewal_banner",
     "renewal_interstitial",
@@ -132,7 +133,7 @@ def renewal_banner(request: web.Request, state: RenewalState) -> Markup | None:
     ).format(text, f"{RESERVED_PREFIX}/account#certificate", t("banner.renew"))
 
 
-def _is_navigation(request: web.Request) -> bool:
+def is_navigation(request: web.Request) -> bool:
     """A browser's top-level page load (not a script's fetch, an image, a WebSocket)."""
     if request.method != "GET" or request.headers.get("Upgrade"):
         return False
@@ -158,7 +159,7 @@ async def renewal_interstitial(
     now = request.app[CLOCK]()
     if not_after is None or not reminder_banner_due(not_after, now, REMINDER_WINDOW_DAYS):
         return None
-    if session.data.get(NOTICE_SEEN_KEY) or not _is_navigation(request):
+    if session.data.get(NOTICE_SEEN_KEY) or not is_navigation(request):
         return None
     renewal = await load_renewal_state(request, identity.user_id)
     state.session = await asyncio.to_thread(

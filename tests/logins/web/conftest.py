@@ -19,7 +19,14 @@ from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CASettings, CertificateAuthority, load_trust_material
-from gateway import GatewaySettings, RouteRule, create_app, create_server_context, setup_logins
+from gateway import (
+    GatewaySettings,
+    ProxyForwarder,
+    RouteRule,
+    create_app,
+    create_server_context,
+    setup_logins,
+)
 from gateway._metrics import GatewayMetrics
 from gateway.logins import LoginSettings
 from gateway.proxy._identity_headers import is_identity_header
@@ -46,9 +53,35 @@ async def _echo(request: web.Request) -> web.Response:
     )
 
 
+PORTAL_PAGE = (
+    '<!doctype html><html><head><title>Portal</title></head><body class="portal">'
+    "<p>Gr\u00fc\u00dfe aus dem Portal</p><p id=ae>{accept_encoding}</p></body></html>"
+)
+
+
+async def _portal_page(request: web.Request) -> web.StreamResponse:
+    """An HTML page of the portal: ``/portal/utf8`` and ``/portal/latin1`` (with an ETag),
+    ``/portal/chunked`` (no Content-Length); the page shows the Accept-Encoding it got."""
+    kind = request.match_info["kind"]
+    text = PORTAL_PAGE.format(accept_encoding=request.headers.get("Accept-Encoding", "-"))
+    if kind == "chunked":
+        response = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(text.encode())
+        await response.write_eof()
+        return response
+    charset = "iso-8859-1" if kind == "latin1" else "utf-8"
+    return web.Response(
+        body=text.encode(charset),
+        headers={"Content-Type": f"text/html; charset={charset}", "ETag": '"portal-1"'},
+    )
+
+
 @pytest.fixture
 async def upstream() -> AsyncIterator[str]:
     app = web.Application()
+    app.router.add_get("/portal/{kind}", _portal_page)
     app.router.add_route("*", "/{tail:.*}", _echo)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -168,10 +201,15 @@ async def gateway(
     runners: list[web.AppRunner] = []
 
     async def start(
-        *, host: str = "127.0.0.1", metrics: GatewayMetrics | None = None, **overrides: Any
+        *,
+        host: str = "127.0.0.1",
+        metrics: GatewayMetrics | None = None,
+        real_proxy: bool = False,
+        **overrides: Any,
     ) -> Gateway:
         """``host``: the name brokers type (WebAuthn needs a domain: pass "localhost");
-        ``metrics``: counts logins into it (as the real service does)."""
+        ``metrics``: counts logins into it (as the real service does); ``real_proxy``: the
+        service's streaming reverse proxy instead of the buffering test forwarder."""
         overrides.setdefault("revocation_refresh_interval", dt.timedelta(seconds=0.2))
         overrides.setdefault("routes", ROUTES)
         with sessions() as db:
@@ -199,11 +237,12 @@ async def gateway(
         settings = GatewaySettings(
             upstream_url=upstream, public_url=f"https://{host}:{port}", **overrides
         )
+        proxy = ProxyForwarder(settings) if real_proxy else None
         app = create_app(
             settings=settings,
             store_url=db_url,
             secret_key=TEST_SECRET_KEY,
-            forward=make_forwarder(upstream),
+            forward=proxy if proxy is not None else make_forwarder(upstream),
             clock=clock,
             tls_context=tls_context,
             metrics=metrics,
@@ -215,6 +254,8 @@ async def gateway(
                 )
             ],
         )
+        if proxy is not None:
+            app.cleanup_ctx.append(proxy.pool_context)
         runner = web.AppRunner(app)
         await runner.setup()
         runners.append(runner)
