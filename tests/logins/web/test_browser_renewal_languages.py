@@ -1,0 +1,97 @@
+"""Every renewal text a broker sees, in Chromium in German, English and Dutch (issue 15:
+"every text reviewed in a screenshot"): the interstitial, the banner inside a portal page
+(``portal_renewal_banner``), the account page's reminder and, after a download, the import
+hint. The screenshots land in $BROKERGATE_SCREENSHOT_DIR (renewal-<page>-<language>.png)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from ca import CertificateAuthority
+from tests.conftest import FakeClock, password_mail_for
+from tests.logins.web.chrome import (
+    BROWSER_TEST_MARKS,
+    Chrome,
+    import_p12,
+    issuing_ca_cn,
+    nss_db,
+    start_chrome,
+)
+from tests.logins.web.test_password_pages import set_password
+
+pytestmark = BROWSER_TEST_MARKS
+
+# What each page must say, per language (the catalogues' own words, not a translation here)
+TEXTS = {
+    "de": {
+        "interstitial": ("Ihr Zertifikat läuft bald ab", "noch 20 Tage", "Später"),
+        "portal": ("Ihr Zertifikat läuft am", "noch 20 Tage", "Grüße aus dem Portal"),
+        "import": ("Bitte binden Sie Ihr neues Zertifikat ein",),
+    },
+    "en": {
+        "interstitial": ("Your certificate expires soon", "20 days left", "Later"),
+        "portal": ("Your certificate expires on", "20 days left", "Grüße aus dem Portal"),
+        "import": ("Please install your new certificate",),
+    },
+    "nl": {
+        "interstitial": ("Uw certificaat verloopt binnenkort", "nog 20 dagen", "Later"),
+        "portal": ("Uw certificaat verloopt op", "nog 20 dagen", "Grüße aus dem Portal"),
+        "import": ("Installeer uw nieuwe certificaat",),
+    },
+}
+
+
+@pytest.mark.parametrize("language", sorted(TEXTS))
+async def test_renewal_texts_in_each_language(
+    language: str,
+    gateway: Any,
+    make_user: Any,
+    sessions: sessionmaker[Session],
+    authority: CertificateAuthority,
+    chromes: list[Chrome],
+    screenshots: Path,
+    tmp_path: Path,
+    clock: FakeClock,
+) -> None:
+    # Chromium offers only certificates valid by the real clock: issued (fake) two years
+    # minus 20 days ago, so that "now" stays today.
+    today = clock()
+    uid = make_user(email="anna@example.org", broker="60/123/4567", name="Anna Muster").id
+    set_password(sessions, uid)
+    clock.advance(-timedelta(days=2 * 365 - 20, hours=-2))
+    old = authority.issue_certificate(uid, "ops:test")
+    clock.advance(today - clock())
+    gw = await gateway(real_proxy=True, portal_renewal_banner=True)
+    p12 = tmp_path / "old.p12"
+    p12.write_bytes(old.pkcs12)
+    home = tmp_path / "office"
+    import_p12(nss_db(home, gw.tls.ca), p12, password_mail_for(sessions, old.serial))
+    chrome = start_chrome(
+        home=home, base=gw.url, auto_select_issuer_cn=issuing_ca_cn(sessions), language=language
+    )
+    chromes.append(chrome)
+    texts = TEXTS[language]
+
+    async def shot(page: str, path: str | None = None) -> str:
+        if path is not None:
+            await chrome.open(path)
+        await chrome.screenshot(screenshots / f"renewal-{page}-{language}.png")
+        return await chrome.visible_text()
+
+    await chrome.open("/portal/utf8")
+    seen = await shot("interstitial")
+    assert all(text in seen for text in texts["interstitial"]), seen
+    seen = await shot("portal", "/portal/utf8")  # the same session: the banner, no interstitial
+    assert all(text in seen for text in texts["portal"]), seen
+    await chrome.open("/_gateway/account")
+    await chrome.click_download("form[action$='/certificate/download'] button")
+    await chrome.wait_for_download(".p12")
+    seen = await shot("import", "/_gateway/account")
+    assert all(text in seen for text in texts["import"]), seen
+    seen = await shot("portal-import", "/portal/utf8")
+    assert all(text in seen for text in texts["import"]), seen
