@@ -16,12 +16,14 @@ from aiohttp import web
 from markupsafe import Markup
 
 from gateway._settings import RESERVED_PREFIX
-from gateway._state import CLOCK
-from gateway.auth._certificate_identity import CERTIFICATE_METHOD
 from gateway.auth._middleware import request_state
 from gateway.web._pages import page_language
-from gateway.web._renewal_notice import is_navigation, load_renewal_state, renewal_banner
-from store import REMINDER_WINDOW_DAYS, reminder_banner_due
+from gateway.web._renewal_notice import (
+    is_navigation,
+    load_renewal_state,
+    reminder_due,
+    renewal_banner,
+)
 
 __all__ = ["BANNER_ID", "portal_banner"]
 
@@ -31,13 +33,7 @@ BANNER_ID = "brokergate-renewal-banner"  # portal-banner.css styles nothing outs
 async def portal_banner(request: web.Request) -> str | None:
     """The banner's HTML for this portal page, or None when none is due."""
     identity = request_state(request).identity
-    if identity is None or identity.method != CERTIFICATE_METHOD:
-        return None
-    not_after = identity.cert_not_after
-    now = request.app[CLOCK]()
-    if not_after is None or not reminder_banner_due(not_after, now, REMINDER_WINDOW_DAYS):
-        return None
-    if not is_navigation(request):
+    if identity is None or reminder_due(request, identity) is None or not is_navigation(request):
         return None
     banner = renewal_banner(request, await load_renewal_state(request, identity.user_id))
     if banner is None:

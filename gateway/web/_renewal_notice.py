@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +25,7 @@ from markupsafe import Markup
 
 from gateway._settings import RESERVED_PREFIX
 from gateway._state import CLOCK, FACTORY, SETTINGS
-from gateway.auth._certificate_identity import CERTIFICATE_METHOD
+from gateway.auth._certificate_identity import CERTIFICATE_METHOD, Identity
 from gateway.auth._request_state import SESSIONS, RequestState
 from gateway.logins._certificates import RenewalState, renewal_state
 from gateway.web._formatting import date_for
@@ -37,6 +38,7 @@ __all__ = [
     "import_steps_for",
     "is_navigation",
     "load_renewal_state",
+    "reminder_due",
     "renewal_banner",
     "renewal_interstitial",
 ]
@@ -143,6 +145,19 @@ def is_navigation(request: web.Request) -> bool:
     return "text/html" in request.headers.get("Accept", "")
 
 
+def reminder_due(request: web.Request, identity: Identity | None) -> datetime | None:
+    """The expiry of the certificate ``identity`` logged in with, when it is within the
+    reminder window (else None): the cheap check, no store read, before the interstitial
+    and the portal banner."""
+    if identity is None or identity.method != CERTIFICATE_METHOD:
+        return None
+    not_after = identity.cert_not_after
+    now = request.app[CLOCK]()
+    if not_after is None or not reminder_banner_due(not_after, now, REMINDER_WINDOW_DAYS):
+        return None
+    return not_after
+
+
 async def renewal_interstitial(
     request: web.Request, state: RequestState, next_path: str
 ) -> web.Response | None:
@@ -153,14 +168,12 @@ async def renewal_interstitial(
     session (one write per session), so "Später" is a plain link back to the portal page.
     """
     identity, session = state.identity, state.session
-    if identity is None or session is None or identity.method != CERTIFICATE_METHOD:
-        return None
-    not_after = identity.cert_not_after
-    now = request.app[CLOCK]()
-    if not_after is None or not reminder_banner_due(not_after, now, REMINDER_WINDOW_DAYS):
+    not_after = reminder_due(request, identity)
+    if identity is None or session is None or not_after is None:
         return None
     if session.data.get(NOTICE_SEEN_KEY) or not is_navigation(request):
         return None
+    now = request.app[CLOCK]()
     renewal = await load_renewal_state(request, identity.user_id)
     state.session = await asyncio.to_thread(
         request.app[SESSIONS].update,

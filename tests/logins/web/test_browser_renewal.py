@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca import CertificateAuthority
+from ca import CertificateAuthority, IssuedCertificate
 from tests.conftest import FakeClock, password_mail_for
 from tests.logins.web.chrome import (
     BROWSER_TEST_MARKS,
@@ -28,6 +28,17 @@ from tests.logins.web.test_password_pages import set_password
 pytestmark = BROWSER_TEST_MARKS
 
 
+def backdated_certificate(
+    authority: CertificateAuthority, clock: FakeClock, user_id: int, age: timedelta
+) -> IssuedCertificate:
+    """A certificate issued ``age`` ago by the fake clock, which is back at now afterwards."""
+    now = clock()
+    clock.advance(-age)
+    issued = authority.issue_certificate(user_id, "ops:test")
+    clock.advance(now - clock())
+    return issued
+
+
 async def test_reminder_interstitial_import_hint_and_superseding_in_chromium(
     gateway: Any,
     make_user: Any,
@@ -41,12 +52,9 @@ async def test_reminder_interstitial_import_hint_and_superseding_in_chromium(
 ) -> None:
     # Chromium offers only certificates valid by the real clock: the old certificate is
     # issued (fake) two years minus 20 days ago, so that "now" stays today for both.
-    today = clock()
     uid = make_user(email="anna@example.org", broker="60/123/4567", name="Anna Muster").id
     set_password(sessions, uid)
-    clock.advance(-timedelta(days=2 * 365 - 20))
-    old = authority.issue_certificate(uid, "ops:test")
-    clock.advance(today - clock())
+    old = backdated_certificate(authority, clock, uid, timedelta(days=2 * 365 - 20))
     assert old.not_after - clock() < timedelta(days=22)
     gw = await gateway()
     old_p12 = tmp_path / "old.p12"

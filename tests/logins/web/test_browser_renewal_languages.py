@@ -22,6 +22,7 @@ from tests.logins.web.chrome import (
     nss_db,
     start_chrome,
 )
+from tests.logins.web.test_browser_renewal import backdated_certificate
 from tests.logins.web.test_password_pages import set_password
 
 pytestmark = BROWSER_TEST_MARKS
@@ -60,12 +61,9 @@ async def test_renewal_texts_in_each_language(
 ) -> None:
     # Chromium offers only certificates valid by the real clock: issued (fake) two years
     # minus 20 days ago, so that "now" stays today.
-    today = clock()
     uid = make_user(email="anna@example.org", broker="60/123/4567", name="Anna Muster").id
     set_password(sessions, uid)
-    clock.advance(-timedelta(days=2 * 365 - 20, hours=-2))
-    old = authority.issue_certificate(uid, "ops:test")
-    clock.advance(today - clock())
+    old = backdated_certificate(authority, clock, uid, timedelta(days=2 * 365 - 20, hours=-2))
     gw = await gateway(real_proxy=True, portal_renewal_banner=True)
     p12 = tmp_path / "old.p12"
     p12.write_bytes(old.pkcs12)

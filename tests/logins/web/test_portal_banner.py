@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.proxy._html_insert import MAX_HTML, can_insert, insert_after_body
-from store import Certificate, transaction
-from tests.conftest import FakeClock, password_mail_for
-from tests.logins.web.test_account_pages import download, logged_in, write_pem
+from tests.conftest import FakeClock
+from tests.logins.web.test_account_pages import download
+from tests.logins.web.test_renewal_in_the_portal import certificate_browser
 
 NAVIGATE = {"Sec-Fetch-Mode": "navigate", "Accept": "text/html"}
 BANNER = '<div id="brokergate-renewal-banner"'
@@ -37,14 +36,10 @@ async def _broker_in_window(
     **settings: Any,
 ) -> tuple[Any, Any, int]:
     """A broker 20 days before expiry, logged in by certificate, the interstitial seen."""
-    gw = await gateway(real_proxy=True, **settings)
-    b = browser_for(gw)
-    uid = await logged_in(b, make_user, sessions)
-    _, data, _ = await download(b)
-    with transaction(sessions) as s:
-        cert = s.scalars(select(Certificate).where(Certificate.user_id == uid)).one()
-    pem = write_pem(data, password_mail_for(sessions, cert.serial), tmp_path, "old")
-    clock.advance(cert.not_after - clock() - timedelta(days=20, hours=2))
+    gw, pem, uid, not_after = await certificate_browser(
+        gateway, browser_for, make_user, sessions, tmp_path, real_proxy=True, **settings
+    )
+    clock.advance(not_after - clock() - timedelta(days=20, hours=2))
     broker = browser_for(gw, cert=pem)
     status, body = await broker.get("/portal/utf8", headers=NAVIGATE)
     assert status == 200 and "Ihr Zertifikat läuft bald ab" in body  # the interstitial

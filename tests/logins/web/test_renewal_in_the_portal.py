@@ -25,12 +25,17 @@ def _banner(body: str) -> str:
     return body[start : body.index("</div>", start)]
 
 
-async def _certificate_browser(
-    gateway: Any, browser_for: Any, make_user: Any, sessions: sessionmaker[Session], tmp_path: Path
+async def certificate_browser(
+    gateway: Any,
+    browser_for: Any,
+    make_user: Any,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    **settings: Any,
 ) -> tuple[Any, Any, int, datetime]:
-    """A gateway and the PEM of a certificate downloaded by a logged-in broker (its user id
-    and expiry too)."""
-    gw = await gateway()
+    """A gateway (started with ``settings``) and the PEM of a certificate downloaded by a
+    logged-in broker (its user id and expiry too)."""
+    gw = await gateway(**settings)
     b = browser_for(gw)
     uid = await logged_in(b, make_user, sessions)
     _, data, _ = await download(b)
@@ -48,7 +53,7 @@ async def test_interstitial_once_per_session_inside_the_window(
     clock: FakeClock,
     tmp_path: Path,
 ) -> None:
-    gw, pem, _uid, not_after = await _certificate_browser(
+    gw, pem, _uid, not_after = await certificate_browser(
         gateway, browser_for, make_user, sessions, tmp_path
     )
 
@@ -85,7 +90,7 @@ async def test_import_hint_after_a_download_until_the_new_certificate_logs_in(
     clock: FakeClock,
     tmp_path: Path,
 ) -> None:
-    gw, pem, uid, not_after = await _certificate_browser(
+    gw, pem, uid, not_after = await certificate_browser(
         gateway, browser_for, make_user, sessions, tmp_path
     )
     clock.advance(not_after - clock() - timedelta(days=10))
