@@ -1,7 +1,9 @@
 """Every renewal text a broker sees, in Chromium in German, English and Dutch (issue 15:
 "every text reviewed in a screenshot"): the interstitial, the banner inside a portal page
 (``portal_renewal_banner``), the account page's reminder and, after a download, the import
-hint. The screenshots land in $BROKERGATE_SCREENSHOT_DIR (renewal-<page>-<language>.png)."""
+hint and, once the new certificate has logged in, the old one's "superseded" page (with
+the time in the brokers' zone). The screenshots land in $BROKERGATE_SCREENSHOT_DIR
+(renewal-<page>-<language>.png)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CertificateAuthority
+from store import Certificate, transaction
 from tests.conftest import FakeClock, password_mail_for
 from tests.logins.web.chrome import (
     BROWSER_TEST_MARKS,
@@ -33,16 +37,19 @@ TEXTS = {
         "interstitial": ("Ihr Zertifikat läuft bald ab", "noch 20 Tage", "Später"),
         "portal": ("Ihr Zertifikat läuft am", "noch 20 Tage", "Grüße aus dem Portal"),
         "import": ("Bitte binden Sie Ihr neues Zertifikat ein",),
+        "superseded": ("Es gibt ein neueres Zertifikat", "Mein Konto", "MEZ"),
     },
     "en": {
         "interstitial": ("Your certificate expires soon", "20 days left", "Later"),
         "portal": ("Your certificate expires on", "20 days left", "Grüße aus dem Portal"),
         "import": ("Please install your new certificate",),
+        "superseded": ("A newer certificate exists", "My account", "CET"),
     },
     "nl": {
         "interstitial": ("Uw certificaat verloopt binnenkort", "nog 20 dagen", "Later"),
         "portal": ("Uw certificaat verloopt op", "nog 20 dagen", "Grüße aus dem Portal"),
         "import": ("Installeer uw nieuwe certificaat",),
+        "superseded": ("Er is een nieuwer certificaat", "Mijn account", "CET"),
     },
 }
 
@@ -88,8 +95,30 @@ async def test_renewal_texts_in_each_language(
     assert all(text in seen for text in texts["portal"]), seen
     await chrome.open("/_gateway/account")
     await chrome.click_download("form[action$='/certificate/download'] button")
-    await chrome.wait_for_download(".p12")
+    new_p12 = await chrome.wait_for_download(".p12")
     seen = await shot("import", "/_gateway/account")
     assert all(text in seen for text in texts["import"]), seen
     seen = await shot("portal-import", "/portal/utf8")
     assert all(text in seen for text in texts["import"]), seen
+
+    # The new certificate logs in from a second browser; the old one is superseded then.
+    with transaction(sessions) as session:
+        serials = session.scalars(
+            select(Certificate.serial).where(Certificate.user_id == uid).order_by(Certificate.id)
+        ).all()
+    assert len(serials) == 2 and serials[0] == old.serial
+    laptop = tmp_path / "laptop"
+    import_p12(nss_db(laptop, gw.tls.ca), new_p12, password_mail_for(sessions, serials[1]))
+    second = start_chrome(
+        home=laptop, base=gw.url, auto_select_issuer_cn=issuing_ca_cn(sessions), language=language
+    )
+    chromes.append(second)
+    await second.open("/portal/utf8")
+    title = texts["superseded"][0]
+    for _ in range(50):  # the first browser's certificate state is cached for a moment
+        seen = await chrome.open("/portal/utf8")
+        if title in seen:
+            break
+        clock.advance(timedelta(seconds=1))
+    seen = await shot("superseded")
+    assert all(text in seen for text in texts["superseded"]), seen
