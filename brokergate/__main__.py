@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the Python traceback of an error (for a bug report)",
     )
+    # The whole tree, for `help-reference` (which cannot import this module: a circle).
+    parser.set_defaults(root_parser=parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(sub)

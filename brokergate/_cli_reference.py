@@ -22,9 +22,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _reference(args: argparse.Namespace, ctx: CliContext) -> int:
-    from brokergate.__main__ import build_parser  # the full tree, built as `main` builds it
-
-    print(render_cli_reference(build_parser()), end="", file=ctx.out)
+    root: argparse.ArgumentParser = args.root_parser  # set by brokergate.__main__.build_parser
+    print(render_cli_reference(root), end="", file=ctx.out)
     return 0
 
 
