@@ -767,6 +767,21 @@ class CertificateAuthority:
                 self._key_backends().discard(new)
             raise
 
+    def open_active_key(self) -> int:
+        """Open the active issuing CA's key now (the signer does at start, so a wrong
+        passphrase or PIN stops it at once instead of failing the first download).
+
+        Returns:
+            The active generation.
+
+        Raises:
+            CANotInitialised, WrongPassphrase, KeyStoreError.
+        """
+        with transaction(self.sessions) as session:
+            generation = self._active_generation(session)
+            self._generation_key(generation)
+            return generation.id
+
     def key_store(self) -> str:
         """Where new CA keys are made: ``file`` or ``pkcs11`` (``ca.key_store``)."""
         return self.settings.key_store

@@ -39,7 +39,7 @@ from gateway.logins._totp import TOTP_PURPOSE
 from gateway.tls._trusted_peers import client_address
 from gateway.web._formatting import time_for
 from gateway.web._pages import page_language, safe_next
-from store import OUTBOX_PURPOSE, Level, Sealer
+from store import FRESH_BASIC_KEY, OUTBOX_PURPOSE, Level, Sealer
 
 P = RESERVED_PREFIX
 # Pages of ours that need script (WebAuthn): the core's CSP allows none, these allow 'self'.
@@ -50,9 +50,8 @@ SCRIPT_CSP = (
 PENDING_KEY = "logins.pending"  # session data: the user between password and second factor
 PENDING_TTL_SECONDS = 300
 CHALLENGE_KEY_ACCOUNT = "logins.register_challenge"  # session data: passkey registration
-# Session data: when a factor weaker than the session's level was re-confirmed (a password
-# inside a strong session). Fresh for actions that need a fresh *basic* login only.
-FRESH_BASIC_KEY = "logins.fresh_basic_at"
+# FRESH_BASIC_KEY (store): when a password was re-confirmed inside a strong session. Fresh
+# for actions that need a fresh *basic* login only.
 
 
 @dataclass(kw_only=True)
