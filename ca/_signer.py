@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,8 @@ from store import (
     record_audit,
     transaction,
 )
+
+log = logging.getLogger("brokergate.signer")
 
 SIGNER_PURPOSE = "signer-answer"  # the sealer purpose of stored answers
 MAX_REQUEST_ID = 64  # characters: the column's width (a UUID4 hex is 32)
@@ -377,6 +380,16 @@ class Signer:
         data = json.loads(self.answer_sealer.open(stored.answer_sealed.encode()))
         data["replayed"] = True
         return SignerAnswer.from_json(data)
+
+    def housekeeping(self) -> None:
+        """One round of what the signer does between requests: re-publish the CRLs that are
+        due or that lack a revocation a keyless gateway made, and delete old requests."""
+        published = self.authority.publish_due_crls()
+        if published:
+            log.info("signer: re-published the CRL of generation(s) %s", published)
+        removed = self.forget_old_requests()
+        if removed:
+            log.info("signer: deleted %d answered request(s) past the retention", removed)
 
     def forget_old_requests(self) -> int:
         """Delete answered requests older than ``request_retention``; returns how many."""

@@ -38,7 +38,7 @@ SIGNER = web.AppKey("signer", Signer)
 SOCKET_MODE = 0o660  # SECURITY: owner (the signer) and group (the gateway) only
 MAX_BODY = 4096  # an issue request is a few hundred bytes
 SHUTDOWN_GRACE = 30.0  # seconds in-flight requests get after SIGTERM (an issuance takes ms)
-CLEANUP_INTERVAL = 600.0  # seconds between deletions of old answered requests
+CLEANUP_INTERVAL = 60.0  # seconds between housekeeping rounds (CRLs, old requests)
 
 
 async def _issue(request: web.Request) -> web.Response:
@@ -75,15 +75,13 @@ def signer_app(signer: Signer) -> web.Application:
     app.router.add_post("/v1/issue", _issue)
     app.router.add_get("/v1/health", _health)
 
-    async def forget_old_requests(app: web.Application) -> AsyncIterator[None]:
+    async def housekeeping(app: web.Application) -> AsyncIterator[None]:
         async def loop() -> None:
             while True:
                 try:
-                    removed = await asyncio.to_thread(signer.forget_old_requests)
-                    if removed:
-                        log.info("signer: deleted %d old request(s)", removed)
-                except SQLAlchemyError as exc:
-                    log.warning("signer: request clean-up failed: %s", type(exc).__name__)
+                    await asyncio.to_thread(signer.housekeeping)
+                except (SQLAlchemyError, CAError) as exc:
+                    log.warning("signer: housekeeping failed: %s", type(exc).__name__)
                 await asyncio.sleep(CLEANUP_INTERVAL)
 
         task = asyncio.create_task(loop())
@@ -92,7 +90,7 @@ def signer_app(signer: Signer) -> web.Application:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    app.cleanup_ctx.append(forget_old_requests)
+    app.cleanup_ctx.append(housekeeping)
     return app
 
 
