@@ -199,7 +199,11 @@ def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
         )
 
     try:
-        asyncio.run(run_signer(signer_app(signer), sock, ready=ready))
+        asyncio.run(
+            run_signer(
+                signer_app(signer), sock, ready=ready, metrics_port=config.signer.metrics_port
+            )
+        )
     finally:
         sock.close()
         path.unlink(missing_ok=True)

@@ -57,6 +57,7 @@ from ca._signer import (
     SignerAnswer,
 )
 from ca._signer_client import SignerClient
+from ca._signer_metrics import SignerMetrics
 from ca._signer_server import bind_socket, run_signer, signer_app
 from ca._signer_settings import SignerSettings
 from ca._trust import TrustMaterial, load_trust_material
@@ -98,6 +99,7 @@ __all__ = [
     "Signer",
     "SignerAnswer",
     "SignerClient",
+    "SignerMetrics",
     "SignerSettings",
     "SignerSocketInUse",
     "SignerUnavailable",

@@ -6,6 +6,8 @@ Protocol (JSON bodies, one socket, mode 0660, group ``signer.socket_group``):
   200 with :class:`ca.SignerAnswer` as JSON (``issued`` or ``refused``); 400 for a malformed
   request; 503 when the store or the key cannot be used (nothing was written).
 * ``GET /v1/health`` → 200 ``{"ok": true}``.
+* ``GET /metrics`` → the Prometheus metrics (``ca/_signer_metrics.py``); also on
+  ``signer.metrics_port`` (loopback, a listener of its own without the issue route).
 
 The file permissions are the authentication: only the signer's own user and the group it
 names (the gateway's) can connect. SIGTERM stops accepting, lets in-flight requests finish
@@ -31,10 +33,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ca._errors import CAError, SignerSocketInUse
 from ca._signer import IssueRequest, Signer
+from ca._signer_metrics import SignerMetrics
 
 log = logging.getLogger("brokergate.signer")
 
 SIGNER = web.AppKey("signer", Signer)
+METRICS = web.AppKey("signer_metrics", SignerMetrics)
 SOCKET_MODE = 0o660  # SECURITY: owner (the signer) and group (the gateway) only
 MAX_BODY = 4096  # an issue request is a few hundred bytes
 SHUTDOWN_GRACE = 30.0  # seconds in-flight requests get after SIGTERM (an issuance takes ms)
@@ -47,12 +51,15 @@ async def _issue(request: web.Request) -> web.Response:
         wanted = IssueRequest.from_json(json.loads(await request.read()))
     except ValueError as exc:  # JSONDecodeError is a ValueError
         return web.json_response({"error": str(exc)}, status=400)
+    metrics = request.app[METRICS]
     try:
         answer = await asyncio.to_thread(signer.issue, wanted)
     except (SQLAlchemyError, CAError) as exc:
         # The transaction rolled back: nothing half-issued. The gateway may retry.
         log.error("signer: request %s failed: %s", wanted.request_id, type(exc).__name__)
+        metrics.requests.labels(outcome="unavailable").inc()
         return web.json_response({"error": "unavailable"}, status=503)
+    metrics.requests.labels(outcome="replayed" if answer.replayed else answer.outcome).inc()
     log.info(
         "signer: request %s user %s: %s%s%s",
         wanted.request_id,
@@ -68,12 +75,30 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def signer_app(signer: Signer) -> web.Application:
-    """The signer's aiohttp application (routes above)."""
+async def _metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def metrics_app(metrics: SignerMetrics) -> web.Application:
+    """``/metrics`` alone, for ``signer.metrics_port`` (no issue route on TCP)."""
+    app = web.Application()
+    app[METRICS] = metrics
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+def signer_app(signer: Signer, metrics: SignerMetrics | None = None) -> web.Application:
+    """The signer's aiohttp application (routes above). Rate refusals count into
+    ``metrics`` (one is made if not given; ``app[METRICS]``)."""
+    metrics = metrics or SignerMetrics()
+    signer.on_rate_refusal = metrics.rate_refusal
     app = web.Application(client_max_size=MAX_BODY)
     app[SIGNER] = signer
+    app[METRICS] = metrics
     app.router.add_post("/v1/issue", _issue)
     app.router.add_get("/v1/health", _health)
+    app.router.add_get("/metrics", _metrics)
 
     async def housekeeping(app: web.Application) -> AsyncIterator[None]:
         async def loop() -> None:
@@ -138,6 +163,7 @@ async def run_signer(
     *,
     ready: Callable[[], None] = lambda: None,
     stop: asyncio.Event | None = None,
+    metrics_port: int = 0,
 ) -> None:
     """Serve ``app`` on ``sock`` until SIGTERM/SIGINT (or ``stop``), then drain and return.
 
@@ -150,14 +176,21 @@ async def run_signer(
             loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE, handle_signals=False)
     await runner.setup()
+    metrics_runner: web.AppRunner | None = None
     try:
         await web.SockSite(runner, sock).start()
+        if metrics_port:
+            metrics_runner = web.AppRunner(metrics_app(app[METRICS]), handle_signals=False)
+            await metrics_runner.setup()
+            await web.TCPSite(metrics_runner, "127.0.0.1", metrics_port).start()
         ready()
         await stop.wait()
         log.info("signer: stopping; finishing in-flight requests")
     finally:
         # Stops accepting, then waits for running handlers (each one transaction).
         await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signum)

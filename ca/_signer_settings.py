@@ -57,6 +57,14 @@ class SignerSettings:
             "same request id gets the same certificate back; then the row is deleted"
         },
     )
+    metrics_port: int = field(
+        default=0,
+        metadata={
+            "help": "Port on 127.0.0.1 where the signer serves /metrics for Prometheus "
+            "(brokergate_signer_rate_limited_total: alert on any increase); 0: only on its "
+            "socket"
+        },
+    )
     timeout: timedelta = field(
         default=timedelta(seconds=30),
         metadata={"help": "How long the gateway waits for the signer's answer"},
@@ -67,5 +75,8 @@ class SignerSettings:
             raise ValueError("user_rate and global_rate must be at least 1")
         if self.rate_window <= timedelta(0) or self.timeout <= timedelta(0):
             raise ValueError("rate_window and timeout must be longer than 0s")
-        if self.request_retention < timedelta(minutes=1):
-            raise ValueError("request_retention must be at least 1m")
+        if self.request_retention < self.rate_window:
+            # The rates count stored requests: deleting them sooner would lift the rates.
+            raise ValueError("request_retention must not be shorter than rate_window")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError("metrics_port must be 0..65535")

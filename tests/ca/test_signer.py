@@ -26,7 +26,9 @@ from ca import (
     IssueRequest,
     SessionRules,
     Signer,
+    SignerAnswer,
     SignerClient,
+    SignerMetrics,
     SignerSettings,
     SignerSocketInUse,
     SignerUnavailable,
@@ -270,6 +272,10 @@ def test_the_brokers_download_limit_and_the_signers_own_rates(
     refusals: list[str] = []
     settings = SignerSettings(user_rate=2, global_rate=3)
     signer = make_signer(authority, sessions, settings, refusals)
+    metrics = SignerMetrics()
+    signer_app(signer, metrics)  # the app counts rate refusals into the metrics
+    counted = signer.on_rate_refusal
+    signer.on_rate_refusal = lambda reason: (refusals.append(reason), counted(reason))[0]
     first, second = make_user(), make_user()
     s1 = start_session(sessions, clock, first.id)
     assert [ask(signer, first.id, s1).outcome for _ in range(2)] == ["issued"] * 2  # type: ignore[attr-defined]
@@ -278,6 +284,11 @@ def test_the_brokers_download_limit_and_the_signers_own_rates(
     assert ask(signer, second.id, s2).outcome == "issued"  # type: ignore[attr-defined]
     assert ask(signer, second.id, s2).reason == SIGNER_RATE_GLOBAL  # type: ignore[attr-defined]
     assert refusals == [SIGNER_RATE_USER, SIGNER_RATE_GLOBAL]
+    for limit in ("user", "global"):
+        value = metrics.registry.get_sample_value(
+            "brokergate_signer_rate_limited_total", {"limit": limit}
+        )
+        assert value == 1, limit
     with transaction(sessions) as db:
         reasons = [
             e.details["reason"]
@@ -397,3 +408,86 @@ async def test_over_the_unix_socket_with_mode_0660_and_a_clean_stop(
     # A stale socket file (no one listening) is replaced on the next start.
     bind_socket(socket_path).close()
     authority.close()
+
+
+async def test_sigterm_lets_the_request_in_flight_finish(
+    sqlite_engine: object,
+    socket_path: Path,
+    clock: FakeClock,
+    ca_settings: object,
+) -> None:
+    """SIGTERM while a request is being answered: no new connection is accepted, the
+    running one completes (its certificate and answer committed), then the signer exits."""
+    import signal
+    import threading
+
+    from ca import create_user
+    from store import OUTBOX_PURPOSE, session_factory
+
+    sessions = session_factory(sqlite_engine)  # type: ignore[arg-type]
+    authority = CertificateAuthority(
+        settings=ca_settings,  # type: ignore[arg-type]
+        sessions=sessions,
+        clock=clock,
+        outbox_sealer=Sealer(secret=TEST_SECRET_KEY, purpose=OUTBOX_PURPOSE),
+    )
+    await asyncio.to_thread(authority.init, "test:setup")
+    with transaction(sessions) as db:
+        user_id = create_user(
+            db,
+            broker_number="60/123/4567",
+            email="a@example.org",
+            name="Erika Mustermann",
+            locale="de",
+            now=clock(),
+            actor="test",
+        ).id
+    session_id = start_session(sessions, clock, user_id)
+    entered, release = threading.Event(), threading.Event()
+
+    class GatedSigner(Signer):
+        def issue(self, request: IssueRequest) -> SignerAnswer:
+            entered.set()
+            release.wait(30)
+            return super().issue(request)
+
+    signer = GatedSigner(
+        authority=authority,
+        sessions=sessions,
+        settings=SignerSettings(),
+        rules=RULES,
+        answer_sealer=Sealer(secret=TEST_SECRET_KEY, purpose=SIGNER_PURPOSE),
+    )
+    sock = bind_socket(socket_path)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    server = asyncio.create_task(run_signer(signer_app(signer), sock, ready=ready.set, stop=stop))
+    client = SignerClient(socket_path=socket_path, timeout=30, retry_delays=(0.0,))
+    probe = SignerClient(socket_path=socket_path, timeout=2, retry_delays=(0.0,))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        in_flight = asyncio.create_task(
+            client.issue(IssueRequest(request_id="r", user_id=user_id, session_id=session_id))
+        )
+        assert await asyncio.to_thread(entered.wait, 10)
+        os.kill(os.getpid(), signal.SIGTERM)  # the real signal: run_signer's handler
+        await asyncio.wait_for(stop.wait(), 10)
+        for _ in range(200):  # bounded: until the listener is closed
+            if not await probe.healthy():
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the signer still accepts connections after SIGTERM")
+        assert not server.done()  # waiting for the request in flight
+        release.set()
+        answer = await asyncio.wait_for(in_flight, 30)
+        assert answer.outcome == "issued" and answer.pkcs12
+        await asyncio.wait_for(server, 30)
+    finally:
+        release.set()
+        stop.set()
+        sock.close()
+        await client.close()
+        await probe.close()
+        authority.close()
+    assert count(sessions, Certificate) == 1
+    assert count(sessions, SignerRequest) == 1
