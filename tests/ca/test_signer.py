@@ -405,8 +405,24 @@ async def test_over_the_unix_socket_with_mode_0660_and_a_clean_stop(
         await down.issue(IssueRequest(request_id="sock-2", user_id=user_id, session_id=session_id))
     await down.close()
     await client.close()
-    # A stale socket file (no one listening) is replaced on the next start.
-    bind_socket(socket_path).close()
+    # A restarted signer (the stale socket file is replaced) loses no request: the retry
+    # of the request whose answer the gateway never got is replayed, not issued again.
+    sock = bind_socket(socket_path)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    server = asyncio.create_task(
+        run_signer(signer_app(make_signer(authority, sessions)), sock, ready=ready.set, stop=stop)
+    )
+    client = SignerClient(socket_path=socket_path, timeout=30)
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        replayed = await client.issue(request)
+        assert replayed.replayed and replayed.serial == answer.serial
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 30)
+        sock.close()
+        await client.close()
+    assert count(sessions, Certificate) == 1
     authority.close()
 
 
