@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from brokergate._context import CliContext
+from brokergate._context import CliContext, MissingSecret
 from brokergate._output import print_json, print_table
-from ca import CertificateAuthority, load_trust_material, make_authority
+from ca import (
+    SIGNER_PURPOSE,
+    CertificateAuthority,
+    SessionRules,
+    Signer,
+    bind_socket,
+    load_trust_material,
+    make_authority,
+    run_signer,
+    signer_app,
+)
 from store import transaction
 
 
@@ -56,6 +68,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="retire even though live certificates remain (they stop working at once)",
     )
     p.set_defaults(handler=_retire)
+
+    p = ca_sub.add_parser(
+        "serve",
+        help="run the signer: the only process that opens the CA keys; the gateway asks it "
+        "over signer.socket_path (until SIGTERM)",
+    )
+    p.set_defaults(handler=_serve)
 
     p = ca_sub.add_parser("bundle", help="write the trust bundle (all non-retired generations)")
     p.add_argument("--out", type=Path, metavar="FILE", help="file to write (default: stdout)")
@@ -142,6 +161,71 @@ def _retire(args: argparse.Namespace, ctx: CliContext) -> int:
     note = f" ({live} live certificate(s) stop working now)" if live else ""
     print(f"generation {args.generation} retired{note}.", file=ctx.out)
     return 0
+
+
+def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
+    config = ctx.config
+    path = config.signer.socket_path
+    if path is None:
+        print(
+            "brokergate: ca serve needs signer.socket_path (BROKERGATE_SIGNER__SOCKET_PATH)",
+            file=ctx.err,
+        )
+        return 2
+    if not config.store.secret_key:
+        raise MissingSecret(
+            "store.secret_key",
+            "BROKERGATE_STORE__SECRET_KEY (or store.secret_key_file in the config file)",
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    authority = authority_for(ctx)
+    signer = build_signer(ctx, authority)
+    generation = authority.open_active_key()  # a wrong passphrase or PIN: stop here
+    try:
+        sock = bind_socket(path, group=config.signer.socket_group)
+    except KeyError:
+        print(
+            f"brokergate: signer.socket_group {config.signer.socket_group!r} does not exist",
+            file=ctx.err,
+        )
+        return 2
+
+    def ready() -> None:
+        print(
+            f"brokergate signer: listening on {path} (generation {generation}, keys: "
+            f"{authority.key_store()})",
+            file=ctx.out,
+            flush=True,
+        )
+
+    try:
+        asyncio.run(
+            run_signer(
+                signer_app(signer), sock, ready=ready, metrics_port=config.signer.metrics_port
+            )
+        )
+    finally:
+        sock.close()
+        path.unlink(missing_ok=True)
+        authority.close()
+    print("brokergate signer: stopped", file=ctx.out, flush=True)
+    return 0
+
+
+def build_signer(ctx: CliContext, authority: CertificateAuthority) -> Signer:
+    """The signer on the CLI's store, applying the gateway's session rules from the config."""
+    config = ctx.config
+    return Signer(
+        authority=authority,
+        sessions=ctx.sessions,
+        settings=config.signer,
+        rules=SessionRules(
+            idle_timeout=config.gateway.idle_timeout,
+            fresh_login=config.logins.fresh_login,
+            downloads_per_window=config.logins.downloads_per_day,
+        ),
+        answer_sealer=ctx.sealer(SIGNER_PURPOSE),
+    )
 
 
 def _bundle(args: argparse.Namespace, ctx: CliContext) -> int:

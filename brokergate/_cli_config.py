@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from brokergate._config import BUILT_IN, configuration_reference
+from brokergate._config import BUILT_IN, Config, configuration_reference
 from brokergate._context import CliContext
 
 
@@ -12,6 +12,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cfg = sub.add_parser("config", help="check the configuration, print the reference")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     check = cfg_sub.add_parser("check", help="load and validate the configuration, then say so")
+    check.add_argument(
+        "--for",
+        dest="process",
+        choices=PROCESSES,
+        help="also check what this process's configuration must not hold: the gateway's "
+        "none of the CA's secrets (issue 12), the signer's its socket",
+    )
     check.set_defaults(handler=_check)
     ref = cfg_sub.add_parser(
         "reference", help="print every key as Markdown (docs/configuration.md)"
@@ -19,8 +26,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ref.set_defaults(handler=_reference)
 
 
+PROCESSES = ("gateway", "signer", "renewal")
+# Secrets only the signer may hold: the CA passphrase and the token PIN (issue 12).
+CA_SECRETS = ("passphrase", "pkcs11_pin")
+
+
+def process_problems(config: Config, process: str) -> list[str]:
+    """What ``process``'s configuration holds that it must not, or lacks that it needs."""
+    problems: list[str] = []
+    held = [f"ca.{name}" for name in CA_SECRETS if getattr(config.ca, name)]
+    if process == "gateway":
+        # SECURITY: the internet-facing process must not be able to use the CA keys.
+        problems += [f"{key} is set: only the signer may hold it" for key in held]
+        if config.signer.socket_path is None:
+            problems.append("signer.socket_path is not set: the gateway cannot issue downloads")
+    elif process == "signer":
+        if config.signer.socket_path is None:
+            problems.append("signer.socket_path is not set: the signer has nowhere to listen")
+        if config.ca.key_store == "file" and not config.ca.passphrase:
+            problems.append("ca.passphrase is not set: the signer cannot open the CA keys")
+    elif process == "renewal":
+        problems += [
+            f"{key} is set: the renewal process asks the signer (docs/operations.md)"
+            for key in held
+        ]
+    return problems
+
+
 def _check(args: argparse.Namespace, ctx: CliContext) -> int:
     source = ctx.config.source
+    if args.process:
+        problems = process_problems(ctx.config, args.process)
+        for problem in problems:
+            print(f"brokergate: not a {args.process} configuration: {problem}", file=ctx.err)
+        if problems:
+            return 2
     print(f"configuration OK ({source if source == BUILT_IN else 'file ' + source})", file=ctx.out)
     return 0
 

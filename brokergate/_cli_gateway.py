@@ -7,6 +7,7 @@ import importlib.util
 import logging
 
 from brokergate._context import CliContext, MissingSecret
+from ca import SignerClient, SignerSettings
 from gateway import (
     ServeOptions,
     ca_authority_factory,
@@ -39,8 +40,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_serve)
 
 
+def signer_client(settings: SignerSettings) -> SignerClient | None:
+    """The signer's client when ``signer.socket_path`` is set (one per worker process)."""
+    if settings.socket_path is None:
+        return None
+    return SignerClient(socket_path=settings.socket_path, timeout=settings.timeout.total_seconds())
+
+
 def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
     config = ctx.config
+    if config.signer.socket_path is not None and config.ca.passphrase:
+        # SECURITY (issue 12): with a signer the gateway must not hold the CA passphrase.
+        print(
+            "brokergate: the gateway has signer.socket_path and ca.passphrase: remove the "
+            "passphrase from the gateway's configuration (only the signer needs it)",
+            file=ctx.err,
+        )
+        return 2
     if not config.store.secret_key:
         raise MissingSecret(
             "store.secret_key",
@@ -80,7 +96,8 @@ def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
             store_url=config.store.url,
             secret_key=config.store.secret_key,
             clock=ctx.clock,
-            # The login and account pages; certificate downloads only with the CA passphrase.
+            # The login and account pages. Certificate downloads through the signer when
+            # signer.socket_path is set (no CA key here), else in-process with the passphrase.
             extensions=[
                 setup_logins(
                     settings=config.logins,
@@ -89,7 +106,9 @@ def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
                         ca_settings=config.ca,
                         secret_key=config.store.secret_key,
                         clock=ctx.clock,
+                        keyless=config.signer.socket_path is not None,
                     ),
+                    signer=signer_client(config.signer),
                 )
             ],
         ),

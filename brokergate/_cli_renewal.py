@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -39,7 +40,13 @@ def _jobs(args: argparse.Namespace, ctx: CliContext) -> RenewalJobs:
     ensure_current(ctx.engine)  # a clear error instead of SQL errors on an old schema
     publish: Callable[[], list[int]] | None = None
     supersede: Callable[[], list[str]] | None = None
-    if not args.no_crl:
+    if ctx.config.signer.socket_path is not None:
+        # A signer runs (issue 12): it alone opens the CA keys and re-publishes the CRLs
+        # (every minute, including those a supersession here made stale). This process
+        # only marks superseded certificates revoked, with a keyless authority.
+        keyless = dataclasses.replace(authority_for(ctx), keyless=True)
+        supersede = keyless.supersede_replaced
+    elif not args.no_crl:
         if not ctx.config.ca.passphrase:
             raise MissingSecret(
                 "ca.passphrase",

@@ -35,6 +35,8 @@ from ca._errors import (
     InvalidUserData,
     KeyStoreError,
     MissingPassphrase,
+    SignerSocketInUse,
+    SignerUnavailable,
     UnknownCertificate,
     UnknownGeneration,
     UnknownUser,
@@ -44,6 +46,20 @@ from ca._errors import (
 from ca._keys import generate_key
 from ca._pkcs12 import PASSWORD_BITS, friendly_name, generate_password
 from ca._settings import CASettings, KeyStoreKind, KeyType, P12Profile
+from ca._signer import (
+    RATE_LIMITED,
+    SIGNER_PURPOSE,
+    SIGNER_RATE_GLOBAL,
+    SIGNER_RATE_USER,
+    IssueRequest,
+    SessionRules,
+    Signer,
+    SignerAnswer,
+)
+from ca._signer_client import SignerClient
+from ca._signer_metrics import SignerMetrics
+from ca._signer_server import bind_socket, run_signer, signer_app
+from ca._signer_settings import SignerSettings
 from ca._trust import TrustMaterial, load_trust_material
 from ca._users import LOCALES, create_user, find_user, normalise_email, validate_broker_number
 from ca._validity import BROKER_TIME_ZONE, add_calendar_years
@@ -54,6 +70,10 @@ __all__ = [
     "DIGITAL_SIGNATURE_ONLY",
     "LOCALES",
     "PASSWORD_BITS",
+    "RATE_LIMITED",
+    "SIGNER_PURPOSE",
+    "SIGNER_RATE_GLOBAL",
+    "SIGNER_RATE_USER",
     "CAAlreadyInitialised",
     "CAError",
     "CANotInitialised",
@@ -67,6 +87,7 @@ __all__ = [
     "InvalidGenerationState",
     "InvalidLocale",
     "InvalidUserData",
+    "IssueRequest",
     "IssuedCertificate",
     "KeyStoreError",
     "KeyStoreKind",
@@ -74,6 +95,14 @@ __all__ = [
     "LeafSubject",
     "MissingPassphrase",
     "P12Profile",
+    "SessionRules",
+    "Signer",
+    "SignerAnswer",
+    "SignerClient",
+    "SignerMetrics",
+    "SignerSettings",
+    "SignerSocketInUse",
+    "SignerUnavailable",
     "TrustMaterial",
     "UnknownCertificate",
     "UnknownGeneration",
@@ -81,6 +110,7 @@ __all__ = [
     "WrongPassphrase",
     "WrongTokenPin",
     "add_calendar_years",
+    "bind_socket",
     "build_issuing",
     "build_leaf",
     "build_root",
@@ -96,5 +126,7 @@ __all__ = [
     "make_authority",
     "normalise_email",
     "normalise_serial",
+    "run_signer",
+    "signer_app",
     "validate_broker_number",
 ]

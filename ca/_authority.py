@@ -136,6 +136,10 @@ class CertificateAuthority:
     # The key backends for ``settings`` (rebuilt if the settings object is replaced). Owns
     # the PKCS#11 session when ca.key_store = pkcs11; ``close()`` ends it.
     _backends: tuple[CASettings, CAKeys] | None = field(default=None, repr=False)
+    # SECURITY (issue 12): a keyless authority (the gateway's, next to a signer) never opens
+    # a CA key: it cannot issue, and a revocation only marks the row (effective at once in
+    # the gateway's revocation check); the signer re-publishes the CRL within a minute.
+    keyless: bool = False
 
     # -- generations ---------------------------------------------------------------
 
@@ -358,6 +362,8 @@ class CertificateAuthority:
                 return self.issue_certificate(
                     user_id, actor, profile=profile, session=own, replaces_id=replaces_id, _key=key
                 )
+        if self.keyless:
+            raise InvalidGenerationState("this process holds no CA key: the signer issues")
         if self.outbox_sealer is None:
             raise ValueError("issuance needs an outbox sealer for the password mail")
         now = self.clock()
@@ -525,7 +531,7 @@ class CertificateAuthority:
             return False
         generation = session.get_one(CAGeneration, cert.generation_id)
         key = None
-        if generation.status != GenerationStatus.RETIRED:
+        if generation.status != GenerationStatus.RETIRED and not self.keyless:
             key = self._generation_key(generation)  # wrong passphrase: fail before writing
         cert.status = CertificateStatus.REVOKED
         cert.revoked_at = now
@@ -581,10 +587,12 @@ class CertificateAuthority:
         return serials
 
     def publish_due_crls(self, *, force: bool = False) -> list[int]:
-        """Regenerate each non-retired generation's CRL whose nextUpdate is near.
+        """Regenerate each non-retired generation's CRL whose nextUpdate is near, or that
+        lacks a revocation made since its thisUpdate (a keyless gateway's, issue 12).
 
         A lapsed CRL makes every relying party that checks it reject everyone, so the
-        renewal process calls this daily. Returns the generations re-published.
+        renewal process calls this daily, and the signer every minute. Returns the
+        generations re-published.
         """
         now = self.clock()
         done: list[int] = []
@@ -593,8 +601,10 @@ class CertificateAuthority:
                 select(CAGeneration).where(CAGeneration.status != GenerationStatus.RETIRED)
             ).all()
             for gen in gens:
-                due = gen.crl_next_update is None or (
-                    gen.crl_next_update - self.settings.crl_republish_before <= now
+                due = (
+                    gen.crl_next_update is None
+                    or gen.crl_next_update - self.settings.crl_republish_before <= now
+                    or self._revoked_since_crl(session, gen)
                 )
                 if force or due:
                     self._publish_crl(session, gen, now)
@@ -685,6 +695,24 @@ class CertificateAuthority:
         gen.crl_this_update = now
         gen.crl_next_update = now + self.settings.crl_validity
 
+    def _revoked_since_crl(self, session: Session, gen: CAGeneration) -> bool:
+        """A certificate of ``gen`` was revoked (around or after the CRL's thisUpdate, which
+        has whole seconds) and is not on the CRL."""
+        if not gen.crl_pem:
+            return True
+        crl = x509.load_pem_x509_crl(gen.crl_pem.encode())
+        serials = session.scalars(
+            select(Certificate.serial).where(
+                Certificate.generation_id == gen.id,
+                Certificate.status == CertificateStatus.REVOKED,
+                Certificate.revoked_at >= crl.last_update_utc - timedelta(seconds=1),
+            )
+        )
+        return any(
+            crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is None
+            for serial in serials
+        )
+
     def _active_generation(self, session: Session) -> CAGeneration:
         gen = session.scalar(
             select(CAGeneration).where(CAGeneration.status == GenerationStatus.ACTIVE)
@@ -766,6 +794,21 @@ class CertificateAuthority:
             for new in made:
                 self._key_backends().discard(new)
             raise
+
+    def open_active_key(self) -> int:
+        """Open the active issuing CA's key now (the signer does at start, so a wrong
+        passphrase or PIN stops it at once instead of failing the first download).
+
+        Returns:
+            The active generation.
+
+        Raises:
+            CANotInitialised, WrongPassphrase, KeyStoreError.
+        """
+        with transaction(self.sessions) as session:
+            generation = self._active_generation(session)
+            self._generation_key(generation)
+            return generation.id
 
     def key_store(self) -> str:
         """Where new CA keys are made: ``file`` or ``pkcs11`` (``ca.key_store``)."""

@@ -16,7 +16,9 @@
     ├── InvalidUserData (ValueError too)
     │   ├── InvalidBrokerNumber
     │   └── InvalidEmail
-    └── DuplicateUser
+    ├── DuplicateUser
+    ├── SignerUnavailable       the signer cannot be reached or cannot answer now
+    └── SignerSocketInUse       ``ca serve`` found a live socket, or no socket, at its path
 """
 
 from __future__ import annotations
@@ -134,3 +136,16 @@ class DuplicateUser(CAError):
         super().__init__(
             f"a user with email {email!r} exists already; 'brokergate user show {email}' shows it"
         )
+
+
+class SignerUnavailable(CAError):
+    """The signer (``brokergate ca serve``) did not answer; nothing was issued."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"the signer cannot be reached: {detail}; try again later")
+
+
+class SignerSocketInUse(CAError):
+    def __init__(self, path: object, why: str) -> None:
+        super().__init__(f"cannot listen on {path}: {why} (signer.socket_path)")

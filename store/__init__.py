@@ -17,6 +17,7 @@ from store._expiry import (
 from store._local_time import format_local_date, format_local_datetime, plural_category
 from store._migrate import current_revisions, ensure_current, head_revisions, upgrade
 from store._models import (
+    FRESH_BASIC_KEY,
     ActivationToken,
     AssertionKey,
     AuditEvent,
@@ -39,6 +40,7 @@ from store._models import (
     ReminderSent,
     RevocationReason,
     RootStatus,
+    SignerRequest,
     User,
     UserRole,
     UserStatus,
@@ -51,6 +53,7 @@ from store._types import Clock, UTCDateTime, system_clock
 
 __all__ = [
     "DEFAULT_TIME_ZONE",
+    "FRESH_BASIC_KEY",
     "OUTBOX_PURPOSE",
     "REMINDER_WINDOW_DAYS",
     "ActivationToken",
@@ -79,6 +82,7 @@ __all__ = [
     "SchemaOutOfDate",
     "SealError",
     "Sealer",
+    "SignerRequest",
     "StoreError",
     "StoreSettings",
     "UTCDateTime",

@@ -17,6 +17,7 @@ mail_outbox           anyone who needs a mail; renewal delivers
 audit_events          everyone, append-only
 sessions ... devices  gateway
 reminders_sent        renewal
+signer_requests       ca (the signer, ``brokergate ca serve``)
 ====================  =========================================
 """
 
@@ -137,6 +138,11 @@ class Level(enum.StrEnum):
 
 
 _LEVEL_ORDER = [Level.ANONYMOUS, Level.RESTRICTED, Level.BASIC, Level.STRONG]
+
+# Session data: when a factor weaker than the session's level was re-confirmed (a password
+# inside a strong session). Written by the gateway, read by the gateway and by the signer,
+# which re-checks a download's freshness on its own.
+FRESH_BASIC_KEY = "logins.fresh_basic_at"
 
 
 class CARoot(Base):
@@ -445,3 +451,23 @@ class ReminderSent(Base):
     stage_days: Mapped[int] = mapped_column(Integer)
     queued_at: Mapped[datetime]
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("mail_outbox.id"))
+
+
+class SignerRequest(Base):
+    """One "issue for user U because of session S" request the signer answered (issue 12).
+
+    ``id`` is the caller's request id: a retry with the same id gets ``answer_sealed`` back
+    instead of a second certificate. The answer holds the PKCS#12 (password-protected; the
+    password travels only in the sealed outbox mail) sealed with the application secret,
+    and is deleted after ``signer.request_retention``.
+    """
+
+    __tablename__ = "signer_requests"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    session_id: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))  # "issued" or "refused"
+    certificate_id: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"))
+    answer_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(index=True)

@@ -10,7 +10,8 @@ for two more years.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -18,7 +19,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.logins._errors import EnrolmentError, TooSoon
+from ca import RATE_LIMITED, IssueRequest, SignerClient, SignerUnavailable
+from gateway.logins._errors import DownloadRefused, EnrolmentError, SignerUnreachable, TooSoon
 from gateway.logins._settings import LoginSettings
 from gateway.regulation._throttles import next_download_at
 from store import (
@@ -231,6 +233,63 @@ def download_certificate(
             )
             return issued
     raise failure
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignedDownload:
+    """A download the signer issued (``IssuedLike``)."""
+
+    pkcs12: bytes = field(repr=False)
+    serial: str
+    not_after: datetime
+    certificate_id: int
+
+
+async def download_through_signer(
+    signer: SignerClient,
+    *,
+    user_id: int,
+    session_id: str,
+    client_addr: str | None,
+) -> SignedDownload:
+    """Ask the signer to issue for ``user_id`` because of ``session_id`` (issue 12).
+
+    The signer re-checks the session, freshness and limits in the store and writes the
+    certificate, the password mail and the audit rows; this process holds no CA key. One
+    request id per download: the client's retries cannot issue twice.
+
+    Raises:
+        TooSoon: the broker's download limit (``until`` from the signer).
+        DownloadRefused: the signer's checks refused (stale session, its rates).
+        SignerUnreachable: no answer; nothing was issued.
+    """
+    request = IssueRequest(
+        request_id=uuid.uuid4().hex,
+        user_id=user_id,
+        session_id=session_id,
+        client_addr=client_addr,
+    )
+    try:
+        answer = await signer.issue(request)
+    except SignerUnavailable as exc:
+        raise SignerUnreachable(exc.detail) from None
+    if answer.outcome != "issued":
+        if answer.reason == RATE_LIMITED and answer.until is not None:
+            raise TooSoon("a certificate download", answer.until)
+        raise DownloadRefused(answer.reason or "refused")
+    if (
+        answer.pkcs12 is None
+        or answer.serial is None
+        or answer.not_after is None
+        or answer.certificate_id is None
+    ):
+        raise SignerUnreachable("incomplete answer")
+    return SignedDownload(
+        pkcs12=answer.pkcs12,
+        serial=answer.serial,
+        not_after=answer.not_after,
+        certificate_id=answer.certificate_id,
+    )
 
 
 def revoke_own_certificate(

@@ -16,7 +16,9 @@
     ├── EnrolmentError          TOTP/passkey enrolment in the wrong state
     ├── PasskeyRejected         the WebAuthn ceremony failed verification
     ├── EmailChangeRejected     the new address is malformed, unchanged or taken
-    └── EmailChangeLinkInvalid  the email-change link is unknown, used, expired or taken
+    ├── EmailChangeLinkInvalid  the email-change link is unknown, used, expired or taken
+    ├── SignerUnreachable       the signer did not answer: nothing issued, try again later
+    └── DownloadRefused         the signer's own checks refused the download (session, rate)
 
 ``str(error)`` is English for logs and the CLI; it never contains a secret.
 """
@@ -157,3 +159,22 @@ class EmailChangeLinkInvalid(LoginError):
         self.why = why
         self.key = f"error.email_change_link.{why}"
         super().__init__(f"the email confirmation link is not valid ({why}); nothing was changed")
+
+
+class SignerUnreachable(LoginError):
+    """The signer (``brokergate ca serve``) did not answer; nothing was issued or sent."""
+
+    key = "error.signer_unavailable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the signer did not answer ({detail}); nothing was issued")
+
+
+class DownloadRefused(LoginError):
+    """The signer re-checked the session in the store and refused (``reason``)."""
+
+    key = "error.download_refused"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the signer refused the download ({reason})")

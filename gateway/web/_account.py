@@ -18,10 +18,11 @@ from gateway.logins._activation import change_password
 from gateway.logins._certificates import (
     certificate_overview,
     download_certificate,
+    download_through_signer,
     revoke_own_certificate,
 )
 from gateway.logins._devices import list_devices, revoke_devices
-from gateway.logins._errors import LoginError
+from gateway.logins._errors import DownloadRefused, LoginError, SignerUnreachable
 from gateway.logins._history import METHOD_TOTP
 from gateway.logins._passkeys import (
     finish_registration,
@@ -161,6 +162,23 @@ async def download_submit(request: web.Request) -> web.StreamResponse:
     require_csrf(request, form)
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#certificate")
     c = ctx(request)
+    issued: Any
+    if c.signer is not None:
+        session = request_state(request).session
+        try:
+            if session is None:  # the signer issues only because of a stored session
+                raise DownloadRefused("no session")
+            issued = await download_through_signer(
+                c.signer, user_id=user_id, session_id=session.id, client_addr=client_addr(request)
+            )
+        except SignerUnreachable as exc:
+            # Signer down: say so clearly; nothing was issued, everything else works.
+            return await account_page(request, error=error_text(request, exc), status=503)
+        except DownloadRefused as exc:
+            return await account_page(request, error=error_text(request, exc), status=403)
+        except LoginError as exc:
+            return await account_page(request, error=error_text(request, exc), status=429)
+        return _pkcs12_response(request, issued)
     authority = c.authority(factory(request))
     if authority is None:
         return await account_page(
@@ -178,6 +196,10 @@ async def download_submit(request: web.Request) -> web.StreamResponse:
         )
     except LoginError as exc:
         return await account_page(request, error=error_text(request, exc), status=429)
+    return _pkcs12_response(request, issued)
+
+
+def _pkcs12_response(request: web.Request, issued: Any) -> web.Response:
     identity = request_state(request).identity
     assert identity is not None  # require_fresh let us through
     broker = _FILENAME_SAFE.sub("-", identity.broker_number)

@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca import SignerClient
 from gateway._errors import BodyTooLarge, MalformedBody, UnsupportedBody
 from gateway._settings import RESERVED_PREFIX
 from gateway._state import CLOCK, FACTORY, SETTINGS
@@ -39,7 +40,7 @@ from gateway.logins._totp import TOTP_PURPOSE
 from gateway.tls._trusted_peers import client_address
 from gateway.web._formatting import time_for
 from gateway.web._pages import page_language, safe_next
-from store import OUTBOX_PURPOSE, Level, Sealer
+from store import FRESH_BASIC_KEY, OUTBOX_PURPOSE, Level, Sealer
 
 P = RESERVED_PREFIX
 # Pages of ours that need script (WebAuthn): the core's CSP allows none, these allow 'self'.
@@ -50,9 +51,8 @@ SCRIPT_CSP = (
 PENDING_KEY = "logins.pending"  # session data: the user between password and second factor
 PENDING_TTL_SECONDS = 300
 CHALLENGE_KEY_ACCOUNT = "logins.register_challenge"  # session data: passkey registration
-# Session data: when a factor weaker than the session's level was re-confirmed (a password
-# inside a strong session). Fresh for actions that need a fresh *basic* login only.
-FRESH_BASIC_KEY = "logins.fresh_basic_at"
+# FRESH_BASIC_KEY (store): when a password was re-confirmed inside a strong session. Fresh
+# for actions that need a fresh *basic* login only.
 
 
 @dataclass(kw_only=True)
@@ -63,6 +63,8 @@ class LoginContext:
     secret_key: bytes = field(repr=False)
     make_authority: Callable[[sessionmaker[Session]], Authority] | None
     rp: RelyingParty
+    # The signer's client (issue 12): downloads are issued there, not with a key here.
+    signer: SignerClient | None = None
     _authority: Authority | None = None
     # Fingerprints whose first use this replica has already noted: a cookieless client gets
     # its certificate session back (with a Set-Cookie) on every request, and must not cost a

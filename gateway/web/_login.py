@@ -20,7 +20,6 @@ from gateway.logins._passkeys import authentication_options, finish_authenticati
 from gateway.logins._password_login import login_with_password
 from gateway.logins._second_factor import verify_second_factor
 from gateway.web._common import (
-    FRESH_BASIC_KEY,
     PENDING_KEY,
     P,
     client_addr,
@@ -48,7 +47,7 @@ from gateway.web._finish_login import (
     pending_user,
     user_facts,
 )
-from store import Level, User, transaction
+from store import FRESH_BASIC_KEY, Level, User, transaction
 
 # --- password (+ second factor)
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca import SignerClient
 from gateway._state import SETTINGS
 from gateway.logins._certificates import (
     Authority,
@@ -38,21 +39,29 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 def ca_authority_factory(
-    *, ca_settings: Any, secret_key: bytes, clock: Callable[[], datetime]
+    *,
+    ca_settings: Any,
+    secret_key: bytes,
+    clock: Callable[[], datetime],
+    keyless: bool = False,
 ) -> Callable[[sessionmaker[Session]], Authority] | None:
-    """``make_authority`` for :func:`setup_logins` from ``config.ca``; ``None`` without a CA
-    passphrase (the gateway then offers no certificate download)."""
-    if not getattr(ca_settings, "passphrase", ""):
+    """``make_authority`` for :func:`setup_logins` from ``config.ca``.
+
+    ``keyless`` (a signer is configured): an authority that never opens a CA key, for
+    revocations and supersession only; downloads go to the signer. Otherwise ``None``
+    without a CA passphrase (the gateway then offers no certificate download)."""
+    if not keyless and not getattr(ca_settings, "passphrase", ""):
         return None
 
     def make(factory: sessionmaker[Session]) -> Authority:
-        from ca import CertificateAuthority  # the gateway needs the CA's key only for downloads
+        from ca import CertificateAuthority
 
         authority: Authority = CertificateAuthority(
             settings=ca_settings,
             sessions=factory,
             clock=clock,
             outbox_sealer=Sealer(secret=secret_key, purpose=OUTBOX_PURPOSE),
+            keyless=keyless,
         )
         return authority
 
@@ -64,6 +73,7 @@ def setup_logins(
     settings: LoginSettings,
     secret_key: bytes,
     make_authority: Callable[[sessionmaker[Session]], Authority] | None = None,
+    signer: SignerClient | None = None,
 ) -> Callable[[web.Application], None]:
     """The ``create_app`` extension that adds the login and account pages.
 
@@ -73,6 +83,9 @@ def setup_logins(
         make_authority: builds the ``ca.CertificateAuthority`` from the app's session factory
             (e.g. ``lambda f: CertificateAuthority(settings=config.ca, sessions=f,
             clock=clock, outbox_sealer=...)``); ``None``: no certificate downloads here.
+        signer: the client of the signer (``brokergate ca serve``); when given, downloads
+            are issued there and this process needs no CA key (pair it with a keyless
+            ``make_authority``). The app closes it on cleanup.
     """
 
     def setup(app: web.Application) -> None:
@@ -82,8 +95,15 @@ def setup_logins(
             settings=settings,
             secret_key=secret_key,
             make_authority=make_authority,
+            signer=signer,
             rp=relying_party(app[SETTINGS].public_url, settings.passkey_rp_name),
         )
+        if signer is not None:
+
+            async def close_signer(app: web.Application) -> None:
+                await signer.close()
+
+            app.on_cleanup.append(close_signer)
         jinja = app[JINJA]
         jinja.globals["expiry_banner"] = expiry_banner
         jinja.globals["account_nav"] = account_nav

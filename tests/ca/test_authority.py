@@ -276,3 +276,29 @@ def test_a_renewal_is_told_apart_from_the_old_certificate_by_its_friendly_name(
     assert first.friendly_name != second.friendly_name
     assert f"{first.not_after:%Y-%m-%d}" in first.friendly_name
     assert first.friendly_name.endswith("#" + first.serial[:8])
+
+
+def test_a_keyless_authority_revokes_without_a_key_and_the_signer_republishes_the_crl(
+    authority: CertificateAuthority,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    make_user: UserFactory,
+) -> None:
+    """Issue 12: the gateway's authority has no passphrase; its revocation marks the row at
+    once and the CRL, now behind, is re-published by the key holder's next round."""
+    from dataclasses import replace
+
+    from ca import CASettings, InvalidGenerationState
+
+    issued = authority.issue_certificate(make_user().id, "ops:test")
+    keyless = replace(authority, settings=CASettings(), keyless=True, _keys={}, _backends=None)
+    with pytest.raises(InvalidGenerationState):
+        keyless.issue_certificate(make_user().id, "ops:test")
+    clock.advance(timedelta(seconds=5))
+    assert keyless.revoke(issued.serial, RevocationReason.KEY_COMPROMISE, "user:1")
+    crl = x509.load_pem_x509_crl(authority.crls()[1])
+    assert crl.get_revoked_certificate_by_serial_number(int(issued.serial, 16)) is None
+    assert authority.publish_due_crls() == [1]  # behind: re-published
+    crl = x509.load_pem_x509_crl(authority.crls()[1])
+    assert crl.get_revoked_certificate_by_serial_number(int(issued.serial, 16)) is not None
+    assert authority.publish_due_crls() == []  # and then not again

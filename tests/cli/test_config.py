@@ -104,3 +104,26 @@ def test_cli_config_check_ok(run_cli: CliRunner) -> None:
     result = run_cli("config", "check")
     assert result.code == 0, result.err
     assert "configuration OK" in result.out
+
+
+def test_config_check_for_a_process_refuses_what_it_must_not_hold(
+    run_cli: CliRunner, tmp_path: Path
+) -> None:
+    """Issue 12: the gateway's configuration holds no CA secret; the signer's has a socket."""
+    socket = str(tmp_path / "signer.sock")
+    # cli_env gives the CA passphrase: right for the signer, wrong for gateway and renewal.
+    with_socket = {"BROKERGATE_SIGNER__SOCKET_PATH": socket}
+    result = run_cli("config", "check", "--for", "gateway", env=with_socket)
+    assert result.code == 2 and "ca.passphrase is set: only the signer may hold it" in result.err
+    result = run_cli("config", "check", "--for", "renewal", env=with_socket)
+    assert result.code == 2 and "ca.passphrase is set" in result.err
+    assert run_cli("config", "check", "--for", "signer", env=with_socket).code == 0
+    result = run_cli("config", "check", "--for", "signer")
+    assert result.code == 2 and "signer.socket_path is not set" in result.err
+    keyless = {**with_socket, "BROKERGATE_CA__PASSPHRASE": ""}
+    assert run_cli("config", "check", "--for", "gateway", env=keyless).code == 0
+    result = run_cli("config", "check", "--for", "signer", env=keyless)
+    assert result.code == 2 and "cannot open the CA keys" in result.err
+    # The gateway itself refuses to start with both.
+    result = run_cli("gateway", "serve", env=with_socket)
+    assert result.code == 2 and "remove the passphrase" in result.err

@@ -178,6 +178,23 @@ def test_the_user_without_certificate_logs_in_by_tan(
     assert "X-Brokergate-Method: email-tan" in portal.stdout
     assert "X-Brokergate-Level: basic" in portal.stdout
     assert "verified (ES256" in portal.stdout
+    # Issue 12: `make run` keeps issuing in-process (no signer.socket_path in the dev
+    # configuration): the fresh TAN login downloads a certificate from "My account".
+    account = curl(layout, port, *with_cookies(jar), path="/_gateway/account")
+    p12 = tmp_path / "download.p12"
+    downloaded = curl(
+        layout,
+        port,
+        *with_cookies(jar),
+        "-o",
+        str(p12),
+        "-w",
+        "%{http_code} %{content_type}",
+        *form(csrf=csrf_token(account.stdout)),
+        path="/_gateway/account/certificate/download",
+    )
+    assert downloaded.stdout == "200 application/x-pkcs12", downloaded.stdout
+    assert p12.stat().st_size > 1000
 
 
 def test_a_busy_port_is_reported_and_nothing_is_left_running(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from brokergate._cli_config import process_problems
 from brokergate._config import load_config
 from tests.conftest import REPO
 
@@ -38,8 +39,16 @@ def service_entries(unit: Path) -> list[tuple[str, str]]:
     return entries
 
 
-def test_both_units_exist() -> None:
-    assert [u.name for u in UNITS] == ["brokergate-gateway.service", "brokergate-renewal.service"]
+# Issue 12: three OS users; only the signer's unit hands over the CA passphrase.
+PROCESS = {
+    "brokergate-gateway.service": "gateway",
+    "brokergate-renewal.service": "renewal",
+    "brokergate-signer.service": "signer",
+}
+
+
+def test_the_three_units_exist() -> None:
+    assert [u.name for u in UNITS] == sorted(PROCESS)
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
@@ -48,7 +57,7 @@ def test_hardening_and_no_inline_secret(unit: Path) -> None:
     values = dict(entries)
     for key, expected in HARDENING.items():
         assert values.get(key) == expected, f"{unit.name}: {key}"
-    assert values["User"] == "brokergate"
+    assert values["User"] == f"brokergate-{PROCESS[unit.name]}"
     env = [v for k, v in entries if k == "Environment"]
     credentials = {v.split(":", 1)[0] for k, v in entries if k == "LoadCredential"}
     for assignment in env:
@@ -81,7 +90,15 @@ def test_the_environment_configures_brokergate(unit: Path, tmp_path: Path) -> No
     site.write_text("")
     config = load_config(site, env=env)
     assert config.store.secret_key == b"value-of-secret-key-0123456789abcdef"
-    assert config.ca.passphrase == "value-of-ca-passphrase-0123456789abcdef"
+    process = PROCESS[unit.name]
+    # What `brokergate config check --for PROCESS` checks: no CA secret outside the signer.
+    assert process_problems(config, process) == []
+    if process == "signer":
+        assert config.ca.passphrase == "value-of-ca-passphrase-0123456789abcdef"
+        assert config.signer.socket_group == "brokergate-gateway"
+    else:
+        assert config.ca.passphrase == "" and "ca-passphrase" not in unit.read_text()
+    assert str(config.signer.socket_path) == "/run/brokergate-signer/signer.sock"
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")

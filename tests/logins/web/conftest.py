@@ -205,11 +205,14 @@ async def gateway(
         host: str = "127.0.0.1",
         metrics: GatewayMetrics | None = None,
         real_proxy: bool = False,
+        signer: Any = None,
         **overrides: Any,
     ) -> Gateway:
         """``host``: the name brokers type (WebAuthn needs a domain: pass "localhost");
         ``metrics``: counts logins into it (as the real service does); ``real_proxy``: the
-        service's streaming reverse proxy instead of the buffering test forwarder."""
+        service's streaming reverse proxy instead of the buffering test forwarder;
+        ``signer``: a ``ca.SignerClient``: downloads go there, and this gateway gets no CA
+        passphrase and a keyless authority (issue 12)."""
         overrides.setdefault("revocation_refresh_interval", dt.timedelta(seconds=0.2))
         overrides.setdefault("routes", ROUTES)
         with sessions() as db:
@@ -222,10 +225,12 @@ async def gateway(
 
         def make_authority(factory: sessionmaker[Session]) -> CertificateAuthority:
             return CertificateAuthority(
-                settings=ca_settings,
+                # SECURITY: next to a signer the gateway has no passphrase at all.
+                settings=ca_settings if signer is None else CASettings(),
                 sessions=factory,
                 clock=clock,
                 outbox_sealer=Sealer(secret=TEST_SECRET_KEY, purpose=OUTBOX_PURPOSE),
+                keyless=signer is not None,
             )
 
         import socket
@@ -251,6 +256,7 @@ async def gateway(
                     settings=login_settings,
                     secret_key=TEST_SECRET_KEY,
                     make_authority=make_authority,
+                    signer=signer,
                 )
             ],
         )
