@@ -42,6 +42,7 @@ from gateway.web._common import (
     P,
     client_addr,
     ctx,
+    email_only_refusal,
     error_text,
     factory,
     form_text,
@@ -159,6 +160,9 @@ _NOTICES = {
 async def download_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{ACCOUNT}#certificate")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#certificate")
     c = ctx(request)
     authority = c.authority(factory(request))
@@ -225,6 +229,9 @@ async def revoke_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def totp_page(request: web.Request) -> web.StreamResponse:
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{P}/account/totp")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{P}/account/totp")
     c = ctx(request)
     now = now_of(request)
@@ -253,6 +260,9 @@ async def totp_page(request: web.Request) -> web.StreamResponse:
 async def totp_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{P}/account/totp")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{P}/account/totp")
     c = ctx(request)
     try:
@@ -288,6 +298,9 @@ async def totp_submit(request: web.Request) -> web.StreamResponse:
 async def totp_reset_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{ACCOUNT}#twofa")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#twofa")
 
     def run() -> None:
@@ -301,6 +314,9 @@ async def totp_reset_submit(request: web.Request) -> web.StreamResponse:
 async def recovery_codes_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{ACCOUNT}#twofa")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#twofa")
 
     def run() -> list[str]:
@@ -328,6 +344,11 @@ async def recovery_codes_submit(request: web.Request) -> web.StreamResponse:
 
 async def passkey_options(request: web.Request) -> web.StreamResponse:
     await json_body(request)
+    require_user(request, level=Level.BASIC)
+    if (
+        refused := email_only_refusal(request, back=f"{ACCOUNT}#passkeys", as_json=True)
+    ) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#passkeys")
     ceremony = await asyncio.to_thread(
         registration_options, factory(request), user_id=user_id, rp=ctx(request).rp
@@ -346,6 +367,11 @@ async def passkey_options(request: web.Request) -> web.StreamResponse:
 
 async def passkey_register(request: web.Request) -> web.StreamResponse:
     body = await json_body(request)
+    require_user(request, level=Level.BASIC)
+    if (
+        refused := email_only_refusal(request, back=f"{ACCOUNT}#passkeys", as_json=True)
+    ) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#passkeys")
     await refresh_session(request)  # SECURITY: a challenge used on another replica is gone
     state = request_state(request)
@@ -376,6 +402,9 @@ async def passkey_register(request: web.Request) -> web.StreamResponse:
 async def passkey_remove_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{ACCOUNT}#passkeys")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#passkeys")
     try:
         passkey_id = int(form_text(form, "passkey", 20))
