@@ -16,7 +16,8 @@
     ├── EnrolmentError          TOTP/passkey enrolment in the wrong state
     ├── PasskeyRejected         the WebAuthn ceremony failed verification
     ├── EmailChangeRejected     the new address is malformed, unchanged or taken
-    └── EmailChangeLinkInvalid  the email-change link is unknown, used, expired or taken
+    ├── EmailChangeLinkInvalid  the email-change link is unknown, used, expired or taken
+    └── PasswordResetLinkInvalid the "forgot password" link is unknown, used or expired
 
 ``str(error)`` is English for logs and the CLI; it never contains a secret.
 """
@@ -157,3 +158,13 @@ class EmailChangeLinkInvalid(LoginError):
         self.why = why
         self.key = f"error.email_change_link.{why}"
         super().__init__(f"the email confirmation link is not valid ({why}); nothing was changed")
+
+
+class PasswordResetLinkInvalid(LoginError):
+    """The "forgot password" link is ``unknown``, ``used`` or ``expired`` (a newer link
+    expires the older ones)."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+        self.key = f"error.password_reset_link.{why}"
+        super().__init__(f"the password reset link is not valid ({why}); nothing was changed")
