@@ -6,6 +6,9 @@
 * ``GET /_gateway/password/reset/<token>``: the new-password form (mail scanners fetch
   links, so a GET changes nothing); ``POST`` sets it, ends every session of the user and
   sends to the password login — where the second factor is still asked for.
+* ``GET/POST /_gateway/activation/request``: "Konto aktivieren" (seed 003): email + broker
+  number → a fresh activation mail for a user not activated yet; the same one answer and
+  floor as the forgotten password.
 """
 
 from __future__ import annotations
@@ -141,3 +144,37 @@ async def reset_submit(request: web.Request) -> web.StreamResponse:
         state.session, state.identity, state.new_cookie, state.clear_cookie = None, None, None, True
         drop_account_nav()
     return show(request, "password_reset.html", {"done": True})
+
+
+# --- "Konto aktivieren" on request (issue 14, seed 003): the same answer, the same floor
+
+ACTIVATION_REQUEST = f"{P}/activation/request"
+
+
+async def activation_request_page(request: web.Request) -> web.StreamResponse:
+    await ensure_session(request)
+    return show(request, "activation_request.html", {})
+
+
+async def activation_request_submit(request: web.Request) -> web.StreamResponse:
+    from gateway.logins._activation import activation_link_base
+    from gateway.logins._activation_request import request_activation
+
+    form = await read_form(request)
+    require_csrf(request, form)
+    started = time.monotonic()
+    c = ctx(request)
+    await asyncio.to_thread(
+        request_activation,
+        factory(request),
+        email=form_text(form, "email", 320),
+        broker_number=form_text(form, "broker", 32),
+        link_base=activation_link_base(request.app[SETTINGS].public_url),
+        mail_sealer=c.outbox_sealer,
+        settings=c.settings,
+        client_addr=client_addr(request),
+        now=now_of(request),
+    )
+    await asyncio.sleep(max(0.0, ANSWER_FLOOR - (time.monotonic() - started)))
+    # SECURITY: one page for every outcome; nothing typed is echoed.
+    return show(request, "activation_request.html", {"sent": True})

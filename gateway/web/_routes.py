@@ -132,6 +132,8 @@ LOGIN_ROUTES: tuple[Route, ...] = (
     ("POST", password_reset.FORGOT, password_reset.forgot_submit),
     ("GET", password_reset.RESET + "/{token}", password_reset.reset_page),
     ("POST", password_reset.RESET + "/{token}", password_reset.reset_submit),
+    ("GET", password_reset.ACTIVATION_REQUEST, password_reset.activation_request_page),
+    ("POST", password_reset.ACTIVATION_REQUEST, password_reset.activation_request_submit),
     ("GET", f"{P}/reauth", login.reauth_page),
     ("POST", f"{P}/reauth", login.reauth_submit),
     # broker number + TAN (seed 001), restricted session

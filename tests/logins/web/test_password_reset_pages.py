@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import User, transaction
+from store import User, UserStatus, transaction
 from tests.conftest import FakeClock
 from tests.logins.web.test_password_pages import PASSWORD, login, set_password
 
@@ -106,3 +106,39 @@ async def test_reset_with_the_mailed_link_ends_sessions_and_keeps_the_second_fac
     third = browser_for(gw)
     status, _, response = await login(third, "anna@example.org", newer)
     assert status == 303 and "/_gateway/login/second-factor" in response.headers["Location"]
+
+
+async def test_activation_on_request_answers_the_same_and_mails_a_working_link(
+    gateway: Any,
+    browser_for: Any,
+    make_user: Any,
+    mailbox: Any,
+    sessions: sessionmaker[Session],
+) -> None:
+    gw = await gateway()
+    uid = make_user(email="neu@example.org", broker="60/123/4567", name="Nina Neu").id
+    with transaction(sessions) as s:
+        user = s.get(User, uid)
+        assert user is not None
+        user.status, user.password_hash = UserStatus.PENDING, None
+    b = browser_for(gw)
+    _status, body = await b.get("/_gateway/login/password")
+    assert 'href="/_gateway/activation/request"' in body
+
+    async def request(email: str, broker: str) -> bytes:
+        await b.get("/_gateway/activation/request")
+        status, _, _ = await b.post(
+            "/_gateway/activation/request", {"email": email, "broker": broker}
+        )
+        assert status == 200
+        return bytes(b.raw)
+
+    known = await request("neu@example.org", "60/123/4567")
+    wrong_number = await request("neu@example.org", "60/999/9999")
+    assert known == wrong_number  # byte for byte
+    assert "noch nicht aktivierter Zugang" in known.decode()
+    text = await mailbox.last_text()
+    link = re.search(r"https://\S+/_gateway/activate/([A-Za-z0-9_-]+)", text)
+    assert link is not None and len(await mailbox.deliver()) == 1
+    status, body = await b.get(f"/_gateway/activate/{link.group(1)}")
+    assert status == 200 and "neu@example.org" in body
