@@ -52,6 +52,8 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "activation": (("name",), ()),
     "email_change_confirm": (("name",), ("link",)),
     "email_change_notice": (("name", "new_email"), ()),
+    "password_reset_link": (("name",), ("link",)),
+    "password_reset_notice": (("name",), ()),
     "generic": (("subject", "body"), ()),
 }
 

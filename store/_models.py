@@ -415,6 +415,20 @@ class EmailChangeToken(Base):
     used_at: Mapped[datetime | None]
 
 
+class PasswordResetToken(Base):
+    """Emailed one-time link (30 min, issue 14 "Passwort vergessen?") that lets a broker
+    set a new password; hashed token only. A newer link voids the older ones."""
+
+    __tablename__ = "password_reset_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
 class RateLimit(Base):
     """Fixed-window counters and lockouts, shared by every gateway replica."""
 

@@ -17,6 +17,7 @@
     ├── PasskeyRejected         the WebAuthn ceremony failed verification
     ├── EmailChangeRejected     the new address is malformed, unchanged or taken
     ├── EmailChangeLinkInvalid  the email-change link is unknown, used, expired or taken
+    ├── PasswordResetLinkInvalid the "forgot password" link is unknown, used or expired
     ├── SignerUnreachable       the signer did not answer: nothing issued, try again later
     └── DownloadRefused         the signer's own checks refused the download (session, rate)
 
@@ -178,3 +179,13 @@ class DownloadRefused(LoginError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"the signer refused the download ({reason})")
+
+
+class PasswordResetLinkInvalid(LoginError):
+    """The "forgot password" link is ``unknown``, ``used`` or ``expired`` (a newer link
+    expires the older ones)."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+        self.key = f"error.password_reset_link.{why}"
+        super().__init__(f"the password reset link is not valid ({why}); nothing was changed")

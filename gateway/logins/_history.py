@@ -30,6 +30,17 @@ _SESSION_METHOD = {
 }
 
 
+# SECURITY (issue 14): sessions whose level rests on access to the mailbox alone (a TAN, or a
+# browser remembered after one). They must never enrol or replace a second factor or fetch a
+# certificate (whose password goes to that same mailbox): one factor would become `strong`.
+EMAIL_ONLY_METHODS = frozenset({METHOD_EMAIL_TAN, METHOD_DEVICE, METHOD_RESTRICTED})
+
+
+def proven_by_email_only(method: str | None) -> bool:
+    """Whether a session with this (login or session) ``method`` proved only mailbox access."""
+    return method in EMAIL_ONLY_METHODS
+
+
 def session_method(method: str) -> str:
     """The session's method (what the upstream is told) for a login ``method``.
 

@@ -100,6 +100,32 @@ class LoginSettings:
         metadata={"help": "Name shown by the browser when a passkey is registered"},
     )
 
+    password_reset_validity: timedelta = field(
+        default=timedelta(minutes=30),
+        metadata={"help": 'How long a mailed "forgot password" link stays valid'},
+    )
+    recovery_mails_per_account: int = field(
+        default=limits.RECOVERY_MAILS_PER_ACCOUNT,
+        metadata={
+            "help": "Password-reset and activation mails per account within "
+            "recovery_mail_window (further requests get the same answer and no mail)"
+        },
+    )
+    recovery_mail_window: timedelta = field(
+        default=limits.RECOVERY_MAIL_WINDOW,
+        metadata={
+            "help": "Fixed window of recovery_mails_per_account and of "
+            "recovery_requests_per_address"
+        },
+    )
+    recovery_requests_per_address: int = field(
+        default=limits.RECOVERY_REQUESTS_PER_ADDRESS,
+        metadata={
+            "help": "Password-reset and activation requests per client address within "
+            "recovery_mail_window before the address gets no more mails"
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.password_min_length < 8:
             raise ValueError("password_min_length must be at least 8")
@@ -110,6 +136,8 @@ class LoginSettings:
             "tan_max_attempts",
             "tan_mails_per_window",
             "downloads_per_day",
+            "recovery_mails_per_account",
+            "recovery_requests_per_address",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -122,6 +150,8 @@ class LoginSettings:
             "remember_device_for",
             "activation_validity",
             "fresh_login",
+            "password_reset_validity",
+            "recovery_mail_window",
         ):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be a positive duration")
@@ -146,4 +176,11 @@ class LoginSettings:
             tan_mail_window=self.failure_window,
             tan_max_attempts=self.tan_max_attempts,
             downloads_per_window=self.downloads_per_day,
+            recovery_mails_per_window=self.recovery_mails_per_account,
+            recovery_mail_window=self.recovery_mail_window,
+            recovery_per_address=RatePolicy(
+                limit=self.recovery_requests_per_address,
+                window=self.recovery_mail_window,
+                lockout=self.recovery_mail_window,
+            ),
         )

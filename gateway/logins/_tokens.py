@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from store import ActivationToken, EmailChangeToken
+from store import ActivationToken, EmailChangeToken, PasswordResetToken
 
 TOKEN_BYTES = 32  # 256 bits: unguessable for any lifetime we give a token
 
@@ -57,7 +57,7 @@ def same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-LinkRow = TypeVar("LinkRow", ActivationToken, EmailChangeToken)
+LinkRow = TypeVar("LinkRow", ActivationToken, EmailChangeToken, PasswordResetToken)
 
 
 def expire_open_links(session: Session, model: type[LinkRow], user_id: int, now: datetime) -> None:

@@ -13,6 +13,8 @@ many certificates a broker may download. The numbers are configurable in ``[logi
 | TAN mails | 1 per 60 s, 5 in 15 min | broker | "try again from …" |
 | wrong entries of one TAN | 5 | TAN | the TAN is void |
 | certificate downloads | 3 per 24 h | broker | "try again from …" |
+| recovery mails (reset link, activation) | 3 in 60 min | account | no further mail; same answer |
+| recovery requests | 10 in 60 min | client address | address locked 60 min; same answer |
 
 (*) not for the broker's remembered browsers (a TAN confirmed in them) nor with her
 certificate; certificate single sign-on is never throttled.
@@ -28,7 +30,7 @@ per 15 min, 30 per account per hour from everywhere together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from gateway.regulation._counters import RatePolicy
@@ -43,6 +45,9 @@ __all__ = [
     "GLOBAL_FAILURE_WINDOW",
     "GLOBAL_LOCKOUT",
     "LOCKOUT",
+    "RECOVERY_MAILS_PER_ACCOUNT",
+    "RECOVERY_MAIL_WINDOW",
+    "RECOVERY_REQUESTS_PER_ADDRESS",
     "TAN_MAILS_PER_WINDOW",
     "TAN_MAX_ATTEMPTS",
     "TAN_RESEND_INTERVAL",
@@ -63,6 +68,12 @@ TAN_RESEND_INTERVAL = timedelta(seconds=60)  # "resend" cannot flood a mailbox
 TAN_MAILS_PER_WINDOW = 5  # mail-bombing guard per broker within FAILURE_WINDOW
 DOWNLOADS_PER_DAY = 3  # each download issues a certificate: a stolen session cannot mint many
 DOWNLOAD_WINDOW = timedelta(hours=24)
+# Issue 14: "Passwort vergessen?" and "Konto aktivieren" mail whoever knows an address; these
+# stop them from filling a mailbox or probing many addresses. The answer never changes (it
+# would tell which accounts exist): an over-limit request is silently not mailed.
+RECOVERY_MAILS_PER_ACCOUNT = 3  # a broker who mistyped the new password twice still gets one
+RECOVERY_MAIL_WINDOW = timedelta(hours=1)
+RECOVERY_REQUESTS_PER_ADDRESS = 10  # one office behind one NAT address holds several brokers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +92,11 @@ class Limits:
         tan_max_attempts: wrong entries of one TAN before it is void.
         downloads_per_window: certificate downloads per broker within ``download_window``.
         download_window: the window downloads are counted in.
+        recovery_mails_per_window: recovery mails (reset links, activation mails) per
+            account within ``recovery_mail_window``.
+        recovery_mail_window: the window recovery mails are counted in.
+        recovery_per_address: recovery requests per client address (locks the address for
+            the window once reached).
     """
 
     per_account_address: RatePolicy
@@ -92,8 +108,22 @@ class Limits:
     tan_max_attempts: int = TAN_MAX_ATTEMPTS
     downloads_per_window: int = DOWNLOADS_PER_DAY
     download_window: timedelta = DOWNLOAD_WINDOW
+    recovery_mails_per_window: int = RECOVERY_MAILS_PER_ACCOUNT
+    recovery_mail_window: timedelta = RECOVERY_MAIL_WINDOW
+    recovery_per_address: RatePolicy = field(
+        default_factory=lambda: RatePolicy(
+            limit=RECOVERY_REQUESTS_PER_ADDRESS,
+            window=RECOVERY_MAIL_WINDOW,
+            lockout=RECOVERY_MAIL_WINDOW,
+        )
+    )
 
     def __post_init__(self) -> None:
-        for name in ("tan_mails_per_window", "tan_max_attempts", "downloads_per_window"):
+        for name in (
+            "tan_mails_per_window",
+            "tan_max_attempts",
+            "downloads_per_window",
+            "recovery_mails_per_window",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

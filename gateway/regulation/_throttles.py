@@ -158,3 +158,18 @@ def next_download_at(issued: Sequence[datetime], limits: Limits) -> datetime | N
     if len(recent) < limits.downloads_per_window:
         return None
     return recent[-limits.downloads_per_window] + limits.download_window
+
+
+def recovery_address_key(client_addr: str) -> str:
+    """The counter of recovery requests (reset link, activation mail) from one address."""
+    return f"recovery:addr:{client_addr}"
+
+
+def recovery_mail_allowed(sent: Sequence[datetime], limits: Limits) -> bool:
+    """Whether another recovery mail may go to an account.
+
+    Args:
+        sent: when the account's recovery mails within ``limits.recovery_mail_window``
+            were created.
+    """
+    return len(sent) < limits.recovery_mails_per_window

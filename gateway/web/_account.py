@@ -43,6 +43,7 @@ from gateway.web._common import (
     P,
     client_addr,
     ctx,
+    email_only_refusal,
     error_text,
     factory,
     form_text,
@@ -160,6 +161,9 @@ _NOTICES = {
 async def download_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{ACCOUNT}#certificate")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#certificate")
     c = ctx(request)
     issued: Any
@@ -247,6 +251,9 @@ async def revoke_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def totp_page(request: web.Request) -> web.StreamResponse:
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{P}/account/totp")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{P}/account/totp")
     c = ctx(request)
     now = now_of(request)
@@ -275,6 +282,9 @@ async def totp_page(request: web.Request) -> web.StreamResponse:
 async def totp_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{P}/account/totp")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{P}/account/totp")
     c = ctx(request)
     try:
@@ -310,6 +320,9 @@ async def totp_submit(request: web.Request) -> web.StreamResponse:
 async def totp_reset_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{ACCOUNT}#twofa")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#twofa")
 
     def run() -> None:
@@ -323,6 +336,9 @@ async def totp_reset_submit(request: web.Request) -> web.StreamResponse:
 async def recovery_codes_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{ACCOUNT}#twofa")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#twofa")
 
     def run() -> list[str]:
@@ -350,6 +366,11 @@ async def recovery_codes_submit(request: web.Request) -> web.StreamResponse:
 
 async def passkey_options(request: web.Request) -> web.StreamResponse:
     await json_body(request)
+    require_user(request, level=Level.BASIC)
+    if (
+        refused := email_only_refusal(request, back=f"{ACCOUNT}#passkeys", as_json=True)
+    ) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#passkeys")
     ceremony = await asyncio.to_thread(
         registration_options, factory(request), user_id=user_id, rp=ctx(request).rp
@@ -368,6 +389,11 @@ async def passkey_options(request: web.Request) -> web.StreamResponse:
 
 async def passkey_register(request: web.Request) -> web.StreamResponse:
     body = await json_body(request)
+    require_user(request, level=Level.BASIC)
+    if (
+        refused := email_only_refusal(request, back=f"{ACCOUNT}#passkeys", as_json=True)
+    ) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#passkeys")
     await refresh_session(request)  # SECURITY: a challenge used on another replica is gone
     state = request_state(request)
@@ -398,6 +424,9 @@ async def passkey_register(request: web.Request) -> web.StreamResponse:
 async def passkey_remove_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
+    require_user(request, level=Level.BASIC)
+    if (refused := email_only_refusal(request, back=f"{ACCOUNT}#passkeys")) is not None:
+        return refused
     user_id = require_fresh(request, level=Level.STRONG, back=f"{ACCOUNT}#passkeys")
     try:
         passkey_id = int(form_text(form, "passkey", 20))

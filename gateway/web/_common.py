@@ -32,6 +32,7 @@ from gateway.auth._request_state import PAGE_CSRF, SESSIONS
 from gateway.logins._certificates import (
     Authority,
 )
+from gateway.logins._history import proven_by_email_only
 from gateway.logins._passkeys import RelyingParty
 from gateway.logins._settings import LoginSettings
 from gateway.logins._tan import TAN_KEY_PURPOSE
@@ -232,6 +233,37 @@ def require_user(request: web.Request, *, level: Level = Level.BASIC) -> int:
     if not state.identity.level.satisfies(level):
         raise redirect(page_url(f"{P}/step-up", next=here, level=level.value))
     return state.identity.user_id
+
+
+def email_only_refusal(
+    request: web.Request, *, back: str, as_json: bool = False
+) -> web.Response | None:
+    """The page refusing a session proven by mailbox access alone (issue 14), or ``None``.
+
+    SECURITY: broker number + TAN (or a remembered browser) proves only the mailbox; a
+    factor enrolled, replaced, or a certificate downloaded (its password is mailed to the
+    same mailbox) from such a session would make that one factor ``strong``. The broker is
+    told to log in with the password (and the second factor, if set up) instead. Call it
+    after :func:`require_user` and before :func:`require_fresh` (a re-confirmation by
+    password inside a TAN session does not lift it: the full login asks for the second
+    factor, the re-confirmation does not).
+    """
+    identity = request_state(request).identity
+    if identity is None or not proven_by_email_only(identity.method):
+        return None
+    if as_json:
+        from gateway.web._pages import CATALOGS
+
+        text = request.app[CATALOGS].translate(
+            page_language(request), "logins.password_required.json"
+        )
+        return web.json_response({"error": text}, status=403)
+    return show(
+        request,
+        "password_required.html",
+        {"login_url": page_url(f"{P}/login/password", next=back)},
+        status=403,
+    )
 
 
 def require_fresh(request: web.Request, *, level: Level, back: str) -> int:

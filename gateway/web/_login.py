@@ -15,7 +15,12 @@ from gateway.logins._errors import (
     LoginError,
     PasskeyRejected,
 )
-from gateway.logins._history import METHOD_PASSKEY, METHOD_PASSWORD, session_method
+from gateway.logins._history import (
+    METHOD_PASSKEY,
+    METHOD_PASSWORD,
+    proven_by_email_only,
+    session_method,
+)
 from gateway.logins._passkeys import authentication_options, finish_authentication
 from gateway.logins._password_login import login_with_password
 from gateway.logins._second_factor import verify_second_factor
@@ -315,7 +320,12 @@ async def reauth_submit(request: web.Request) -> web.StreamResponse:
             status=401,
             script="passkey" in facts["factors"],
         )
-    if achieved.rank < current.level.rank:
+    if achieved.rank < current.level.rank or (
+        # SECURITY (issue 14): the password re-confirmed in a TAN session stays fresh for
+        # basic actions only; the session keeps its method (a full password login, which
+        # asks for the second factor, makes it a password session).
+        achieved is Level.BASIC and proven_by_email_only(current.method)
+    ):
         await _note_weaker_reauth(request)
         return see_other(next_path)
     await complete_login(request, user_id=user_id, level=achieved, method=session_method(method))

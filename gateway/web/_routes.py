@@ -29,6 +29,7 @@ from gateway.web import _core_pages as core
 from gateway.web import _email_change as email_change
 from gateway.web import _endpoints as endpoints
 from gateway.web import _login as login
+from gateway.web import _password_reset as password_reset
 from gateway.web import _prompt as prompt
 from gateway.web._banner import account_nav, expiry_banner, logins_middleware
 from gateway.web._common import LOGINS, LoginContext, P
@@ -146,6 +147,13 @@ LOGIN_ROUTES: tuple[Route, ...] = (
     ("GET", f"{P}/login/passkey", login.passkey_page),
     ("POST", f"{P}/login/passkey/options", login.passkey_options),
     ("POST", f"{P}/login/passkey/verify", login.passkey_verify),
+    # "Passwort vergessen?" (issue 14, seeds 002/004): an access link by mail
+    ("GET", password_reset.FORGOT, password_reset.forgot_page),
+    ("POST", password_reset.FORGOT, password_reset.forgot_submit),
+    ("GET", password_reset.RESET + "/{token}", password_reset.reset_page),
+    ("POST", password_reset.RESET + "/{token}", password_reset.reset_submit),
+    ("GET", password_reset.ACTIVATION_REQUEST, password_reset.activation_request_page),
+    ("POST", password_reset.ACTIVATION_REQUEST, password_reset.activation_request_submit),
     ("GET", f"{P}/reauth", login.reauth_page),
     ("POST", f"{P}/reauth", login.reauth_submit),
     # broker number + TAN (seed 001), restricted session

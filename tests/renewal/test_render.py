@@ -31,6 +31,8 @@ CONTEXTS = {
     "activation": {"name": "Erika Mustermann", "broker_number": "60/123/4567"},
     "email_change_confirm": {"name": "Erika Mustermann"},
     "email_change_notice": {"name": "Erika Mustermann", "new_email": "n***@example.test"},
+    "password_reset_link": {"name": "Erika Mustermann", "valid_minutes": 30},
+    "password_reset_notice": {"name": "Erika Mustermann"},
     "generic": {"subject": "Wartung am Samstag", "body": "Erster Absatz.\n\nZweiter Absatz."},
 }
 SECRETS = {
@@ -40,6 +42,7 @@ SECRETS = {
     "email_change_confirm": {
         "link": "https://portal.example.test/_gateway/account/email/confirm/abc"
     },
+    "password_reset_link": {"link": "https://portal.example.test/_gateway/password/reset/abc"},
 }
 # One phrase per locale that only that language's version of each template contains.
 MARKERS = {
@@ -50,6 +53,8 @@ MARKERS = {
         "activation": "7 Tage gültig",
         "email_change_confirm": "24 Stunden gültig",
         "email_change_notice": "auf n***@example.test",
+        "password_reset_link": "30 Minuten gültig",
+        "password_reset_notice": "Alle anderen Anmeldungen wurden beendet",
         "generic": "Mit freundlichen Grüßen",
     },
     "en": {
@@ -59,6 +64,8 @@ MARKERS = {
         "activation": "valid for 7 days",
         "email_change_confirm": "valid for 24 hours",
         "email_change_notice": "to n***@example.test",
+        "password_reset_link": "valid for 30 minutes",
+        "password_reset_notice": "All other sign-ins were ended",
         "generic": "Kind regards",
     },
     "nl": {
@@ -68,6 +75,8 @@ MARKERS = {
         "activation": "7 dagen geldig",
         "email_change_confirm": "24 uur geldig",
         "email_change_notice": "naar n***@example.test",
+        "password_reset_link": "30 minuten geldig",
+        "password_reset_notice": "Alle andere aanmeldingen zijn beëindigd",
         "generic": "Met vriendelijke groet",
     },
 }
