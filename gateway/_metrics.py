@@ -143,6 +143,12 @@ class GatewayMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.client_ca_name_update_failures = Counter(
+            "brokergate_client_ca_name_update_failures",
+            "Run-time updates of the CA names in the TLS CertificateRequest that failed "
+            "(after a CA rotation or retirement); the previous list stays in use",
+            registry=self.registry,
+        )
         self._min_refresh_interval = min_refresh_interval
         self._monotonic = monotonic
         self._last_refresh: float | None = None
