@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 
 from gateway._metrics import GatewayMetrics
 from gateway._settings import GatewaySettings
@@ -67,7 +68,7 @@ from gateway.auth._sessions import Sessions
 from gateway.auth._trust_cache import TrustCache, TrustMaterialLike
 from gateway.proxy._assertion import ASSERTION_PURPOSE, SIGNER, AssertionSigner
 from gateway.proxy._upstream_handler import FORWARD, PORTAL_INSERT, Forwarder, upstream_handler
-from gateway.tls._context import set_client_ca_names
+from gateway.tls._context import TLSSetupError, set_client_ca_names
 from gateway.web._core_pages import security_headers
 from gateway.web._error_pages import error_middleware
 from gateway.web._i18n import load_catalogs
@@ -92,6 +93,26 @@ from store import (
 __all__ = ["create_app", "identity_of"]
 
 log = logging.getLogger("gateway")
+
+
+def update_client_ca_names(
+    context: ssl.SSLContext,
+    issuers: Sequence[x509.Certificate],
+    metrics: GatewayMetrics | None,
+) -> bool:
+    """The run-time update of the CertificateRequest's CA names after a rotation or
+    retirement. A failure keeps the old list (``set_client_ca_names`` swaps in one call),
+    is logged as an error on the gateway's logger and counted
+    (``brokergate_client_ca_name_update_failures_total``); returns whether it took."""
+    try:
+        set_client_ca_names(context, issuers)
+    except TLSSetupError as exc:
+        log.error("CertificateRequest CA names not updated, the old list stays: %s", exc)
+        if metrics is not None:
+            metrics.client_ca_name_update_failures.inc()
+        return False
+    return True
+
 
 _SIGNER_RELOAD_EVERY = 15  # refresh rounds between re-reads of the assertion keys (~30 s)
 
@@ -135,7 +156,9 @@ def _store_context(
                     if generation not in retired
                 ]
                 if issuers:
-                    loop.call_soon_threadsafe(set_client_ca_names, tls_context, issuers)
+                    loop.call_soon_threadsafe(
+                        update_client_ca_names, tls_context, issuers, app.get(METRICS)
+                    )
 
         trust = TrustCache(
             factory=factory,

@@ -52,6 +52,14 @@ LOGIN_METHODS = ("certificate", "totp", "passkey", "email-tan", "password")
 # the store or the portal unavailable, the portal too slow, an unexpected error (500).
 FAILURE_PAGES = ("store_unavailable", "upstream_unavailable", "upstream_timeout", "error")
 LOGIN_OUTCOMES = ("success", "failure", "locked")
+# Why the HTTPS listener closed a connection (gateway/tls/_listener.py, CLOSE_REASONS).
+CONNECTION_CLOSE_REASONS = (
+    "tls_handshake_timeout",
+    "tls_handshake_failed",
+    "first_request_timeout",
+    "request_head_timeout",
+    "keepalive_timeout",
+)
 
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 EXPIRY_WINDOW = timedelta(days=60)  # the renewal reminder goes out two months before expiry
@@ -127,6 +135,20 @@ class GatewayMetrics:
             "died; the count of its earlier lives, carried into the new process",
             registry=self.registry,
         )
+        self.connections_closed = Counter(
+            "brokergate_connections_closed",
+            "Connections the gateway closed because they overran a bound of the HTTPS "
+            "listener (tls_handshake_timeout, first_request_timeout, request_head_timeout, "
+            "keepalive_timeout) or failed their TLS handshake",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.client_ca_name_update_failures = Counter(
+            "brokergate_client_ca_name_update_failures",
+            "Run-time updates of the CA names in the TLS CertificateRequest that failed "
+            "(after a CA rotation or retirement); the previous list stays in use",
+            registry=self.registry,
+        )
         self._min_refresh_interval = min_refresh_interval
         self._monotonic = monotonic
         self._last_refresh: float | None = None
@@ -139,6 +161,8 @@ class GatewayMetrics:
                 self.logins.labels(method=method, outcome=outcome)
         for page in FAILURE_PAGES:
             self.failure_pages.labels(page=page)
+        for reason in CONNECTION_CLOSE_REASONS:
+            self.connections_closed.labels(reason=reason)
 
     def record_handshake(self, result: str) -> None:
         """Count one client-certificate outcome; ``result`` is one of HANDSHAKE_RESULTS."""
@@ -159,6 +183,11 @@ class GatewayMetrics:
         if page not in FAILURE_PAGES:
             raise UnknownMetricLabel("failure_pages", page, FAILURE_PAGES)
         self.failure_pages.labels(page=page).inc()
+
+    def record_connection_closed(self, reason: str) -> None:
+        if reason not in CONNECTION_CLOSE_REASONS:
+            raise UnknownMetricLabel("connections_closed", reason, CONNECTION_CLOSE_REASONS)
+        self.connections_closed.labels(reason=reason).inc()
 
     def record_worker_restarts(self, restarts: int) -> None:
         """Called once when a worker starts: how often its slot was restarted before."""

@@ -122,6 +122,38 @@ class GatewaySettings:
             "within this time is closed"
         },
     )
+    max_connections: int = field(
+        default=1024,
+        metadata={
+            "help": "Most open client connections per worker process; at the cap the "
+            "listener stops accepting and new connections wait in the listen queue"
+        },
+    )
+    tls_handshake_timeout: timedelta = field(
+        default=timedelta(seconds=10),
+        metadata={"help": "A client's TLS handshake must finish within this time of accept"},
+    )
+    first_request_timeout: timedelta = field(
+        default=timedelta(seconds=10),
+        metadata={
+            "help": "After the handshake, the first byte of a request must arrive within "
+            "this time, or the (idle) connection is closed"
+        },
+    )
+    request_head_timeout: timedelta = field(
+        default=timedelta(seconds=10),
+        metadata={
+            "help": "From a request's first byte, its request line and headers must be "
+            "complete within this time, or the connection is closed (slow headers)"
+        },
+    )
+    keepalive_timeout: timedelta = field(
+        default=timedelta(seconds=15),
+        metadata={
+            "help": "After a response, the next request must start within this time, or "
+            "the idle keep-alive connection is closed"
+        },
+    )
     upstream_connect_timeout: timedelta = field(
         default=timedelta(seconds=5),
         metadata={"help": "Time to open a connection to the upstream before the 502 page"},
@@ -204,6 +236,18 @@ class GatewaySettings:
         for name in ("upstream_connect_timeout", "upstream_read_timeout", "shutdown_grace"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be longer than 0s")
+        if not 1 <= self.max_connections <= 1_000_000:
+            raise ValueError(
+                f"max_connections must be between 1 and 1000000, not {self.max_connections}"
+            )
+        for name in (
+            "tls_handshake_timeout",
+            "first_request_timeout",
+            "request_head_timeout",
+            "keepalive_timeout",
+        ):
+            if not timedelta(0) < getattr(self, name) <= timedelta(minutes=10):
+                raise ValueError(f"{name} must be between 0s and 10 minutes")
 
     # --- identity, sessions, route policy (gw-core)
     routes: tuple[RouteRule, ...] = field(

@@ -4,6 +4,8 @@ A request's way starts here:
 
 * ``_workers``: ``gateway serve`` — N worker processes on one port (SO_REUSEPORT), graceful
   drain on SIGTERM/SIGINT, the idle-connection read buffer.
+* ``_listener``: :class:`GatewaySite`, every HTTPS listener — bounded TLS handshake, first
+  request, request head and keep-alive, and ``max_connections`` per worker.
 * ``_proxy_protocol`` / ``_proxy_header``: behind HAProxy passthrough, the PROXY v1/v2
   header read before TLS (the broker's real address).
 * ``_context``: the server ``SSLContext`` — an optional client certificate that never
@@ -15,3 +17,7 @@ A request's way starts here:
 
 Next room: ``gateway.auth`` (who is there).
 """
+
+from gateway.tls._listener import CLOSE_REASONS, ConnectionLimits, GatewayServer, GatewaySite
+
+__all__ = ["CLOSE_REASONS", "ConnectionLimits", "GatewayServer", "GatewaySite"]

@@ -18,38 +18,62 @@ from cryptography.hazmat.primitives.serialization import Encoding
 __all__ = ["set_client_ca_names"]
 
 
-from gateway.tls._libssl import TLSSetupError, check_pointer, libssl, ssl_ctx_pointer
+from gateway.tls._libssl import LibSSL, TLSSetupError, check_pointer, libssl, ssl_ctx_pointer
 
 
 def set_client_ca_names(context: ssl.SSLContext, issuers: Sequence[x509.Certificate]) -> None:
     """Replace the CA names sent in the CertificateRequest with the subjects of ``issuers``.
 
     Safe to call while the server runs (from the event loop thread): later handshakes
-    send the new list.
+    send the new list. The new list is built completely on its own first and then handed
+    to the ``SSL_CTX`` in one call, so a failure keeps the old list, never an empty or a
+    half-built one.
 
     Raises:
-        TLSSetupError: the list could not be set (it is then empty, never half-set).
+        TLSSetupError: the list could not be built or set (the old list stays).
     """
     if not issuers:
         raise TLSSetupError("no issuing CA to name in the CertificateRequest")
     lib = libssl()
     pointer = ssl_ctx_pointer(context)
     check_pointer(lib, pointer, context)
-    lib.lib.SSL_CTX_set_client_CA_list(pointer, None)  # frees the previous list
-    for cert in issuers:
-        der = cert.public_bytes(Encoding.DER)
-        buffer = ctypes.c_char_p(der)
-        x509_ptr = lib.lib.d2i_X509(None, ctypes.byref(buffer), len(der))
-        if not x509_ptr:
-            lib.lib.SSL_CTX_set_client_CA_list(pointer, None)
-            raise TLSSetupError(f"OpenSSL cannot parse the CA certificate {cert.subject}")
-        try:
-            # Copies the subject name; the X509 itself stays ours to free.
-            if lib.lib.SSL_CTX_add_client_CA(pointer, x509_ptr) != 1:
-                lib.lib.SSL_CTX_set_client_CA_list(pointer, None)
-                raise TLSSetupError(f"SSL_CTX_add_client_CA failed for {cert.subject}")
-        finally:
-            lib.lib.X509_free(x509_ptr)
-    names = lib.lib.SSL_CTX_get_client_CA_list(pointer)
-    if not names or lib.lib.OPENSSL_sk_num(names) != len(issuers):
+    names = lib.lib.OPENSSL_sk_new_null()
+    if not names:
+        raise TLSSetupError("OpenSSL could not allocate the CA name list")
+    try:
+        for cert in issuers:
+            _push_subject(lib, names, cert)
+    except BaseException:
+        _free_names(lib, names)
+        raise
+    if lib.lib.OPENSSL_sk_num(names) != len(issuers):
+        _free_names(lib, names)
+        raise TLSSetupError("the client CA list is incomplete")
+    lib.lib.SSL_CTX_set_client_CA_list(pointer, names)  # takes the list, frees the old one
+    current = lib.lib.SSL_CTX_get_client_CA_list(pointer)
+    if not current or lib.lib.OPENSSL_sk_num(current) != len(issuers):
         raise TLSSetupError("the client CA list did not take effect")
+
+
+def _push_subject(lib: LibSSL, names: int, cert: x509.Certificate) -> None:
+    der = cert.public_bytes(Encoding.DER)
+    buffer = ctypes.c_char_p(der)
+    x509_ptr = lib.lib.d2i_X509(None, ctypes.byref(buffer), len(der))
+    if not x509_ptr:
+        raise TLSSetupError(f"OpenSSL cannot parse the CA certificate {cert.subject}")
+    try:
+        # X509_get_subject_name returns the certificate's own name: copy it.
+        name = lib.lib.X509_NAME_dup(lib.lib.X509_get_subject_name(x509_ptr))
+    finally:
+        lib.lib.X509_free(x509_ptr)
+    if not name:
+        raise TLSSetupError(f"OpenSSL cannot copy the subject of {cert.subject}")
+    if lib.lib.OPENSSL_sk_push(names, name) <= 0:
+        lib.lib.X509_NAME_free(name)
+        raise TLSSetupError(f"OpenSSL cannot add {cert.subject} to the CA name list")
+
+
+def _free_names(lib: LibSSL, names: int) -> None:
+    for index in range(lib.lib.OPENSSL_sk_num(names)):
+        lib.lib.X509_NAME_free(lib.lib.OPENSSL_sk_value(names, index))
+    lib.lib.OPENSSL_sk_free(names)

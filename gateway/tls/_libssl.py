@@ -88,6 +88,20 @@ class LibSSL:
         lib.X509_free.argtypes = [ctypes.c_void_p]
         lib.OPENSSL_sk_num.restype = ctypes.c_int
         lib.OPENSSL_sk_num.argtypes = [ctypes.c_void_p]
+        lib.OPENSSL_sk_new_null.restype = ctypes.c_void_p
+        lib.OPENSSL_sk_new_null.argtypes = []
+        lib.OPENSSL_sk_push.restype = ctypes.c_int
+        lib.OPENSSL_sk_push.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.OPENSSL_sk_value.restype = ctypes.c_void_p
+        lib.OPENSSL_sk_value.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.OPENSSL_sk_free.restype = None
+        lib.OPENSSL_sk_free.argtypes = [ctypes.c_void_p]
+        lib.X509_get_subject_name.restype = ctypes.c_void_p
+        lib.X509_get_subject_name.argtypes = [ctypes.c_void_p]
+        lib.X509_NAME_dup.restype = ctypes.c_void_p
+        lib.X509_NAME_dup.argtypes = [ctypes.c_void_p]
+        lib.X509_NAME_free.restype = None
+        lib.X509_NAME_free.argtypes = [ctypes.c_void_p]
         # SSL_CTX_set1_groups_list is a macro over SSL_CTX_ctrl (ssl.h).
         lib.SSL_CTX_ctrl.restype = ctypes.c_long
         lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]

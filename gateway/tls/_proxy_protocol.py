@@ -53,6 +53,12 @@ from yarl import URL
 
 from gateway._log_safety import log_safe
 from gateway._networks import IPNetwork
+from gateway.tls._listener import (
+    CloseCounter,
+    ConnectionLimits,
+    guarded_protocol_factory,
+    listening_sockets,
+)
 from gateway.tls._proxy_header import (
     V1_MAX_LENGTH,
     ProxyHeader,
@@ -61,7 +67,12 @@ from gateway.tls._proxy_header import (
 )
 from gateway.tls._trusted_peers import is_trusted_address
 
-__all__ = ["PROXY_PEERNAME", "ProxiedTransport", "ProxyProtocolServer", "ProxyProtocolSite"]
+__all__ = [
+    "PROXY_PEERNAME",
+    "ProxiedTransport",
+    "ProxyProtocolServer",
+    "ProxyProtocolSite",
+]
 
 log = logging.getLogger("gateway.proxy_protocol")
 
@@ -240,6 +251,7 @@ class ProxyProtocolServer(asyncio.AbstractServer):
         trusted_proxies: Sequence[IPNetwork],
         header_timeout: float,
         backlog: int,
+        tls_handshake_timeout: float = 60.0,
     ) -> None:
         if not trusted_proxies:
             raise ValueError("the PROXY protocol needs trusted_proxies (the balancers)")
@@ -250,6 +262,7 @@ class ProxyProtocolServer(asyncio.AbstractServer):
         self._trusted = tuple(trusted_proxies)
         self._header_timeout = header_timeout
         self._backlog = backlog
+        self._tls_handshake_timeout = tls_handshake_timeout
         self._admitting: set[asyncio.Task[None]] = set()
         self._serving = False
         self._closed: asyncio.Future[None] = self._loop.create_future()
@@ -358,6 +371,7 @@ class ProxyProtocolServer(asyncio.AbstractServer):
                 lambda: _HandOver(self._protocol_factory, peername, address),
                 sock,
                 ssl=self._ssl_context,
+                ssl_handshake_timeout=self._tls_handshake_timeout if self._ssl_context else None,
             )
         except OSError as exc:
             # A reset during the header, or a failed TLS handshake (as with create_server,
@@ -371,7 +385,15 @@ class ProxyProtocolServer(asyncio.AbstractServer):
 class ProxyProtocolSite(web.BaseSite):
     """aiohttp site for :class:`ProxyProtocolServer`; used like ``web.TCPSite``."""
 
-    __slots__ = ("_header_timeout", "_host", "_port", "_reuse_port", "_trusted")
+    __slots__ = (
+        "_count_close",
+        "_header_timeout",
+        "_host",
+        "_limits",
+        "_port",
+        "_reuse_port",
+        "_trusted",
+    )
 
     def __init__(
         self,
@@ -384,8 +406,12 @@ class ProxyProtocolSite(web.BaseSite):
         header_timeout: float,
         backlog: int = 128,
         reuse_port: bool = False,
+        limits: ConnectionLimits | None = None,
+        count_close: CloseCounter = lambda _reason: None,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._limits = limits or ConnectionLimits()
+        self._count_close = count_close
         if not trusted_proxies:
             raise ValueError("the PROXY protocol needs trusted_proxies (the balancers)")
         self._host = host
@@ -410,41 +436,18 @@ class ProxyProtocolSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None  # BaseSite.__init__ checked that the runner is set up
-        sockets = _listening_sockets(
+        sockets = listening_sockets(
             self._host, self._port, backlog=self._backlog, reuse_port=self._reuse_port
         )
         proxy_server = ProxyProtocolServer(
             sockets,
-            protocol_factory=server,
+            # The same first-request, head and keep-alive bounds as GatewaySite.
+            protocol_factory=guarded_protocol_factory(server, self._limits, self._count_close),
             ssl_context=self._ssl_context,
             trusted_proxies=self._trusted,
             header_timeout=self._header_timeout,
             backlog=self._backlog,
+            tls_handshake_timeout=self._limits.tls_handshake_timeout,
         )
         self._server = proxy_server
         await proxy_server.start_serving()
-
-
-def _listening_sockets(
-    host: str, port: int, *, backlog: int, reuse_port: bool
-) -> list[socket.socket]:
-    """Bound, listening sockets for every address of ``host``, set up as asyncio's
-    ``create_server`` does (SO_REUSEADDR; IPv6 sockets IPv6-only; SO_REUSEPORT on request)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    try:
-        for family, kind, proto, _name, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(backlog)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets

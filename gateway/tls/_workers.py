@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Literal
 
@@ -50,6 +50,7 @@ from aiohttp import web
 from gateway._metrics import GatewayMetrics, metrics_app, start_metrics_listener
 from gateway._networks import parse_networks
 from gateway._settings import GatewaySettings
+from gateway.tls._listener import ConnectionLimits, GatewaySite
 from gateway.tls._proxy_protocol import ProxyProtocolSite
 
 log = logging.getLogger("gateway.serve")
@@ -93,6 +94,7 @@ class ServeOptions:
     trusted_proxies: tuple[str, ...] = ()  # who may send that header
     proxy_protocol_timeout: float = 3.0
     store_threads: int = 32  # threads for blocking store calls (asyncio.to_thread)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)  # _listener bounds
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -119,6 +121,13 @@ class ServeOptions:
             trusted_proxies=settings.trusted_proxies,
             proxy_protocol_timeout=settings.proxy_protocol_timeout.total_seconds(),
             store_threads=settings.store_threads,
+            limits=ConnectionLimits(
+                max_connections=settings.max_connections,
+                tls_handshake_timeout=settings.tls_handshake_timeout.total_seconds(),
+                first_request_timeout=settings.first_request_timeout.total_seconds(),
+                request_head_timeout=settings.request_head_timeout.total_seconds(),
+                keepalive_timeout=settings.keepalive_timeout.total_seconds(),
+            ),
         )
 
 
@@ -216,13 +225,17 @@ async def _worker_main(
                 header_timeout=options.proxy_protocol_timeout,
                 reuse_port=options.workers > 1,
                 backlog=LISTEN_BACKLOG,
+                limits=options.limits,
+                count_close=metrics.record_connection_closed,
             )
         else:
-            site = web.TCPSite(
+            site = GatewaySite(
                 runner,
                 options.host,
                 options.port,
                 ssl_context=tls,
+                limits=options.limits,
+                count_close=metrics.record_connection_closed,
                 reuse_port=options.workers > 1,
                 backlog=LISTEN_BACKLOG,
             )

@@ -26,7 +26,9 @@ from ca import CertificateAuthority, load_trust_material
 from gateway import GatewaySettings, create_app, create_server_context
 from gateway._metrics import GatewayMetrics
 from gateway.proxy._forwarder import ProxyForwarder
+from gateway.tls import GatewaySite
 from gateway.tls._proxy_protocol import ProxyProtocolSite
+from gateway.tls._workers import ServeOptions
 from store import RevocationReason, User
 from tests.conftest import TEST_SECRET_KEY, password_mail_for
 from tests.pki import TestCA, write_pem_files
@@ -235,7 +237,14 @@ async def start_gateway(
                 header_timeout=settings.proxy_protocol_timeout.total_seconds(),
             )
         else:
-            site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+            site = GatewaySite(  # the production listener, with the settings' bounds
+                runner,
+                "127.0.0.1",
+                0,
+                ssl_context=tls,
+                limits=ServeOptions.from_settings(settings).limits,
+                count_close=metrics.record_connection_closed,
+            )
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return RunningGateway(url=f"https://127.0.0.1:{port}", app=app, runner=runner, tls=tls)

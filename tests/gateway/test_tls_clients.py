@@ -254,3 +254,47 @@ async def test_rotation_and_retirement_update_the_ca_names_and_identity(
     assert len(names) == 1 and "G2" in names[0], names
     refused = await raw_request(gw.url, "/portal", context=client_context(server_tls.ca, old))
     assert refused.status == 403 and "nicht mehr anerkannt" in refused.body
+
+
+async def test_a_failed_ca_name_update_keeps_the_old_list_logs_and_counts(
+    brokers: Brokers,
+    start_gateway,
+    server_tls: ServerTLS,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fault injection: OpenSSL refuses the second name of the new list mid-build."""
+    from gateway import METRICS
+    from gateway._app import update_client_ca_names
+    from gateway.tls import _client_ca_names
+
+    gw = await start_gateway()
+    before = await _ca_names(gw, server_tls)
+    assert len(before) == 1
+    from cryptography import x509
+
+    # No rotation: the trust refresh must not change the list behind the test's back.
+    with brokers.sessions() as db:
+        issuers = list(load_trust_material(db).issuing_by_generation.values())
+    issuers.append(x509.load_pem_x509_certificate(server_tls.ca.read_bytes()))
+    real_push = _client_ca_names._push_subject
+    pushed: list[object] = []
+
+    def failing_push(lib: Any, names: int, cert: Any) -> None:
+        pushed.append(cert)
+        if len(pushed) == 2:
+            raise TLSSetupError("OpenSSL cannot add the name (injected)")
+        real_push(lib, names, cert)
+
+    monkeypatch.setattr(_client_ca_names, "_push_subject", failing_push)
+    metrics = gw.app[METRICS]
+    with caplog.at_level("ERROR", logger="gateway"):
+        assert not update_client_ca_names(gw.tls, issuers, metrics)
+    assert await _ca_names(gw, server_tls) == before  # the old list, not an empty one
+    assert any(
+        r.levelname == "ERROR" and "old list stays" in r.getMessage() for r in caplog.records
+    )
+    assert metrics.client_ca_name_update_failures._value.get() == 1
+    monkeypatch.setattr(_client_ca_names, "_push_subject", real_push)
+    assert update_client_ca_names(gw.tls, issuers, metrics)  # a later update takes
+    assert len(await _ca_names(gw, server_tls)) == 2
