@@ -47,6 +47,7 @@ from gateway._state import (
 )
 from gateway.auth._certificate_identity import Identity
 from gateway.auth._chain_verification import ChainVerifier
+from gateway.auth._forward_auth import FORWARD_AUTH_PATH, FORWARD_AUTH_ROUTE
 from gateway.auth._middleware import (
     apply_session_cookie,
     auth_middleware,
@@ -70,6 +71,7 @@ from gateway.proxy._upstream_handler import FORWARD, PORTAL_INSERT, Forwarder, u
 from gateway.tls._context import set_client_ca_names
 from gateway.web._core_pages import security_headers
 from gateway.web._error_pages import error_middleware
+from gateway.web._forward_auth import forward_auth_decision
 from gateway.web._i18n import load_catalogs
 from gateway.web._pages import (
     CATALOGS,
@@ -265,6 +267,8 @@ def create_app(
         app[PORTAL_INSERT] = portal_banner
     router = app.router
     add_core_routes(router)
+    if settings.forward_auth:
+        router.add_route("*", FORWARD_AUTH_PATH, forward_auth_decision, name=FORWARD_AUTH_ROUTE)
     for extend in extensions:
         extend(app)
     # Last: aiohttp matches in registration order.
