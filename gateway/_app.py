@@ -2,6 +2,8 @@
 
 Middlewares, outermost first (each a factory, see aiohttp ``normalize_path_middleware``):
 
+0. ``forward_auth_status_middleware`` (``gateway.web._forward_auth``, forward-auth mode
+   only) — on ``/_gateway/auth``, every non-2xx answer but 401 goes out as 403.
 1. :func:`error_middleware` — the ONE place where domain errors (``GatewayError``) and
    unexpected exceptions become pages; users never see a traceback.
 2. ``auth_middleware`` (``gateway.auth._middleware``) — certificate, session, single sign-on.
@@ -71,7 +73,7 @@ from gateway.proxy._upstream_handler import FORWARD, PORTAL_INSERT, Forwarder, u
 from gateway.tls._context import set_client_ca_names
 from gateway.web._core_pages import security_headers
 from gateway.web._error_pages import error_middleware
-from gateway.web._forward_auth import forward_auth_decision
+from gateway.web._forward_auth import forward_auth_decision, forward_auth_status_middleware
 from gateway.web._i18n import load_catalogs
 from gateway.web._pages import (
     CATALOGS,
@@ -235,8 +237,11 @@ def create_app(
     """
     if max_staleness >= timedelta(seconds=5):
         raise ValueError("max_staleness must be below 5s (revocation within 5s)")
+    middlewares = [error_middleware(), auth_middleware(), policy_middleware()]
+    if settings.forward_auth:
+        middlewares.insert(0, forward_auth_status_middleware())
     app = web.Application(
-        middlewares=[error_middleware(), auth_middleware(), policy_middleware()],
+        middlewares=middlewares,
         client_max_size=1024 * 1024,  # our own forms; proxied bodies are streamed, not read
     )
     app[SETTINGS] = settings

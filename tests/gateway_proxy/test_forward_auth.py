@@ -24,6 +24,7 @@ from gateway._metrics import GatewayMetrics
 from gateway._service import gateway_app_factory
 from gateway._settings import GatewaySettings
 from gateway.auth._terminator import ForwardedCertificateInvalid, parse_forwarded_certificate
+from gateway.web._forward_auth import _auth_request_status
 from store import Level
 from tests.conftest import TEST_SECRET_KEY
 from tests.gateway_proxy._certs import PemPair, own_ca_pair
@@ -187,8 +188,50 @@ async def test_the_original_route_decides(start: Start, broker_pem: PemPair) -> 
     base = await start(default_level=Level.ANONYMOUS)
     status, _, _ = await _ask(base, _original("/public"))
     assert status == 200  # an anonymous route passes without anybody
-    status, _, _ = await _ask(base, _original("/_gateway/account"))
-    assert status == 404  # SECURITY: the reserved prefix is never the portal's
+    status, _, text = await _ask(base, _original("/_gateway/account"))
+    # SECURITY: the reserved prefix is never the portal's; 403, as nginx knows no 404 here
+    assert status == 403 and "Seite nicht gefunden" in text
+
+
+@pytest.mark.parametrize(
+    ("headers", "title"),
+    [
+        (_original("/a%2Fb"), "Ungültige Adresse"),  # PathRejected, 400 in standalone mode
+        (_original("/a%zzb"), "Ungültige Adresse"),
+        (_original("/_gateway/nothing"), "Seite nicht gefunden"),  # 404 in standalone mode
+        (
+            {**_original("/home"), "Client-Cert": ":not base64!:"},  # 400 in standalone mode
+            "Ihr Zertifikat konnte nicht gelesen werden",
+        ),
+    ],
+)
+async def test_every_other_error_is_a_403_page_never_a_status_nginx_turns_into_500(
+    start: Start, headers: dict[str, str], title: str
+) -> None:
+    base = await start(default_level=Level.ANONYMOUS)
+    status, answer, text = await _ask(base, headers)
+    assert status == 403, text  # nginx auth_request: only 2xx, 401 and 403 are answers
+    assert title in text.split("<title>")[1]
+    assert "X-Brokergate-Level" not in answer
+
+
+@pytest.mark.parametrize(
+    ("status", "sent"),
+    [
+        (200, 200),
+        (204, 204),
+        (401, 401),
+        (403, 403),
+        (302, 403),
+        (400, 403),
+        (404, 403),
+        (429, 403),
+        (500, 403),
+        (503, 403),
+    ],
+)
+def test_auth_request_status_mapping(status: int, sent: int) -> None:
+    assert _auth_request_status(status) == sent
 
 
 async def test_forged_headers_from_an_untrusted_peer_are_refused(
