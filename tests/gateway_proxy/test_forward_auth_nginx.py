@@ -7,21 +7,29 @@ import json
 import re
 import shutil
 import ssl
+import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.x509.oid import NameOID
+from sqlalchemy.orm import Session, sessionmaker
 
+from ca import CertificateAuthority, load_trust_material
 from gateway._metrics import GatewayMetrics
 from gateway._service import gateway_app_factory
 from gateway._settings import GatewaySettings
-from tests.conftest import TEST_SECRET_KEY
-from tests.gateway_proxy._certs import PemPair
+from store import RevocationReason
+from tests.conftest import TEST_SECRET_KEY, FakeClock, UserFactory, password_mail_for
+from tests.gateway_proxy._certs import PemPair, pem_from_pkcs12
 from tests.gateway_proxy._nginx import NGINX, REPO, free_port, running_nginx
 from tests.gateway_proxy.conftest import start_site
+from tests.polling import async_wait_for
 
 pytestmark = pytest.mark.skipif(
     not Path(NGINX).exists(), reason="nginx is not installed (make system-deps)"
@@ -29,8 +37,12 @@ pytestmark = pytest.mark.skipif(
 CONFIG = REPO / "deploy" / "nginx" / "forward-auth.conf"
 
 
-def _adapted(listen: int, server: PemPair, gateway: int, portal: int, cache: Path) -> str:
+def _adapted(
+    listen: int, server: PemPair, gateway: int, portal: int, cache: Path, bundle: Path
+) -> str:
     text = CONFIG.read_text(encoding="utf-8")
+    text, count = re.subn(r"/etc/brokergate/tls/ca-bundle\.pem", str(bundle), text)
+    assert count == 2  # ssl_client_certificate and ssl_trusted_certificate
     for pattern, value in (
         (r"listen 443 ssl;", f"listen 127.0.0.1:{listen} ssl;"),
         (r"ssl_certificate\s+\S+;", f"ssl_certificate {server.cert};"),
@@ -62,7 +74,12 @@ async def front(
     tmp_path: Path,
     broker_pem: PemPair,
     cache: Path,
+    clock: FakeClock,
+    sessions: sessionmaker[Session],
 ) -> AsyncIterator[str]:
+    """nginx with the shipped config in front of the real gateway app and the echo portal.
+    The CA bundle is generated from the store as `brokergate ca bundle` writes it; the app
+    runs on the CA's clock (nginx checks validity against the real one)."""
     settings = GatewaySettings(
         upstream_url=upstream_url,
         terminator_format="nginx",
@@ -70,13 +87,16 @@ async def front(
         trusted_proxies=("127.0.0.1/32",),
         public_url="https://127.0.0.1",
     )
-    app = gateway_app_factory(settings=settings, store_url=db_url, secret_key=TEST_SECRET_KEY)(
-        None, GatewayMetrics()
-    )
+    app = gateway_app_factory(
+        settings=settings, store_url=db_url, secret_key=TEST_SECRET_KEY, clock=clock
+    )(None, GatewayMetrics())
+    bundle = tmp_path / "ca-bundle.pem"
+    with sessions() as session:
+        bundle.write_bytes(load_trust_material(session).bundle_pem())
     runner, gateway_port = await start_site(app)
     listen = free_port()
     portal_port = int(upstream_url.rsplit(":", 1)[1])
-    config = _adapted(listen, server_pem, gateway_port, portal_port, cache)
+    config = _adapted(listen, server_pem, gateway_port, portal_port, cache, bundle)
     try:
         with running_nginx(tmp_path / "nginx", server_config=config, listen_port=listen):
             yield f"https://127.0.0.1:{listen}"
@@ -135,4 +155,113 @@ async def test_no_certificate_through_nginx_gets_the_login_page(
         headers={"X-Brokergate-Level": "strong", "Cookie": "bg_session=forged"},
     )
     assert status == 401 and "<title>Anmelden" in text
+    assert "path_qs" not in text  # did not reach the portal
+
+
+def test_the_certificate_request_names_our_cas(front: str, sessions: sessionmaker[Session]) -> None:
+    """ssl_client_certificate is the generated bundle: the CertificateRequest names our
+    roots and issuing CAs (so browsers offer only our certificates), and nothing else."""
+    port = front.rsplit(":", 1)[1]
+    out = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    ).stdout
+    names_block = out.split("Acceptable client certificate CA names", 1)[1].split("---")[0]
+    with sessions() as session:
+        trust = load_trust_material(session)
+    expected = {
+        attribute.value
+        for cert in [*trust.roots, *trust.intermediates]
+        for attribute in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    }
+    named = set(re.findall(r"CN\s*=\s*([^,\n]+)", names_block))
+    assert {str(value).strip() for value in expected} == {n.strip() for n in named}
+
+
+def _cached_files(cache: Path) -> list[Path]:
+    return [path for path in cache.rglob("*") if path.is_file()]
+
+
+async def test_revoked_certificate_gets_its_page_through_nginx_within_5s(
+    front: str,
+    server_pem: PemPair,
+    broker_pem: PemPair,
+    authority: CertificateAuthority,
+    cache: Path,
+) -> None:
+    """The decision cache is on (2 s) and the client keeps its session cookie, as a browser
+    does; the revocation still reaches the broker within 5 s."""
+    jar = aiohttp.CookieJar(unsafe=True)  # a cookie for 127.0.0.1
+    connector = aiohttp.TCPConnector(ssl=_context(server_pem, broker_pem))
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as client:
+
+        async def home() -> tuple[int, str]:
+            async with client.get(front + "/echo/home", allow_redirects=False) as resp:
+                return resp.status, await resp.text()
+
+        for _ in range(3):  # SSO, then the same session from the decision cache
+            status, text = await home()
+            assert status == 200, text
+        assert "__Host-brokergate" in {cookie.key for cookie in jar}
+        assert _cached_files(cache), "no decision was cached"
+        serial = format(broker_pem.certificate.serial_number, "x")
+        assert authority.revoke(serial, RevocationReason.KEY_COMPROMISE, "test:forward-auth")
+        started = time.monotonic()
+        status, text = await async_wait_for(
+            home,
+            until=lambda answer: answer[0] != 200,
+            timeout=5.0,
+            message="nginx still lets the revoked certificate through",
+        )
+        assert time.monotonic() - started < 5.0
+    assert status == 403 and "Ihr Zertifikat wurde gesperrt" in text
+
+
+async def test_the_session_cookie_never_reaches_the_portal(
+    front: str, server_pem: PemPair, broker_pem: PemPair
+) -> None:
+    context = _context(server_pem, broker_pem)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
+        async with client.get(front + "/echo/home") as resp:
+            assert resp.status == 200
+            ours = resp.cookies["__Host-brokergate"].value
+        for cookie, portal_gets in (
+            (f"portal=1; __Host-brokergate={ours}; other=2", "portal=1; other=2"),
+            (f"__Host-brokergate={ours}; portal=1", "portal=1"),
+            (f"portal=1; __Host-brokergate={ours}", "portal=1"),
+            (f"__Host-brokergate={ours}; portal=1; __Host-brokergate=again", "portal=1"),
+            (f"__Host-brokergate={ours}", None),
+        ):
+            async with client.get(front + "/echo/home", headers={"Cookie": cookie}) as resp:
+                assert resp.status == 200, cookie
+                seen = _portal_saw(await resp.text())
+            assert seen.get("cookie") == (None if portal_gets is None else [portal_gets])
+            assert seen["x-brokergate-level"] == ["strong"]  # signed in, by the session
+            assert "__Host-brokergate" not in json.dumps(seen)  # SECURITY
+
+
+async def test_expired_certificate_gets_its_page_not_nginx_495(
+    front: str,
+    server_pem: PemPair,
+    authority: CertificateAuthority,
+    make_user: UserFactory,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    tmp_path: Path,
+) -> None:
+    saved = clock.now
+    clock.now = saved - timedelta(days=3 * 365)  # issued three years ago: expired by now
+    try:
+        issued = authority.issue_certificate(make_user(email="alt@example.org").id, "test:fa")
+    finally:
+        clock.now = saved
+    expired = pem_from_pkcs12(
+        tmp_path / "expired", "expired", issued.pkcs12, password_mail_for(sessions, issued.serial)
+    )
+    status, text = await _get(front + "/echo/home", _context(server_pem, expired))
+    assert status == 403 and "abgelaufen" in text, text
     assert "path_qs" not in text  # did not reach the portal
