@@ -16,19 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pyotp
 import pytest
 from cryptography.x509.oid import NameOID
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CertificateAuthority, load_trust_material
+from gateway import setup_logins
 from gateway._metrics import GatewayMetrics
 from gateway._service import gateway_app_factory
 from gateway._settings import GatewaySettings
+from gateway.logins import LoginSettings
 from store import RevocationReason
 from tests.conftest import TEST_SECRET_KEY, FakeClock, UserFactory, password_mail_for
 from tests.gateway_proxy._certs import PemPair, pem_from_pkcs12
 from tests.gateway_proxy._nginx import NGINX, REPO, free_port, running_nginx
 from tests.gateway_proxy.conftest import start_site
+from tests.logins.web.test_password_pages import set_password
 from tests.polling import async_wait_for
 
 pytestmark = pytest.mark.skipif(
@@ -76,6 +80,7 @@ async def front(
     cache: Path,
     clock: FakeClock,
     sessions: sessionmaker[Session],
+    authority: CertificateAuthority,
 ) -> AsyncIterator[str]:
     """nginx with the shipped config in front of the real gateway app and the echo portal.
     The CA bundle is generated from the store as `brokergate ca bundle` writes it; the app
@@ -87,8 +92,15 @@ async def front(
         trusted_proxies=("127.0.0.1/32",),
         public_url="https://127.0.0.1",
     )
+    logins = setup_logins(
+        settings=LoginSettings(), secret_key=TEST_SECRET_KEY, make_authority=lambda _: authority
+    )
     app = gateway_app_factory(
-        settings=settings, store_url=db_url, secret_key=TEST_SECRET_KEY, clock=clock
+        settings=settings,
+        store_url=db_url,
+        secret_key=TEST_SECRET_KEY,
+        clock=clock,
+        extensions=[logins],  # the login and account pages, as `brokergate gateway` has them
     )(None, GatewayMetrics())
     bundle = tmp_path / "ca-bundle.pem"
     with sessions() as session:
@@ -265,3 +277,79 @@ async def test_expired_certificate_gets_its_page_not_nginx_495(
     status, text = await _get(front + "/echo/home", _context(server_pem, expired))
     assert status == 403 and "abgelaufen" in text, text
     assert "path_qs" not in text  # did not reach the portal
+
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class _Browser:
+    """Keeps cookies like a browser; no client certificate (the password + TOTP login)."""
+
+    def __init__(self, front: str, server: PemPair) -> None:
+        self.front = front
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=_context(server, None)),
+            cookie_jar=aiohttp.CookieJar(unsafe=True),  # 127.0.0.1 is an IP address
+        )
+        self.last = ""
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with self.client.get(self.front + path, allow_redirects=False) as resp:
+            self.last = await resp.text()
+            return resp.status, self.last
+
+    async def post(self, path: str, form: dict[str, str]) -> tuple[int, str]:
+        match = _CSRF.search(self.last)
+        assert match, "no CSRF token on the last page"
+        data = {**form, "csrf": match.group(1)}
+        async with self.client.post(self.front + path, data=data, allow_redirects=False) as r:
+            self.last = await r.text()
+            return r.status, r.headers.get("Location", "")
+
+
+async def test_password_and_totp_login_through_nginx(
+    front: str,
+    server_pem: PemPair,
+    make_user: UserFactory,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    set_password(sessions, make_user(email="anna@example.org").id, "correct horse battery")
+    login = {"identifier": "anna@example.org", "password": "correct horse battery"}
+    enrol = _Browser(front, server_pem)
+    fresh = _Browser(front, server_pem)
+    try:
+        # Enrol TOTP after a password login; every page comes through the front.
+        assert (await enrol.get("/_gateway/login/password?next=/echo/home"))[0] == 200
+        status, _ = await enrol.post("/_gateway/login/password", {**login, "next": "/echo/home"})
+        assert status == 303
+        status, body = await enrol.get("/_gateway/account/totp")
+        key = re.search(r'id="totp-key" class="key">([A-Z2-7 ]+)<', body)
+        assert status == 200 and key, body
+        secret = key.group(1).replace(" ", "")
+        await enrol.post("/_gateway/account/totp", {"code": pyotp.TOTP(secret).at(clock())})
+
+        # A fresh browser: password, then the code, then the portal with level strong.
+        clock.advance(timedelta(minutes=1))  # a new TOTP step: the last code is spent
+        await fresh.get("/_gateway/login/password?next=/echo/home")
+        status, location = await fresh.post(
+            "/_gateway/login/password", {**login, "next": "/echo/home"}
+        )
+        assert status == 303 and location.startswith("/_gateway/login/second-factor")
+        status, body = await fresh.get("/echo/home")
+        assert status == 401 and "path_qs" not in body  # the password alone opens nothing
+        await fresh.get(location)
+        status, location = await fresh.post(
+            "/_gateway/login/second-factor",
+            {"code": pyotp.TOTP(secret).at(clock()), "next": "/echo/home"},
+        )
+        assert status == 303 and location == "/echo/home"
+        status, body = await fresh.get("/echo/home")
+        assert status == 200, body
+        seen = _portal_saw(body)
+        assert seen["x-brokergate-level"] == ["strong"]
+        assert seen["x-brokergate-method"] == ["totp"]
+        assert "__Host-brokergate" not in json.dumps(seen)  # SECURITY
+    finally:
+        await enrol.client.close()
+        await fresh.client.close()
