@@ -2,6 +2,8 @@
 
 Middlewares, outermost first (each a factory, see aiohttp ``normalize_path_middleware``):
 
+0. ``forward_auth_status_middleware`` (``gateway.web._forward_auth``, forward-auth mode
+   only) — on ``/_gateway/auth``, every non-2xx answer but 401 goes out as 403.
 1. :func:`error_middleware` — the ONE place where domain errors (``GatewayError``) and
    unexpected exceptions become pages; users never see a traceback.
 2. ``auth_middleware`` (``gateway.auth._middleware``) — certificate, session, single sign-on.
@@ -48,6 +50,7 @@ from gateway._state import (
 )
 from gateway.auth._certificate_identity import Identity
 from gateway.auth._chain_verification import ChainVerifier
+from gateway.auth._forward_auth import FORWARD_AUTH_PATH, FORWARD_AUTH_ROUTE
 from gateway.auth._middleware import (
     apply_session_cookie,
     auth_middleware,
@@ -71,6 +74,7 @@ from gateway.proxy._upstream_handler import FORWARD, PORTAL_INSERT, Forwarder, u
 from gateway.tls._context import TLSSetupError, set_client_ca_names
 from gateway.web._core_pages import security_headers
 from gateway.web._error_pages import error_middleware
+from gateway.web._forward_auth import forward_auth_decision, forward_auth_status_middleware
 from gateway.web._i18n import load_catalogs
 from gateway.web._pages import (
     CATALOGS,
@@ -256,8 +260,11 @@ def create_app(
     """
     if max_staleness >= timedelta(seconds=5):
         raise ValueError("max_staleness must be below 5s (revocation within 5s)")
+    middlewares = [error_middleware(), auth_middleware(), policy_middleware()]
+    if settings.forward_auth:
+        middlewares.insert(0, forward_auth_status_middleware())
     app = web.Application(
-        middlewares=[error_middleware(), auth_middleware(), policy_middleware()],
+        middlewares=middlewares,
         client_max_size=1024 * 1024,  # our own forms; proxied bodies are streamed, not read
     )
     app[SETTINGS] = settings
@@ -288,6 +295,8 @@ def create_app(
         app[PORTAL_INSERT] = portal_banner
     router = app.router
     add_core_routes(router)
+    if settings.forward_auth:
+        router.add_route("*", FORWARD_AUTH_PATH, forward_auth_decision, name=FORWARD_AUTH_ROUTE)
     for extend in extensions:
         extend(app)
     # Last: aiohttp matches in registration order.

@@ -93,18 +93,31 @@ class GatewaySettings:
             "their client-certificate and X-Forwarded-* headers are believed (empty: none)"
         },
     )
-    terminator_format: Literal["none", "nginx", "haproxy", "envoy"] = field(
+    terminator_format: Literal[
+        "none", "nginx", "haproxy", "envoy", "rfc9440", "caddy", "traefik"
+    ] = field(
         default="none",
         metadata={
             "help": "Where the client certificate comes from: none = the gateway's own TLS "
-            "handshake; nginx ($ssl_client_escaped_cert), haproxy (base64 DER), envoy (XFCC)"
+            "handshake; nginx ($ssl_client_escaped_cert), haproxy (base64 DER), envoy (XFCC), "
+            "rfc9440 (Client-Cert: :base64 DER:), caddy (base64 DER placeholder), traefik "
+            "(passTLSClientCert pem)"
+        },
+    )
+    forward_auth: bool = field(
+        default=False,
+        metadata={
+            "help": "Forward-auth mode: answer the front proxy's authorisation subrequests "
+            "on /_gateway/auth (nginx auth_request, Caddy forward_auth, Traefik "
+            "ForwardAuth); needs terminator_format and trusted_proxies (docs/forward-auth.md)"
         },
     )
     client_cert_header: str = field(
         default="",
         metadata={
             "help": "Header carrying the client certificate in terminator mode (empty: "
-            "X-SSL-Client-Cert for nginx/haproxy, X-Forwarded-Client-Cert for envoy)"
+            "X-SSL-Client-Cert for nginx/haproxy/caddy, X-Forwarded-Client-Cert for envoy, "
+            "Client-Cert for rfc9440, X-Forwarded-Tls-Client-Cert for traefik)"
         },
     )
     proxy_protocol: bool = field(
@@ -211,6 +224,11 @@ class GatewaySettings:
             raise ValueError(
                 f"terminator_format = {self.terminator_format!r} needs trusted_proxies: the "
                 "addresses of the terminator whose certificate header may be believed"
+            )
+        if self.forward_auth and self.terminator_format == "none":
+            raise ValueError(
+                "forward_auth = true needs terminator_format: the front proxy terminates TLS "
+                "and forwards the client certificate (e.g. 'rfc9440', 'nginx' or 'caddy')"
             )
         if self.proxy_protocol and not self.trusted_proxies:
             raise ValueError(

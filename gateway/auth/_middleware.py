@@ -49,6 +49,7 @@ from gateway.auth._certificate_identity import (
     evaluate_certificate,
     handshake_result,
 )
+from gateway.auth._forward_auth import FORWARD_AUTH_ROUTE, OriginalRequest, original_request
 from gateway.auth._request_state import (
     CERTIFICATE_SOURCE,
     PAGE_CSRF,
@@ -78,6 +79,7 @@ from gateway.tls._trusted_peers import client_address
 from store import Level, UserStatus
 
 __all__ = [
+    "ORIGINAL_REQUEST",
     "auth_middleware",
     "complete_login",
     "evaluate_presented",
@@ -93,6 +95,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("gateway.auth")
+
+ORIGINAL_REQUEST = web.RequestKey("gateway.original_request", OriginalRequest)
+"""Forward-auth mode: the request the front proxy asks about (set on ``/_gateway/auth``)."""
 
 # Routes (by name) that need no identity: health, public keys, static files.
 UNAUTHENTICATED_ROUTES = frozenset({"healthz", "jwks", "crl", "gateway_static"})
@@ -220,8 +225,12 @@ async def _read_session(
     return session
 
 
-async def _resolve(request: web.Request) -> RequestState:
-    """Read, decide (``resolve_request``, pure), then write: the request's state."""
+async def _resolve(request: web.Request, path: str) -> RequestState:
+    """Read, decide (``resolve_request``, pure), then write: the request's state.
+
+    ``path`` is the path the decision is about: the request's own, or in forward-auth mode
+    the original request's (``gateway.auth._forward_auth``).
+    """
     app = request.app
     settings = app[SETTINGS]
     sessions = app[SESSIONS]
@@ -258,7 +267,7 @@ async def _resolve(request: web.Request) -> RequestState:
         session=session,
         session_user=session_user,
         certificate_session=reusable.state if reusable is not None else None,
-        path=request.path,
+        path=path,
         now=now,
         idle_timeout=settings.idle_timeout,
         touch_interval=TOUCH_INTERVAL,
@@ -332,7 +341,12 @@ def auth_middleware() -> Any:
         resource = request.match_info.route.resource
         if resource is not None and resource.name in UNAUTHENTICATED_ROUTES:
             return await handler(request)
-        request[REQUEST_STATE] = await _resolve(request)
+        path = request.path
+        if resource is not None and resource.name == FORWARD_AUTH_ROUTE:
+            original = original_request(request, request.app[SETTINGS])
+            request[ORIGINAL_REQUEST] = original
+            path = original.raw_path
+        request[REQUEST_STATE] = await _resolve(request, path)
         return await handler(request)
 
     return impl

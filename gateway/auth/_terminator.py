@@ -15,6 +15,18 @@ Supported forwarding formats (``gateway.terminator_format``):
     PEM>";Subject="…"``. With several proxies in a row each appends an element
     (``,``-separated); the LAST one is the hop that talks to us and is the one we read.
 
+``rfc9440``
+    ``Client-Cert: :<base64 DER>:`` (RFC 9440 §2.2: a Structured Field Byte Sequence),
+    e.g. nginx ``proxy_set_header Client-Cert ":$ssl_client_raw_cert_b64:"`` or a front
+    that implements the RFC.
+``caddy``
+    ``header_up X-SSL-Client-Cert {http.request.tls.client.certificate_der_base64}`` (or
+    ``copy``-ed into a forward_auth subrequest): base64 DER; empty means none.
+``traefik``
+    Traefik's ``passTLSClientCert: {pem: true}``: ``X-Forwarded-Tls-Client-Cert`` with the
+    PEM's base64 body (no BEGIN/END lines), URL-escaped; a chain is ``,``-separated and
+    its first element is the client's certificate.
+
 # SECURITY: the header is believed only when the TCP peer of the connection lies in
 # ``gateway.trusted_proxies``. From anyone else it is ignored here and stripped by the proxy
 # (:func:`forwarded_certificate_headers`), so a client that reaches the gateway directly
@@ -43,6 +55,9 @@ DEFAULT_HEADERS = {
     "nginx": "X-SSL-Client-Cert",
     "haproxy": "X-SSL-Client-Cert",
     "envoy": "X-Forwarded-Client-Cert",
+    "rfc9440": "Client-Cert",
+    "caddy": "X-SSL-Client-Cert",
+    "traefik": "X-Forwarded-Tls-Client-Cert",
 }
 # A PEM RSA-4096 certificate with a long subject is ~2.5 KB, URL-encoded ~3.5 KB; anything
 # far beyond is not a single client certificate and is refused before parsing.
@@ -79,7 +94,12 @@ def forwarded_certificate_headers(settings: GatewaySettings) -> tuple[str, ...]:
     In direct mode too: the upstream might read one of them, and no client should be able
     to plant it there.
     """
-    names = {*DEFAULT_HEADERS.values(), "X-SSL-Client-Escaped-Cert", "X-Client-Cert"}
+    names = {
+        *DEFAULT_HEADERS.values(),
+        "X-SSL-Client-Escaped-Cert",
+        "X-Client-Cert",
+        "Client-Cert-Chain",  # RFC 9440 §2.3
+    }
     if settings.client_cert_header:
         names.add(settings.client_cert_header)
     return tuple(sorted(names))
@@ -130,23 +150,34 @@ def parse_forwarded_certificate(
         raise ForwardedCertificateInvalid(header, f"{len(value)} characters is too long")
     if terminator_format == "nginx":
         return _load_pem(_nginx_pem(value), header)
-    if terminator_format == "haproxy":
-        try:
-            der = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
+    if terminator_format in ("haproxy", "caddy"):
+        return _load_base64_der(value, header, "expected base64 DER")
+    if terminator_format == "rfc9440":
+        if len(value) < 2 or value[0] != ":" or value[-1] != ":":
             raise ForwardedCertificateInvalid(
-                header, "not base64 (expected ssl_c_der,base64)"
-            ) from None
-        try:
-            return x509.load_der_x509_certificate(der)
-        except ValueError as exc:
-            raise ForwardedCertificateInvalid(header, f"not a DER certificate ({exc})") from None
+                header, "not an RFC 9440 byte sequence (expected :base64 DER:)"
+            )
+        return _load_base64_der(value[1:-1], header, "expected :base64 DER:")
+    if terminator_format == "traefik":
+        first = unquote(value).split(",", 1)[0].strip()
+        return _load_base64_der(first, header, "expected passTLSClientCert pem")
     if terminator_format == "envoy":
         cert = xfcc_last_element(value).get("cert")
         if not cert:
             return None
         return _load_pem(unquote(cert), header)
     raise ValueError(f"unknown terminator_format {terminator_format!r}")
+
+
+def _load_base64_der(value: str, header: str, expected: str) -> x509.Certificate:
+    try:
+        der = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ForwardedCertificateInvalid(header, f"not base64 ({expected})") from None
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise ForwardedCertificateInvalid(header, f"not a DER certificate ({exc})") from None
 
 
 def _nginx_pem(value: str) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway._state import CLOCK, SETTINGS
+from gateway.auth._certificate_identity import Identity
 from gateway.auth._middleware import (
     request_state,
 )
@@ -17,7 +18,14 @@ from gateway.proxy._identity_headers import identity_headers, renewal_facts
 from gateway.proxy._websocket_guard import websocket_guard
 from store import REMINDER_WINDOW_DAYS
 
-__all__ = ["FORWARD", "PORTAL_INSERT", "Forwarder", "PortalInsert", "upstream_handler"]
+__all__ = [
+    "FORWARD",
+    "PORTAL_INSERT",
+    "Forwarder",
+    "PortalInsert",
+    "upstream_handler",
+    "upstream_identity_headers",
+]
 
 log = logging.getLogger("gateway")
 
@@ -38,6 +46,24 @@ PORTAL_INSERT: web.AppKey[PortalInsert] = web.AppKey("portal_insert")
 """Set only when ``portal_renewal_banner`` is on (``gateway.web._portal_banner``)."""
 
 
+def upstream_identity_headers(request: web.Request, identity: Identity | None) -> dict[str, str]:
+    """The ``X-Brokergate-*`` headers and signed assertion the portal gets for ``identity``
+    (none for nobody): the standalone proxy's and forward-auth's one source of them."""
+    if identity is None:
+        return {}
+    app = request.app
+    now, settings = app[CLOCK](), app[SETTINGS]
+    renewal = renewal_facts(
+        identity,
+        now=now,
+        zone=settings.zone,
+        account_url=settings.account_url,
+        window_days=REMINDER_WINDOW_DAYS,
+    )
+    assertion = app[SIGNER].sign(identity, now, renewal)
+    return identity_headers(identity, assertion, renewal)
+
+
 async def upstream_handler(request: web.Request) -> web.StreamResponse:
     """Forward to the upstream with our identity headers and the signed assertion; a
     WebSocket goes with its guard (``gateway.proxy._websocket_guard``), so it closes when its
@@ -45,18 +71,7 @@ async def upstream_handler(request: web.Request) -> web.StreamResponse:
     app = request.app
     state = request_state(request)
     assert state.path is not None  # set by policy_middleware
-    headers: dict[str, str] = {}
-    if state.identity is not None:
-        now, settings = app[CLOCK](), app[SETTINGS]
-        renewal = renewal_facts(
-            state.identity,
-            now=now,
-            zone=settings.zone,
-            account_url=settings.account_url,
-            window_days=REMINDER_WINDOW_DAYS,
-        )
-        assertion = app[SIGNER].sign(state.identity, now, renewal)
-        headers = identity_headers(state.identity, assertion, renewal)
+    headers = upstream_identity_headers(request, state.identity)
     insert = app.get(PORTAL_INSERT)
     extra: dict[str, str] = {}
     if insert is not None and (fragment := await insert(request)) is not None:

@@ -35,6 +35,56 @@ from gateway.web._renewal_notice import renewal_interstitial
 log = logging.getLogger("gateway")
 
 
+async def policy_answer(
+    request: web.Request, *, raw_path: str, method: str, interstitial: bool = True
+) -> web.StreamResponse | None:
+    """The route policy's answer for a request bound upstream: None to pass it on, or the
+    login, step-up, 2FA prompt or certificate-problem page (also the renewal interstitial
+    when ``interstitial``). The one decision of the standalone proxy and forward-auth.
+
+    Raises:
+        PathRejected: ``raw_path`` is a spelling servers read differently (400 page).
+        web.HTTPNotFound: the path lies under the reserved prefix.
+    """
+    app = request.app
+    settings = app[SETTINGS]
+    state = request_state(request)
+    normalised = normalise_path(raw_path)  # PathRejected → 400 page
+    if normalised.path.lower().startswith(RESERVED_PREFIX.lower()):
+        raise web.HTTPNotFound()  # SECURITY: the reserved prefix is never forwarded
+    state.path = normalised
+    requirement = required_for(normalised.path, method, settings.routes, settings.default_level)
+    now = app[CLOCK]()
+    decision = decide(
+        auth=request_auth(state, now),
+        requirement=requirement,
+        now=now,
+        twofa_deadline=settings.twofa_deadline_at,
+    )
+    next_path = safe_next(normalised.forward)
+    if decision.outcome is Outcome.ALLOW:
+        return await renewal_interstitial(request, state, next_path) if interstitial else None
+    if decision.outcome is Outcome.CERTIFICATE_PROBLEM:
+        assert isinstance(state.certificate, CertificateProblem)
+        return certificate_problem_page(request, state.certificate, next_path)
+    if decision.outcome is Outcome.LOGIN:
+        return render_page(request, "login.html", {"next": next_path}, status=401)
+    if decision.outcome is Outcome.TWOFA_PROMPT:
+        deadline = settings.twofa_deadline_at
+        return render_page(
+            request,
+            "twofa_prompt.html",
+            {"next": next_path, "deadline": time_for(request, deadline)},
+            status=403,
+        )
+    return render_page(
+        request,
+        "step_up.html",
+        {"next": next_path, "required": decision.required.value},
+        status=403,
+    )
+
+
 def policy_middleware() -> Any:
     """Factory: decides, for requests bound upstream, whether they pass or get a page."""
 
@@ -43,45 +93,7 @@ def policy_middleware() -> Any:
         route = request.match_info.route
         if route.name != UPSTREAM_ROUTE:
             return await handler(request)
-        app = request.app
-        settings = app[SETTINGS]
-        state = request_state(request)
-        normalised = normalise_path(request.raw_path)  # PathRejected → 400 page
-        if normalised.path.lower().startswith(RESERVED_PREFIX.lower()):
-            raise web.HTTPNotFound()  # SECURITY: the reserved prefix is never forwarded
-        state.path = normalised
-        requirement = required_for(
-            normalised.path, request.method, settings.routes, settings.default_level
-        )
-        now = app[CLOCK]()
-        decision = decide(
-            auth=request_auth(state, now),
-            requirement=requirement,
-            now=now,
-            twofa_deadline=settings.twofa_deadline_at,
-        )
-        next_path = safe_next(normalised.forward)
-        if decision.outcome is Outcome.ALLOW:
-            notice = await renewal_interstitial(request, state, next_path)
-            return notice if notice is not None else await handler(request)
-        if decision.outcome is Outcome.CERTIFICATE_PROBLEM:
-            assert isinstance(state.certificate, CertificateProblem)
-            return certificate_problem_page(request, state.certificate, next_path)
-        if decision.outcome is Outcome.LOGIN:
-            return render_page(request, "login.html", {"next": next_path}, status=401)
-        if decision.outcome is Outcome.TWOFA_PROMPT:
-            deadline = settings.twofa_deadline_at
-            return render_page(
-                request,
-                "twofa_prompt.html",
-                {"next": next_path, "deadline": time_for(request, deadline)},
-                status=403,
-            )
-        return render_page(
-            request,
-            "step_up.html",
-            {"next": next_path, "required": decision.required.value},
-            status=403,
-        )
+        answer = await policy_answer(request, raw_path=request.raw_path, method=request.method)
+        return answer if answer is not None else await handler(request)
 
     return impl

@@ -1,0 +1,73 @@
+"""``/_gateway/auth``: the decision a front proxy asks for, in each front's contract.
+
+The same decision as the standalone proxy (``gateway.web._policy_pages.policy_answer``)
+on the original request (``gateway.auth._forward_auth``), answered as:
+
+* **allow** — ``200`` with the ``X-Brokergate-*`` identity headers and the signed
+  assertion (nginx ``auth_request_set``, Caddy ``copy_headers``, Traefik
+  ``authResponseHeaders``), and ``Set-Cookie`` when single sign-on started or rotated a
+  session (the front copies it onto the response to the browser);
+* **nobody logged in** — ``401`` with the login page;
+* **anything else** — ``403`` with the page the standalone gateway shows (step-up, 2FA
+  prompt, certificate problem, a rejected path, the reserved prefix, the store being
+  down). nginx ``auth_request`` turns every status but 2xx, 401 and 403 into a 500 for
+  the browser, so :func:`forward_auth_status_middleware` (outermost) sends every other
+  non-2xx answer as 403 with its page; Caddy and Traefik pass the page on as it is.
+
+The renewal interstitial is not shown in this mode (the front proxies the portal's page
+itself); the renewal headers and the portal banner still tell the broker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.auth._forward_auth import FORWARD_AUTH_ROUTE
+from gateway.auth._middleware import ORIGINAL_REQUEST, request_state
+from gateway.proxy._upstream_handler import upstream_identity_headers
+from gateway.web._policy_pages import policy_answer
+
+__all__ = ["forward_auth_decision", "forward_auth_status_middleware"]
+
+
+async def forward_auth_decision(request: web.Request) -> web.StreamResponse:
+    original = request[ORIGINAL_REQUEST]
+    answer = await policy_answer(
+        request, raw_path=original.raw_path, method=original.method, interstitial=False
+    )
+    if answer is None:
+        state = request_state(request)
+        return web.Response(status=200, headers=upstream_identity_headers(request, state.identity))
+    return answer
+
+
+def _auth_request_status(status: int) -> int:
+    """The status nginx ``auth_request`` understands for ``status``: 2xx and 401 as they
+    are, everything else 403 (nginx would answer the browser 500 for it)."""
+    return status if 200 <= status < 300 or status == 401 else 403
+
+
+def forward_auth_status_middleware() -> Any:
+    """Factory: on ``/_gateway/auth`` only, every non-2xx answer other than 401 becomes
+    403 with its page; outermost, so the error pages of ``error_middleware`` are included."""
+
+    @web.middleware
+    async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.route.name != FORWARD_AUTH_ROUTE:
+            return await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            # aiohttp's own answers (e.g. 405); the error middleware lets them through.
+            if _auth_request_status(exc.status) == exc.status:
+                raise
+            return web.Response(status=403, text=exc.text, content_type="text/plain")
+        status = _auth_request_status(response.status)
+        if status != response.status and not response.prepared:
+            response.set_status(status)
+        return response
+
+    return impl

@@ -1,0 +1,355 @@
+"""Forward-auth end to end: browser → the real nginx with deploy/nginx/forward-auth.conf →
+portal, nginx asking the real gateway app (``forward_auth``) on every request."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pyotp
+import pytest
+from cryptography.x509.oid import NameOID
+from sqlalchemy.orm import Session, sessionmaker
+
+from ca import CertificateAuthority, load_trust_material
+from gateway import setup_logins
+from gateway._metrics import GatewayMetrics
+from gateway._service import gateway_app_factory
+from gateway._settings import GatewaySettings
+from gateway.logins import LoginSettings
+from store import RevocationReason
+from tests.conftest import TEST_SECRET_KEY, FakeClock, UserFactory, password_mail_for
+from tests.gateway_proxy._certs import PemPair, pem_from_pkcs12
+from tests.gateway_proxy._nginx import NGINX, REPO, free_port, running_nginx
+from tests.gateway_proxy.conftest import start_site
+from tests.logins.web.test_password_pages import set_password
+from tests.polling import async_wait_for
+
+pytestmark = pytest.mark.skipif(
+    not Path(NGINX).exists(), reason="nginx is not installed (make system-deps)"
+)
+CONFIG = REPO / "deploy" / "nginx" / "forward-auth.conf"
+
+
+def _adapted(
+    listen: int, server: PemPair, gateway: int, portal: int, cache: Path, bundle: Path
+) -> str:
+    text = CONFIG.read_text(encoding="utf-8")
+    text, count = re.subn(r"/etc/brokergate/tls/ca-bundle\.pem", str(bundle), text)
+    assert count == 2  # ssl_client_certificate and ssl_trusted_certificate
+    for pattern, value in (
+        (r"listen 443 ssl;", f"listen 127.0.0.1:{listen} ssl;"),
+        (r"ssl_certificate\s+\S+;", f"ssl_certificate {server.cert};"),
+        (r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {server.key};"),
+        (r"server 127\.0\.0\.1:8443;", f"server 127.0.0.1:{gateway};"),
+        (r"server 127\.0\.0\.1:8080;", f"server 127.0.0.1:{portal};"),
+        (r"proxy_cache_path \S+", f"proxy_cache_path {cache}"),
+    ):
+        text, count = re.subn(pattern, value, text, count=1)
+        assert count == 1, pattern
+    return text
+
+
+@pytest.fixture
+def cache() -> Iterator[Path]:
+    """nginx's workers (user nobody when run as root) write the decision cache: not under
+    tmp_path (mode 0700), but in a directory of its own they can reach."""
+    path = Path(tempfile.mkdtemp(prefix="brokergate-auth-cache-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def front(
+    db_url: str,
+    server_pem: PemPair,
+    upstream_url: str,
+    tmp_path: Path,
+    broker_pem: PemPair,
+    cache: Path,
+    clock: FakeClock,
+    sessions: sessionmaker[Session],
+    authority: CertificateAuthority,
+) -> AsyncIterator[str]:
+    """nginx with the shipped config in front of the real gateway app and the echo portal.
+    The CA bundle is generated from the store as `brokergate ca bundle` writes it; the app
+    runs on the CA's clock (nginx checks validity against the real one)."""
+    settings = GatewaySettings(
+        upstream_url=upstream_url,
+        terminator_format="nginx",
+        forward_auth=True,
+        trusted_proxies=("127.0.0.1/32",),
+        public_url="https://127.0.0.1",
+    )
+    logins = setup_logins(
+        settings=LoginSettings(), secret_key=TEST_SECRET_KEY, make_authority=lambda _: authority
+    )
+    app = gateway_app_factory(
+        settings=settings,
+        store_url=db_url,
+        secret_key=TEST_SECRET_KEY,
+        clock=clock,
+        extensions=[logins],  # the login and account pages, as `brokergate gateway` has them
+    )(None, GatewayMetrics())
+    bundle = tmp_path / "ca-bundle.pem"
+    with sessions() as session:
+        bundle.write_bytes(load_trust_material(session).bundle_pem())
+    runner, gateway_port = await start_site(app)
+    listen = free_port()
+    portal_port = int(upstream_url.rsplit(":", 1)[1])
+    config = _adapted(listen, server_pem, gateway_port, portal_port, cache, bundle)
+    try:
+        with running_nginx(tmp_path / "nginx", server_config=config, listen_port=listen):
+            yield f"https://127.0.0.1:{listen}"
+    finally:
+        await runner.cleanup()
+
+
+def _context(server: PemPair, client: PemPair | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(server.cert))
+    if client is not None:
+        context.load_cert_chain(str(client.cert), str(client.key))
+    return context
+
+
+async def _get(url: str, context: ssl.SSLContext, **kwargs: Any) -> tuple[int, str]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
+        async with client.get(url, allow_redirects=False, **kwargs) as resp:
+            return resp.status, await resp.text()
+
+
+def _portal_saw(text: str) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    for name, value in json.loads(text)["headers"]:
+        headers.setdefault(name.lower(), []).append(value)
+    return headers
+
+
+async def test_certificate_sso_through_nginx_with_no_prompt(
+    front: str, server_pem: PemPair, broker_pem: PemPair
+) -> None:
+    status, text = await _get(
+        front + "/echo/home",
+        _context(server_pem, broker_pem),
+        headers={
+            "X-Brokergate-Level": "anonymous",
+            "X-Brokergate-Office": "forged",
+            "Client-Cert": ":AAAA:",
+            "X-SSL-Client-Cert": "forged",
+        },
+    )
+    assert status == 200, text
+    seen = _portal_saw(text)
+    assert seen["x-brokergate-level"] == ["strong"]
+    assert seen["x-brokergate-method"] == ["certificate"]
+    assert "x-brokergate-assertion" in seen
+    for name in ("x-brokergate-office", "client-cert", "x-ssl-client-cert"):
+        assert name not in seen, name  # SECURITY: client-sent, never reaches the portal
+
+
+async def test_no_certificate_through_nginx_gets_the_login_page(
+    front: str, server_pem: PemPair
+) -> None:
+    status, text = await _get(
+        front + "/echo/home",
+        _context(server_pem, None),
+        headers={"X-Brokergate-Level": "strong", "Cookie": "bg_session=forged"},
+    )
+    assert status == 401 and "<title>Anmelden" in text
+    assert "path_qs" not in text  # did not reach the portal
+
+
+def test_the_certificate_request_names_our_cas(front: str, sessions: sessionmaker[Session]) -> None:
+    """ssl_client_certificate is the generated bundle: the CertificateRequest names our
+    roots and issuing CAs (so browsers offer only our certificates), and nothing else."""
+    port = front.rsplit(":", 1)[1]
+    out = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    ).stdout
+    names_block = out.split("Acceptable client certificate CA names", 1)[1].split("---")[0]
+    with sessions() as session:
+        trust = load_trust_material(session)
+    expected = {
+        attribute.value
+        for cert in [*trust.roots, *trust.intermediates]
+        for attribute in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    }
+    named = set(re.findall(r"CN\s*=\s*([^,\n]+)", names_block))
+    assert {str(value).strip() for value in expected} == {n.strip() for n in named}
+
+
+def _cached_files(cache: Path) -> list[Path]:
+    return [path for path in cache.rglob("*") if path.is_file()]
+
+
+async def test_revoked_certificate_gets_its_page_through_nginx_within_5s(
+    front: str,
+    server_pem: PemPair,
+    broker_pem: PemPair,
+    authority: CertificateAuthority,
+    cache: Path,
+) -> None:
+    """The decision cache is on (2 s) and the client keeps its session cookie, as a browser
+    does; the revocation still reaches the broker within 5 s."""
+    jar = aiohttp.CookieJar(unsafe=True)  # a cookie for 127.0.0.1
+    connector = aiohttp.TCPConnector(ssl=_context(server_pem, broker_pem))
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as client:
+
+        async def home() -> tuple[int, str]:
+            async with client.get(front + "/echo/home", allow_redirects=False) as resp:
+                return resp.status, await resp.text()
+
+        for _ in range(3):  # SSO, then the same session from the decision cache
+            status, text = await home()
+            assert status == 200, text
+        assert "__Host-brokergate" in {cookie.key for cookie in jar}
+        assert _cached_files(cache), "no decision was cached"
+        serial = format(broker_pem.certificate.serial_number, "x")
+        assert authority.revoke(serial, RevocationReason.KEY_COMPROMISE, "test:forward-auth")
+        started = time.monotonic()
+        status, text = await async_wait_for(
+            home,
+            until=lambda answer: answer[0] != 200,
+            timeout=5.0,
+            message="nginx still lets the revoked certificate through",
+        )
+        assert time.monotonic() - started < 5.0
+    assert status == 403 and "Ihr Zertifikat wurde gesperrt" in text
+
+
+async def test_the_session_cookie_never_reaches_the_portal(
+    front: str, server_pem: PemPair, broker_pem: PemPair
+) -> None:
+    context = _context(server_pem, broker_pem)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
+        async with client.get(front + "/echo/home") as resp:
+            assert resp.status == 200
+            ours = resp.cookies["__Host-brokergate"].value
+        for cookie, portal_gets in (
+            (f"portal=1; __Host-brokergate={ours}; other=2", "portal=1; other=2"),
+            (f"__Host-brokergate={ours}; portal=1", "portal=1"),
+            (f"portal=1; __Host-brokergate={ours}", "portal=1"),
+            (f"__Host-brokergate={ours}; portal=1; __Host-brokergate=again", "portal=1"),
+            (f"__Host-brokergate={ours}", None),
+        ):
+            async with client.get(front + "/echo/home", headers={"Cookie": cookie}) as resp:
+                assert resp.status == 200, cookie
+                seen = _portal_saw(await resp.text())
+            assert seen.get("cookie") == (None if portal_gets is None else [portal_gets])
+            assert seen["x-brokergate-level"] == ["strong"]  # signed in, by the session
+            assert "__Host-brokergate" not in json.dumps(seen)  # SECURITY
+
+
+async def test_expired_certificate_gets_its_page_not_nginx_495(
+    front: str,
+    server_pem: PemPair,
+    authority: CertificateAuthority,
+    make_user: UserFactory,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    tmp_path: Path,
+) -> None:
+    saved = clock.now
+    clock.now = saved - timedelta(days=3 * 365)  # issued three years ago: expired by now
+    try:
+        issued = authority.issue_certificate(make_user(email="alt@example.org").id, "test:fa")
+    finally:
+        clock.now = saved
+    expired = pem_from_pkcs12(
+        tmp_path / "expired", "expired", issued.pkcs12, password_mail_for(sessions, issued.serial)
+    )
+    status, text = await _get(front + "/echo/home", _context(server_pem, expired))
+    assert status == 403 and "abgelaufen" in text, text
+    assert "path_qs" not in text  # did not reach the portal
+
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class _Browser:
+    """Keeps cookies like a browser; no client certificate (the password + TOTP login)."""
+
+    def __init__(self, front: str, server: PemPair) -> None:
+        self.front = front
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=_context(server, None)),
+            cookie_jar=aiohttp.CookieJar(unsafe=True),  # 127.0.0.1 is an IP address
+        )
+        self.last = ""
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with self.client.get(self.front + path, allow_redirects=False) as resp:
+            self.last = await resp.text()
+            return resp.status, self.last
+
+    async def post(self, path: str, form: dict[str, str]) -> tuple[int, str]:
+        match = _CSRF.search(self.last)
+        assert match, "no CSRF token on the last page"
+        data = {**form, "csrf": match.group(1)}
+        async with self.client.post(self.front + path, data=data, allow_redirects=False) as r:
+            self.last = await r.text()
+            return r.status, r.headers.get("Location", "")
+
+
+async def test_password_and_totp_login_through_nginx(
+    front: str,
+    server_pem: PemPair,
+    make_user: UserFactory,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    set_password(sessions, make_user(email="anna@example.org").id, "correct horse battery")
+    login = {"identifier": "anna@example.org", "password": "correct horse battery"}
+    enrol = _Browser(front, server_pem)
+    fresh = _Browser(front, server_pem)
+    try:
+        # Enrol TOTP after a password login; every page comes through the front.
+        assert (await enrol.get("/_gateway/login/password?next=/echo/home"))[0] == 200
+        status, _ = await enrol.post("/_gateway/login/password", {**login, "next": "/echo/home"})
+        assert status == 303
+        status, body = await enrol.get("/_gateway/account/totp")
+        key = re.search(r'id="totp-key" class="key">([A-Z2-7 ]+)<', body)
+        assert status == 200 and key, body
+        secret = key.group(1).replace(" ", "")
+        await enrol.post("/_gateway/account/totp", {"code": pyotp.TOTP(secret).at(clock())})
+
+        # A fresh browser: password, then the code, then the portal with level strong.
+        clock.advance(timedelta(minutes=1))  # a new TOTP step: the last code is spent
+        await fresh.get("/_gateway/login/password?next=/echo/home")
+        status, location = await fresh.post(
+            "/_gateway/login/password", {**login, "next": "/echo/home"}
+        )
+        assert status == 303 and location.startswith("/_gateway/login/second-factor")
+        status, body = await fresh.get("/echo/home")
+        assert status == 401 and "path_qs" not in body  # the password alone opens nothing
+        await fresh.get(location)
+        status, location = await fresh.post(
+            "/_gateway/login/second-factor",
+            {"code": pyotp.TOTP(secret).at(clock()), "next": "/echo/home"},
+        )
+        assert status == 303 and location == "/echo/home"
+        status, body = await fresh.get("/echo/home")
+        assert status == 200, body
+        seen = _portal_saw(body)
+        assert seen["x-brokergate-level"] == ["strong"]
+        assert seen["x-brokergate-method"] == ["totp"]
+        assert "__Host-brokergate" not in json.dumps(seen)  # SECURITY
+    finally:
+        await enrol.client.close()
+        await fresh.client.close()
