@@ -396,8 +396,10 @@ class GatewayServer(asyncio.AbstractServer):
                 sock.close()
 
 
-class GatewaySite(web.BaseSite):
-    """aiohttp site for :class:`GatewayServer`; used like ``web.TCPSite``."""
+class ListeningSite(web.BaseSite):
+    """An aiohttp site on sockets of our own, used like ``web.TCPSite``: binds
+    :func:`listening_sockets` and serves them with the server :meth:`_make_server` builds
+    (:class:`GatewayServer` here, the PROXY protocol's server in ``_proxy_protocol``)."""
 
     __slots__ = ("_count_close", "_host", "_limits", "_port", "_reuse_port")
 
@@ -423,14 +425,20 @@ class GatewaySite(web.BaseSite):
     @property
     def port(self) -> int:
         """The bound port once started (useful with port 0), else the requested one."""
-        if isinstance(self._server, GatewayServer) and self._server.sockets:
-            return int(self._server.sockets[0].getsockname()[1])
-        return self._port
+        # GatewayServer and ProxyProtocolServer have asyncio.Server's `sockets`; the base
+        # class aiohttp types `_server` with does not.
+        sockets = getattr(self._server, "sockets", None) or ()
+        return int(sockets[0].getsockname()[1]) if sockets else self._port
 
     @property
     def name(self) -> str:
         scheme = "https" if self._ssl_context else "http"
         return str(URL.build(scheme=scheme, host=self._host or "0.0.0.0", port=self.port))
+
+    def _make_server(
+        self, server: web.Server, sockets: list[socket.socket]
+    ) -> asyncio.AbstractServer:
+        raise NotImplementedError
 
     async def start(self) -> None:
         await super().start()
@@ -439,7 +447,19 @@ class GatewaySite(web.BaseSite):
         sockets = listening_sockets(
             self._host, self._port, backlog=self._backlog, reuse_port=self._reuse_port
         )
-        gateway_server = GatewayServer(
+        self._server = self._make_server(server, sockets)
+        await self._server.start_serving()
+
+
+class GatewaySite(ListeningSite):
+    """The site of every HTTPS listener without the PROXY protocol."""
+
+    __slots__ = ()
+
+    def _make_server(
+        self, server: web.Server, sockets: list[socket.socket]
+    ) -> asyncio.AbstractServer:
+        return GatewayServer(
             sockets,
             server=server,
             ssl_context=self._ssl_context,
@@ -447,8 +467,6 @@ class GatewaySite(web.BaseSite):
             count_close=self._count_close,
             backlog=self._backlog,
         )
-        self._server = gateway_server
-        await gateway_server.start_serving()
 
 
 def listening_sockets(

@@ -49,15 +49,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from aiohttp import web
-from yarl import URL
 
 from gateway._log_safety import log_safe
 from gateway._networks import IPNetwork
 from gateway.tls._listener import (
     CloseCounter,
     ConnectionLimits,
+    ListeningSite,
     guarded_protocol_factory,
-    listening_sockets,
 )
 from gateway.tls._proxy_header import (
     V1_MAX_LENGTH,
@@ -382,18 +381,10 @@ class ProxyProtocolServer(asyncio.AbstractServer):
                 sock.close()
 
 
-class ProxyProtocolSite(web.BaseSite):
+class ProxyProtocolSite(ListeningSite):
     """aiohttp site for :class:`ProxyProtocolServer`; used like ``web.TCPSite``."""
 
-    __slots__ = (
-        "_count_close",
-        "_header_timeout",
-        "_host",
-        "_limits",
-        "_port",
-        "_reuse_port",
-        "_trusted",
-    )
+    __slots__ = ("_header_timeout", "_trusted")
 
     def __init__(
         self,
@@ -409,37 +400,25 @@ class ProxyProtocolSite(web.BaseSite):
         limits: ConnectionLimits | None = None,
         count_close: CloseCounter = lambda _reason: None,
     ) -> None:
-        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
-        self._limits = limits or ConnectionLimits()
-        self._count_close = count_close
         if not trusted_proxies:
             raise ValueError("the PROXY protocol needs trusted_proxies (the balancers)")
-        self._host = host
-        self._port = port
+        super().__init__(
+            runner,
+            host,
+            port,
+            ssl_context=ssl_context,
+            limits=limits or ConnectionLimits(),
+            count_close=count_close,
+            backlog=backlog,
+            reuse_port=reuse_port,
+        )
         self._trusted = tuple(trusted_proxies)
         self._header_timeout = header_timeout
-        self._reuse_port = reuse_port
 
-    @property
-    def port(self) -> int:
-        """The bound port once started (useful with port 0), else the requested one."""
-        if isinstance(self._server, ProxyProtocolServer) and self._server.sockets:
-            return int(self._server.sockets[0].getsockname()[1])
-        return self._port
-
-    @property
-    def name(self) -> str:
-        scheme = "https" if self._ssl_context else "http"
-        return str(URL.build(scheme=scheme, host=self._host or "0.0.0.0", port=self.port))
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._runner.server
-        assert server is not None  # BaseSite.__init__ checked that the runner is set up
-        sockets = listening_sockets(
-            self._host, self._port, backlog=self._backlog, reuse_port=self._reuse_port
-        )
-        proxy_server = ProxyProtocolServer(
+    def _make_server(
+        self, server: web.Server, sockets: list[socket.socket]
+    ) -> asyncio.AbstractServer:
+        return ProxyProtocolServer(
             sockets,
             # The same first-request, head and keep-alive bounds as GatewaySite.
             protocol_factory=guarded_protocol_factory(server, self._limits, self._count_close),
@@ -449,5 +428,3 @@ class ProxyProtocolSite(web.BaseSite):
             backlog=self._backlog,
             tls_handshake_timeout=self._limits.tls_handshake_timeout,
         )
-        self._server = proxy_server
-        await proxy_server.start_serving()
