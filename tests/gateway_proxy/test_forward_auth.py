@@ -93,6 +93,11 @@ def test_rfc9440_caddy_and_traefik_formats(tmp_path: Path) -> None:
     assert parse_forwarded_certificate(b64, "caddy") == cert
     assert parse_forwarded_certificate(quote(b64, safe="") + ",OTHER", "traefik") == cert
     assert parse_forwarded_certificate("", "rfc9440") is None
+    # Caddy leaves the placeholder unfilled on a connection without a certificate.
+    unfilled = "{http.request.tls.client.certificate_der_base64}"
+    assert parse_forwarded_certificate(unfilled, "caddy") is None
+    with pytest.raises(ForwardedCertificateInvalid):
+        parse_forwarded_certificate(unfilled, "haproxy")
     for value, fmt in ((b64, "rfc9440"), (":not base64!:", "rfc9440"), ("%%%", "caddy")):
         with pytest.raises(ForwardedCertificateInvalid):
             parse_forwarded_certificate(value, fmt)
