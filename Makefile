@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests drive as real clients (see README section "`make test`"):
 #   pk12util/certutil (libnss3-tools), chromium + chromedriver, nginx (terminator mode), ab (bench),
 #   sqlite3 and pg_dump/pg_restore (the tested backup and restore procedure, docs/operations.md),
-#   haproxy (the tested L4 passthrough example, deploy/haproxy/haproxy.cfg), softhsm2 (a real
+#   haproxy (the tested L4 passthrough example, deploy/haproxy/haproxy.cfg), caddy (the tested
+#   forward-auth front, deploy/caddy/Caddyfile), softhsm2 (a real
 #   PKCS#11 token for the CA keys, tests/ca/test_pkcs11.py and make bench), the PostgreSQL
 #   server binaries (the fault suite and the soak run a cluster of their own with initdb and
 #   pg_ctl from /usr/lib/postgresql/*/bin, which are not on PATH: pg_ctlcluster, from the
@@ -16,7 +17,7 @@ SYSTEM_TOOLS := pk12util:libnss3-tools certutil:libnss3-tools chromium:chromium 
                 chromedriver:chromium-driver nginx:nginx ab:apache2-utils \
                 sqlite3:sqlite3 pg_dump:postgresql-client pg_restore:postgresql-client \
                 pg_ctlcluster:postgresql \
-                haproxy:haproxy softhsm2-util:softhsm2 curl:curl openssl:openssl \
+                haproxy:haproxy caddy:caddy softhsm2-util:softhsm2 curl:curl openssl:openssl \
                 keytool:default-jre-headless
 
 .DEFAULT_GOAL := help

@@ -216,6 +216,25 @@ async def _refresh_loop(app: web.Application, stop: asyncio.Event) -> None:
             log.exception("refresh from the store failed; retrying in %.1fs", interval)
 
 
+# The shipped front configs (deploy/nginx/forward-auth.conf) cache an allow for at most
+# this long; in forward-auth mode a replica's staleness must leave room for it.
+FRONT_DECISION_CACHE = timedelta(seconds=2)
+_REVOCATION_BOUND = timedelta(seconds=5)  # revocation holds everywhere within 5 s
+_MARGIN = timedelta(milliseconds=100)  # below, not at, the bound
+
+
+def staleness_bound(settings: GatewaySettings, max_staleness: timedelta) -> timedelta:
+    """How long the replica's caches may answer without a successful refresh.
+
+    In forward-auth mode the front may serve a cached allow for ``FRONT_DECISION_CACHE``
+    after the replica last said yes, so the staleness is capped at 5 s minus that (2.9 s):
+    a revocation then reaches the broker within 5 s even while refreshes fail.
+    """
+    if not settings.forward_auth:
+        return max_staleness
+    return min(max_staleness, _REVOCATION_BOUND - FRONT_DECISION_CACHE - _MARGIN)
+
+
 def _default_trust_loader(session: Any) -> TrustMaterialLike:
     # Imported late: the gateway depends on ca only for this public, passphrase-free read.
     from ca import load_trust_material  # type: ignore[attr-defined,unused-ignore]
@@ -260,6 +279,7 @@ def create_app(
     """
     if max_staleness >= timedelta(seconds=5):
         raise ValueError("max_staleness must be below 5s (revocation within 5s)")
+    max_staleness = staleness_bound(settings, max_staleness)
     middlewares = [error_middleware(), auth_middleware(), policy_middleware()]
     if settings.forward_auth:
         middlewares.insert(0, forward_auth_status_middleware())

@@ -21,7 +21,8 @@ Supported forwarding formats (``gateway.terminator_format``):
     that implements the RFC.
 ``caddy``
     ``header_up X-SSL-Client-Cert {http.request.tls.client.certificate_der_base64}`` (or
-    ``copy``-ed into a forward_auth subrequest): base64 DER; empty means none.
+    ``copy``-ed into a forward_auth subrequest): base64 DER; empty, or the placeholder left
+    unfilled (Caddy's way of saying there is no certificate), means none.
 ``traefik``
     Traefik's ``passTLSClientCert: {pem: true}``: ``X-Forwarded-Tls-Client-Cert`` with the
     PEM's base64 body (no BEGIN/END lines), URL-escaped; a chain is ``,``-separated and
@@ -150,6 +151,10 @@ def parse_forwarded_certificate(
         raise ForwardedCertificateInvalid(header, f"{len(value)} characters is too long")
     if terminator_format == "nginx":
         return _load_pem(_nginx_pem(value), header)
+    if terminator_format == "caddy" and value.startswith("{") and value.endswith("}"):
+        # Caddy 2.6 sends a placeholder it cannot fill as it is: on a connection without
+        # a client certificate the header is the literal {http.request.tls.client....}.
+        return None
     if terminator_format in ("haproxy", "caddy"):
         return _load_base64_der(value, header, "expected base64 DER")
     if terminator_format == "rfc9440":

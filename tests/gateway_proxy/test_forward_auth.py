@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway._app import FRONT_DECISION_CACHE, staleness_bound
 from gateway._metrics import GatewayMetrics
 from gateway._service import gateway_app_factory
 from gateway._settings import GatewaySettings
@@ -93,6 +95,11 @@ def test_rfc9440_caddy_and_traefik_formats(tmp_path: Path) -> None:
     assert parse_forwarded_certificate(b64, "caddy") == cert
     assert parse_forwarded_certificate(quote(b64, safe="") + ",OTHER", "traefik") == cert
     assert parse_forwarded_certificate("", "rfc9440") is None
+    # Caddy leaves the placeholder unfilled on a connection without a certificate.
+    unfilled = "{http.request.tls.client.certificate_der_base64}"
+    assert parse_forwarded_certificate(unfilled, "caddy") is None
+    with pytest.raises(ForwardedCertificateInvalid):
+        parse_forwarded_certificate(unfilled, "haproxy")
     for value, fmt in ((b64, "rfc9440"), (":not base64!:", "rfc9440"), ("%%%", "caddy")):
         with pytest.raises(ForwardedCertificateInvalid):
             parse_forwarded_certificate(value, fmt)
@@ -279,3 +286,18 @@ async def test_without_forward_auth_there_is_no_decision_endpoint(
         base, {**_original(), "Client-Cert": _rfc9440(broker_pem.certificate)}
     )
     assert status == 404 and "X-Brokergate-Level" not in headers
+
+
+def test_forward_auth_leaves_room_for_the_front_decision_cache() -> None:
+    """Staleness (4 s by default) plus the front's 2 s cache would pass 5 s."""
+    front = GatewaySettings(
+        upstream_url="http://127.0.0.1:1",
+        terminator_format="nginx",
+        forward_auth=True,
+        trusted_proxies=("127.0.0.1/32",),
+    )
+    standalone = GatewaySettings(upstream_url="http://127.0.0.1:1")
+    default = timedelta(seconds=4)
+    assert staleness_bound(standalone, default) == default
+    assert staleness_bound(front, default) + FRONT_DECISION_CACHE < timedelta(seconds=5)
+    assert staleness_bound(front, timedelta(seconds=1)) == timedelta(seconds=1)

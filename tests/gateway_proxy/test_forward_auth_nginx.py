@@ -353,3 +353,26 @@ async def test_password_and_totp_login_through_nginx(
     finally:
         await enrol.client.close()
         await fresh.client.close()
+
+
+async def test_websocket_through_nginx_is_decided_at_the_upgrade(
+    front: str, server_pem: PemPair, broker_pem: PemPair
+) -> None:
+    """The upgrade is decided like any request, then nginx relays the socket to the portal.
+    (brokergate does not see the open socket: ending the session does not close it, as
+    docs/forward-auth.md says.)"""
+    ws_url = front.replace("https://", "wss://") + "/ws"
+    context = _context(server_pem, broker_pem)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
+        async with client.ws_connect(ws_url, headers={"X-Brokergate-Level": "forged"}) as ws:
+            first = json.loads((await ws.receive(timeout=5)).data)
+            seen = {name.lower(): value for name, value in first["headers"].items()}
+            assert seen["x-brokergate-level"] == "strong"  # SECURITY: not the forged one
+            assert "__host-brokergate" not in json.dumps(seen).lower()
+            await ws.send_str("hallo")
+            assert (await ws.receive(timeout=5)).data == "echo:hallo"
+    anonymous = _context(server_pem, None)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=anonymous)) as client:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(ws_url)
+    assert refused.value.status == 401  # nobody logged in: the login page, no socket
