@@ -2,8 +2,8 @@
 
 Every job is a plain method of :class:`RenewalJobs` that tests call directly with an
 injected clock; the scheduler only decides *when*. Synchronous jobs (database work)
-run in the event loop's thread pool (APScheduler's AsyncIOExecutor does that), the
-delivery job is a coroutine.
+run in a thread (``asyncio.to_thread``) inside a coroutine of ours, so a stop can await
+every run in flight; the delivery job is a coroutine.
 """
 
 from __future__ import annotations
@@ -120,11 +120,61 @@ def _logged(job: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
+@dataclass
+class _RunningJobs:
+    """The job runs in flight, so a stop can let them finish before the scheduler goes.
+
+    APScheduler's ``AsyncIOExecutor.shutdown`` cancels every pending future, even with
+    ``wait=False``: a reminder scan still in its thread then ends in a logged
+    ``CancelledError`` while the scan itself runs on. Every job is therefore a coroutine
+    of ours (synchronous ones in a thread) that a stop awaits, bounded, before shutdown.
+    """
+
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def wrap(self, job: Callable[[], Any]) -> Callable[[], Any]:
+        async def run() -> Any:
+            task = asyncio.current_task()
+            if task is not None:
+                self.tasks.add(task)
+            try:
+                result = job()
+                return await result if asyncio.iscoroutine(result) else result
+            finally:
+                if task is not None:
+                    self.tasks.discard(task)
+
+        run.__name__ = job.__name__
+        return run
+
+    def threaded(self, job: Callable[[], Any]) -> Callable[[], Any]:
+        logged = _logged(job)
+
+        async def in_thread() -> Any:
+            return await asyncio.to_thread(logged)
+
+        in_thread.__name__ = job.__name__
+        return self.wrap(in_thread)
+
+    async def finish(self, within: timedelta) -> None:
+        pending = {task for task in self.tasks if task is not asyncio.current_task()}
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=within.total_seconds())
+        if late:
+            log.error("%d job(s) still running after %s; they are cut off", len(late), within)
+
+
 def build_scheduler(
-    jobs: RenewalJobs, *, poll_interval: timedelta, start: datetime | None = None
+    jobs: RenewalJobs,
+    *,
+    poll_interval: timedelta,
+    start: datetime | None = None,
+    running: _RunningJobs | None = None,
 ) -> AsyncIOScheduler:
     """The scheduler with every job; all of them also run right at start."""
     start = start or datetime.now(UTC)
+    running = running or _RunningJobs()
     hour, minute = jobs.settings.daily_run_hour_minute
     scheduler = AsyncIOScheduler(
         timezone=UTC,
@@ -140,31 +190,31 @@ def build_scheduler(
             log.exception("mail delivery run failed; it runs again at the next poll")
 
     scheduler.add_job(
-        deliver,
+        running.wrap(deliver),
         IntervalTrigger(seconds=poll_interval.total_seconds()),
         id="deliver",
         next_run_time=start,
     )
     scheduler.add_job(
-        _logged(jobs.supersede),
+        running.threaded(jobs.supersede),
         CronTrigger(hour=hour, minute=minute, timezone=UTC),
         id="supersede",
         next_run_time=start,
     )
     scheduler.add_job(
-        _logged(jobs.reminders),
+        running.threaded(jobs.reminders),
         CronTrigger(hour=hour, minute=minute, timezone=UTC),
         id="reminders",
         next_run_time=start,
     )
     scheduler.add_job(
-        _logged(jobs.crls),
+        running.threaded(jobs.crls),
         IntervalTrigger(seconds=jobs.settings.crl_check_interval.total_seconds()),
         id="crls",
         next_run_time=start,
     )
     scheduler.add_job(
-        _logged(jobs.cleanup),
+        running.threaded(jobs.cleanup),
         IntervalTrigger(seconds=jobs.settings.cleanup_interval.total_seconds()),
         id="cleanup",
         next_run_time=start,
@@ -177,13 +227,17 @@ async def run_until_stopped(
 ) -> None:
     """Run the scheduler until ``stop`` is set, then shut down cleanly."""
     await jobs.delivery.release_abandoned()
-    scheduler = build_scheduler(jobs, poll_interval=poll_interval)
+    running = _RunningJobs()
+    scheduler = build_scheduler(jobs, poll_interval=poll_interval, running=running)
     scheduler.start()
     log.info("renewal process started as worker %s", jobs.delivery.worker)
     try:
         await stop.wait()
     finally:
         log.info("renewal process stopping")
+        scheduler.pause()  # no new runs; the ones in flight finish below
+        jobs.delivery.request_stop()
+        await running.finish(SHUTDOWN_TIMEOUT)
         scheduler.shutdown(wait=False)
         await jobs.drain()
         log.info("renewal process stopped")

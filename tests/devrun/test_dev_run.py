@@ -178,8 +178,8 @@ def test_the_user_without_certificate_logs_in_by_tan(
     assert "X-Brokergate-Method: email-tan" in portal.stdout
     assert "X-Brokergate-Level: basic" in portal.stdout
     assert "verified (ES256" in portal.stdout
-    # Issue 12: `make run` keeps issuing in-process (no signer.socket_path in the dev
-    # configuration): the fresh TAN login downloads a certificate from "My account".
+    # Issue 14: a TAN session proves only the mailbox, where the PKCS#12 password would go:
+    # "Zertifikat herunterladen" is refused with a page that says to log in by password.
     account = curl(layout, port, *with_cookies(jar), path="/_gateway/account")
     p12 = tmp_path / "download.p12"
     downloaded = curl(
@@ -193,8 +193,11 @@ def test_the_user_without_certificate_logs_in_by_tan(
         *form(csrf=csrf_token(account.stdout)),
         path="/_gateway/account/certificate/download",
     )
-    assert downloaded.stdout == "200 application/x-pkcs12", downloaded.stdout
-    assert p12.stat().st_size > 1000
+    assert downloaded.stdout == "403 text/html; charset=utf-8", downloaded.stdout
+    refused = p12.read_text()
+    assert "Bitte mit Passwort anmelden" in refused
+    assert "/_gateway/login/password" in refused
+    assert "PKCS12" not in refused and "-----BEGIN" not in refused
 
 
 def test_a_busy_port_is_reported_and_nothing_is_left_running(

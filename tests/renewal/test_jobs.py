@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from datetime import timedelta
 
 import pytest
@@ -10,7 +12,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import CertificateAuthority
-from renewal import MailSettings, RenewalJobs, RenewalSettings, build_scheduler, delete_expired
+from renewal import (
+    MailSettings,
+    ReminderReport,
+    RenewalJobs,
+    RenewalSettings,
+    build_scheduler,
+    delete_expired,
+)
 from renewal._process import run_until_stopped
 from store import (
     ActivationToken,
@@ -243,6 +252,42 @@ async def test_run_until_stopped_runs_the_jobs_and_stops_cleanly(
     await asyncio.wait_for(task, timeout=30)
     [msg] = smtp_server.sink.messages
     assert "Ihr Zertifikat läuft am" in str(msg["Subject"])
+
+
+async def test_a_stop_during_a_job_lets_it_finish_without_a_traceback(
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    make_delivery: DeliveryFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CI caught `renewal` logging ``CancelledError`` when stopped mid reminder scan:
+    APScheduler's executor cancels pending futures at shutdown, even with wait=False."""
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    class SlowJobs(RenewalJobs):
+        def reminders(self) -> ReminderReport:
+            started.set()
+            release.wait(30)
+            report = super().reminders()
+            finished.set()
+            return report
+
+    jobs = SlowJobs(
+        sessions=sessions, settings=RenewalSettings(), delivery=make_delivery(), clock=clock
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_until_stopped(jobs, poll_interval=timedelta(seconds=1), stop=stop)
+    )
+    assert await asyncio.to_thread(started.wait, 30)
+    stop.set()
+    done, _ = await asyncio.wait({task}, timeout=0.3)
+    assert not done, "the process stopped while the reminder scan was still running"
+    release.set()
+    await asyncio.wait_for(task, timeout=30)
+    assert finished.is_set()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
 
 
 @pytest.mark.parametrize(
