@@ -19,13 +19,17 @@ Next room: ``gateway.auth`` (who is there).
 """
 
 from gateway.tls._context import CLIENT_CERTIFICATE_MESSAGE_LIMIT, max_client_certificate_message
+from gateway.tls._libssl import SUPPORTED_OPENSSL, SUPPORTED_PYTHON, check_runtime
 from gateway.tls._listener import CLOSE_REASONS, ConnectionLimits, GatewayServer, GatewaySite
 
 __all__ = [
     "CLIENT_CERTIFICATE_MESSAGE_LIMIT",
     "CLOSE_REASONS",
+    "SUPPORTED_OPENSSL",
+    "SUPPORTED_PYTHON",
     "ConnectionLimits",
     "GatewayServer",
     "GatewaySite",
+    "check_runtime",
     "max_client_certificate_message",
 ]
