@@ -56,6 +56,7 @@ LOGIN_OUTCOMES = ("success", "failure", "locked")
 CONNECTION_CLOSE_REASONS = (
     "tls_handshake_timeout",
     "tls_handshake_failed",
+    "handshake_message_too_large",  # a client certificate over gateway.tls' message limit
     "first_request_timeout",
     "request_head_timeout",
     "keepalive_timeout",

@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.hashes import SHA256
 
 from ca import (
     LeafSubject,
@@ -41,6 +42,16 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 CA_VALIDITY = timedelta(days=3650)
 SERVER_VALIDITY = timedelta(days=30)
 ORGANISATION = "brokergate test"
+
+
+PADDING_OID = x509.ObjectIdentifier("1.3.6.1.4.1.55555.17.1")  # a private arc: test padding
+
+
+def _der_octet_string(content: bytes) -> bytes:
+    length = len(content)
+    encoded = length.to_bytes((length.bit_length() + 7) // 8 or 1, "big")
+    head = bytes([length]) if length < 0x80 else bytes([0x80 | len(encoded)]) + encoded
+    return b"\x04" + head + content
 
 
 def new_key(kind: KeyKind = "ec") -> PrivateKey:
@@ -164,6 +175,30 @@ class TestCA:
             crl_url=None,
         )
         return Leaf(key=key, certificate=certificate, chain=(self.certificate, *self.parents))
+
+    def padded_broker(
+        self, *, now: datetime, der_size: int, email: str = "erika@example.org"
+    ) -> Leaf:
+        """A broker certificate (:meth:`broker`) padded to about ``der_size`` bytes of DER by a
+        non-critical private extension, re-signed by this CA: the oversized certificate of
+        issue 17 (a Certificate message past OpenSSL's 100 KiB default ``max_cert_list``)."""
+        leaf = self.broker(now=now, email=email)
+        base = leaf.certificate
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(base.subject)
+            .issuer_name(base.issuer)
+            .public_key(leaf.key.public_key())
+            .serial_number(base.serial_number)
+            .not_valid_before(base.not_valid_before_utc)
+            .not_valid_after(base.not_valid_after_utc)
+        )
+        for extension in base.extensions:
+            builder = builder.add_extension(extension.value, critical=extension.critical)
+        filler = max(0, der_size - len(base.public_bytes(serialization.Encoding.DER)) - 24)
+        padding = x509.UnrecognizedExtension(PADDING_OID, _der_octet_string(b"\0" * filler))
+        certificate = builder.add_extension(padding, critical=False).sign(self.key, SHA256())
+        return Leaf(key=leaf.key, certificate=certificate, chain=leaf.chain)
 
     def server(
         self,

@@ -50,6 +50,7 @@ from gateway.auth._certificate_identity import (
     handshake_result,
 )
 from gateway.auth._forward_auth import FORWARD_AUTH_ROUTE, OriginalRequest, original_request
+from gateway.auth._presented import CLIENT_CERTIFICATE_DER_LIMIT
 from gateway.auth._request_state import (
     CERTIFICATE_SOURCE,
     PAGE_CSRF,
@@ -135,6 +136,12 @@ async def evaluate_presented(request: web.Request, der: bytes) -> Identity | Cer
         StoreUnavailable: the store was needed and could not be read.
     """
     app = request.app
+    if len(der) > CLIENT_CERTIFICATE_DER_LIMIT:
+        return CertificateProblem(
+            kind=ProblemKind.INVALID,
+            fingerprint=hashlib.sha256(der).hexdigest(),
+            detail=f"oversized: {len(der)} bytes, more than {CLIENT_CERTIFICATE_DER_LIMIT}",
+        )
     try:
         parsed = app[PRESENTED].parse(der)
     except ValueError:

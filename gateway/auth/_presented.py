@@ -29,9 +29,22 @@ from cryptography import x509
 
 from gateway.auth._certificate_identity import CertificateFacts
 
-__all__ = ["PARSE_LIMIT", "ParsedCertificate", "PresentedCertificates"]
+__all__ = [
+    "CLIENT_CERTIFICATE_DER_LIMIT",
+    "PARSE_LIMIT",
+    "ParsedCertificate",
+    "PresentedCertificates",
+]
 
 PARSE_LIMIT = 20_000  # distinct certificates kept per replica (~2 KB each: ~40 MB at most)
+# SECURITY: the largest certificate (DER bytes) that is parsed and kept (issue 17, item 4);
+# a bigger one is answered with the "cannot be used" certificate page, unparsed and not
+# cached. Ours are ~1 KB and client certificates in the field (RSA-4096, long SAN lists)
+# ~2-3 KB; 8 KiB leaves room for those and bounds the parse cache at PARSE_LIMIT x 8 KiB
+# (160 MB) even if an attacker fills it with padded certificates. TLS lets a client send
+# up to gateway.tls.CLIENT_CERTIFICATE_MESSAGE_LIMIT (256 KiB), so sizes in between get
+# the page instead of a broken handshake.
+CLIENT_CERTIFICATE_DER_LIMIT = 8 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,8 +51,10 @@ from gateway.tls._libssl import (
 )
 
 __all__ = [
+    "CLIENT_CERTIFICATE_MESSAGE_LIMIT",
     "TLSSetupError",
     "create_server_context",
+    "max_client_certificate_message",
     "peer_certificate_der",
     "set_client_ca_names",
 ]
@@ -70,6 +72,22 @@ TLS12_CIPHERS = (
 )
 TLS_GROUPS = "X25519:P-256:P-384"
 _SSL_CTRL_SET_GROUPS_LIST = 92  # ssl.h; the stdlib has only set_ecdh_curve (one curve)
+# SSL_CTX_get/set_max_cert_list are macros over SSL_CTX_ctrl (ssl.h).
+_SSL_CTRL_GET_MAX_CERT_LIST = 50
+_SSL_CTRL_SET_MAX_CERT_LIST = 51
+# The largest client Certificate handshake message OpenSSL reads (issue 17, item 4), set
+# explicitly. OpenSSL's default (100 KiB, SSL_MAX_CERT_LIST_DEFAULT) is not the real bound:
+# a client certificate over ~64 KB passes it and then fails the handshake with an
+# "internal error" alert, because the session it would put in a stateless ticket no longer
+# fits the ticket's 16-bit length (statem_srvr.c construct_stateless_ticket: at most 0xFF00
+# bytes of session, which holds the leaf certificate). 60 KiB keeps the leaf plus the rest
+# of the session (~0.5 KB, the SNI name at most 255 bytes) under that, so every message we
+# read ends in a normal handshake and the certificate page
+# (gateway.auth CLIENT_CERTIFICATE_DER_LIMIT answers big ones unparsed). A bigger message is
+# refused by OpenSSL with an "illegal parameter" alert (EXCESSIVE_MESSAGE_SIZE), logged in
+# one line and counted as ``handshake_message_too_large``. Raising it would mean giving up
+# stateless tickets (a server-side session cache holding every peer certificate).
+CLIENT_CERTIFICATE_MESSAGE_LIMIT = 60 * 1024
 
 
 def create_server_context(
@@ -106,8 +124,24 @@ def create_server_context(
     if lib.lib.SSL_CTX_ctrl(pointer, _SSL_CTRL_SET_GROUPS_LIST, 0, TLS_GROUPS.encode()) != 1:
         raise TLSSetupError(f"OpenSSL refused the key exchange groups {TLS_GROUPS}")
     lib.lib.SSL_CTX_set_cert_verify_callback(pointer, ACCEPT_ANY_CHAIN, None)
+    lib.lib.SSL_CTX_ctrl(
+        pointer, _SSL_CTRL_SET_MAX_CERT_LIST, CLIENT_CERTIFICATE_MESSAGE_LIMIT, None
+    )
+    if max_client_certificate_message(context) != CLIENT_CERTIFICATE_MESSAGE_LIMIT:
+        raise TLSSetupError(
+            f"OpenSSL did not take max_cert_list {CLIENT_CERTIFICATE_MESSAGE_LIMIT}"
+        )
     set_client_ca_names(context, client_ca_issuers)
     return context
+
+
+def max_client_certificate_message(context: ssl.SSLContext) -> int:
+    """The largest client Certificate message (bytes) OpenSSL accepts on ``context``
+    (``SSL_CTX_get_max_cert_list``); a context of :func:`create_server_context` only."""
+    lib = libssl()
+    pointer = ssl_ctx_pointer(context)
+    check_pointer(lib, pointer, context)
+    return int(lib.lib.SSL_CTX_ctrl(pointer, _SSL_CTRL_GET_MAX_CERT_LIST, 0, None))
 
 
 def peer_certificate_der(ssl_object: Any) -> bytes | None:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import ssl
+import sys
 
 __all__ = [
     "ACCEPT_ANY_CHAIN",
+    "SUPPORTED_OPENSSL",
+    "SUPPORTED_PYTHON",
     "LibSSL",
     "TLSSetupError",
     "check_pointer",
+    "check_runtime",
     "libssl",
     "ssl_ctx_pointer",
 ]
@@ -26,6 +30,40 @@ class TLSSetupError(RuntimeError):
 
     def __init__(self, problem: str) -> None:
         super().__init__(f"TLS set-up failed: {problem}")
+
+
+# The combinations the ctypes bridge is built for (README "Supported platforms"). Python:
+# CPython only, 3.11-3.13, whose PySSLContext starts with the SSL_CTX pointer
+# (Modules/_ssl.c); OpenSSL: the 3.x series, whose SSL_CTX_ctrl numbers and function names
+# we call (1.1.1 is out of support, 4.x unknown). Inclusive (major, minor) ranges.
+SUPPORTED_PYTHON = ((3, 11), (3, 13))
+SUPPORTED_OPENSSL = ((3, 0), (3, 5))
+
+
+def check_runtime(
+    *,
+    implementation: str = sys.implementation.name,
+    python: tuple[int, int] = (sys.version_info.major, sys.version_info.minor),
+    openssl: tuple[int, int] = (ssl.OPENSSL_VERSION_INFO[0], ssl.OPENSSL_VERSION_INFO[1]),
+) -> None:
+    """Refuse to start outside the supported Python/OpenSSL combinations (one line, what
+    to do). The arguments default to this process; tests inject others.
+
+    Raises:
+        TLSSetupError: the interpreter or OpenSSL is not supported.
+    """
+    (py_low, py_high), (ssl_low, ssl_high) = SUPPORTED_PYTHON, SUPPORTED_OPENSSL
+    wanted = (
+        f"run the gateway on CPython {py_low[0]}.{py_low[1]}-{py_high[0]}.{py_high[1]} "
+        f"linked against OpenSSL {ssl_low[0]}.{ssl_low[1]}-{ssl_high[0]}.{ssl_high[1]} "
+        "(README: Supported platforms)"
+    )
+    if implementation != "cpython":
+        raise TLSSetupError(f"{implementation} is not supported; {wanted}")
+    if not py_low <= python <= py_high:
+        raise TLSSetupError(f"Python {python[0]}.{python[1]} is not supported; {wanted}")
+    if not ssl_low <= openssl <= ssl_high:
+        raise TLSSetupError(f"OpenSSL {openssl[0]}.{openssl[1]} is not supported; {wanted}")
 
 
 # int (*cb)(X509_STORE_CTX *ctx, void *arg): see SSL_CTX_set_cert_verify_callback(3).
@@ -47,6 +85,7 @@ class LibSSL:
     """The libssl already loaded by ``_ssl``, with the few prototypes we use."""
 
     def __init__(self) -> None:
+        check_runtime()
         path = _loaded_libssl_path()
         try:
             lib = ctypes.CDLL(path)
@@ -60,8 +99,6 @@ class LibSSL:
             raise TLSSetupError(
                 f"{path} is {version!r} but Python's ssl module uses {ssl.OPENSSL_VERSION!r}"
             )
-        if ssl.OPENSSL_VERSION_INFO < (3, 0):
-            raise TLSSetupError(f"OpenSSL 3 is required, found {ssl.OPENSSL_VERSION}")
         lib.SSL_CTX_get_options.restype = ctypes.c_uint64
         lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
         lib.SSL_CTX_get_verify_mode.restype = ctypes.c_int

@@ -45,6 +45,7 @@ from aiohttp import web
 from yarl import URL
 
 from gateway._metrics import CONNECTION_CLOSE_REASONS
+from gateway.tls._context import CLIENT_CERTIFICATE_MESSAGE_LIMIT
 
 log = logging.getLogger("gateway.listener")
 
@@ -384,7 +385,21 @@ class GatewayServer(asyncio.AbstractServer):
         except TimeoutError:
             self._count_close("tls_handshake_timeout")
             self._slots.give_back()
-        except (OSError, ssl.SSLError) as exc:
+        except ssl.SSLError as exc:
+            self._slots.give_back()
+            if exc.reason == "EXCESSIVE_MESSAGE_SIZE":
+                # Past OpenSSL's max_cert_list, in practice a client certificate over
+                # CLIENT_CERTIFICATE_MESSAGE_LIMIT (the only message a client can make that big).
+                self._count_close("handshake_message_too_large")
+                log.info(
+                    "a TLS handshake was refused: a handshake message (a client certificate?)"
+                    " is larger than the gateway reads (%d bytes)",
+                    CLIENT_CERTIFICATE_MESSAGE_LIMIT,
+                )
+            else:
+                self._count_close("tls_handshake_failed")
+                log.debug("connection ended before it was served: %r", exc)
+        except OSError as exc:
             self._count_close("tls_handshake_failed")
             self._slots.give_back()
             log.debug("connection ended before it was served: %r", exc)
