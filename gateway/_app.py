@@ -50,7 +50,12 @@ from gateway._state import (
 )
 from gateway.auth._certificate_identity import Identity
 from gateway.auth._chain_verification import ChainVerifier
-from gateway.auth._forward_auth import FORWARD_AUTH_PATH, FORWARD_AUTH_ROUTE
+from gateway.auth._forward_auth import (
+    FORWARD_AUTH_PATH,
+    FORWARD_AUTH_ROUTE,
+    PORTAL_TIMEOUT_PATH,
+    PORTAL_UNAVAILABLE_PATH,
+)
 from gateway.auth._middleware import (
     apply_session_cookie,
     auth_middleware,
@@ -74,7 +79,12 @@ from gateway.proxy._upstream_handler import FORWARD, PORTAL_INSERT, Forwarder, u
 from gateway.tls._context import TLSSetupError, set_client_ca_names
 from gateway.web._core_pages import security_headers
 from gateway.web._error_pages import error_middleware
-from gateway.web._forward_auth import forward_auth_decision, forward_auth_status_middleware
+from gateway.web._forward_auth import (
+    forward_auth_decision,
+    forward_auth_status_middleware,
+    portal_timeout,
+    portal_unavailable,
+)
 from gateway.web._i18n import load_catalogs
 from gateway.web._pages import (
     CATALOGS,
@@ -317,6 +327,8 @@ def create_app(
     add_core_routes(router)
     if settings.forward_auth:
         router.add_route("*", FORWARD_AUTH_PATH, forward_auth_decision, name=FORWARD_AUTH_ROUTE)
+        router.add_route("*", PORTAL_UNAVAILABLE_PATH, portal_unavailable)
+        router.add_route("*", PORTAL_TIMEOUT_PATH, portal_timeout)
     for extend in extensions:
         extend(app)
     # Last: aiohttp matches in registration order.

@@ -30,8 +30,12 @@ from gateway.tls._trusted_peers import is_trusted_peer
 __all__ = [
     "FORWARD_AUTH_PATH",
     "FORWARD_AUTH_ROUTE",
+    "PAGE_HEADER",
+    "PORTAL_TIMEOUT_PATH",
+    "PORTAL_UNAVAILABLE_PATH",
     "ForwardAuthRefused",
     "OriginalRequest",
+    "asks_for_the_page",
     "original_request",
 ]
 
@@ -40,6 +44,14 @@ FORWARD_AUTH_PATH = "/_gateway/auth"
 METHOD_HEADER = "X-Forwarded-Method"
 URI_HEADER = "X-Forwarded-Uri"
 HOST_HEADER = "X-Forwarded-Host"
+# Sent by the shipped nginx config when it fetches the page for a refusal (its
+# ``@brokergate_page``): that request is proxied to the browser, not read by
+# ``auth_request``, so the page may keep its own status (503, 502 …) instead of 403.
+PAGE_HEADER = "X-Brokergate-Page"
+# The pages a front shows when it cannot reach the portal itself (nginx ``error_page 502``
+# and ``504``): the same clear pages, status and metric as the standalone proxy's.
+PORTAL_UNAVAILABLE_PATH = "/_gateway/portal/unavailable"
+PORTAL_TIMEOUT_PATH = "/_gateway/portal/timeout"
 # RFC 9110 method token; anything longer than the longest WebDAV method is not one.
 _MAX_METHOD = 32
 
@@ -95,3 +107,10 @@ def original_request(request: web.Request, settings: GatewaySettings) -> Origina
     if not target.startswith("/"):
         raise ForwardAuthRefused(f"{URI_HEADER} must be an origin-form target (/path?query)")
     return OriginalRequest(method=method.upper(), target=target, host=_single(request, HOST_HEADER))
+
+
+def asks_for_the_page(request: web.Request, settings: GatewaySettings) -> bool:
+    """True for a trusted front's request for a refusal's page (``PAGE_HEADER: 1``)."""
+    return request.headers.get(PAGE_HEADER) == "1" and is_trusted_peer(
+        request, settings.trusted_networks
+    )

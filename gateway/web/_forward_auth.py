@@ -13,6 +13,13 @@ on the original request (``gateway.auth._forward_auth``), answered as:
   down). nginx ``auth_request`` turns every status but 2xx, 401 and 403 into a 500 for
   the browser, so :func:`forward_auth_status_middleware` (outermost) sends every other
   non-2xx answer as 403 with its page; Caddy and Traefik pass the page on as it is.
+  When nginx then fetches that page for the browser (``@brokergate_page``, marked with
+  ``X-Brokergate-Page: 1``), it keeps its own status: the broker's browser and the
+  front's logs see 503 for "temporarily unavailable", not 403.
+
+The front proxies the portal itself, so it also needs our page when the portal cannot be
+reached: :func:`portal_unavailable` and :func:`portal_timeout` (nginx ``error_page 502``
+and ``504``) answer the standalone proxy's 502 and 504 pages, counted in the same metric.
 
 The renewal interstitial is not shown in this mode (the front proxies the portal's page
 itself); the renewal headers and the portal banner still tell the broker.
@@ -25,12 +32,19 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.auth._forward_auth import FORWARD_AUTH_ROUTE
+from gateway._errors import UpstreamTimeout, UpstreamUnavailable
+from gateway._state import SETTINGS
+from gateway.auth._forward_auth import FORWARD_AUTH_ROUTE, asks_for_the_page
 from gateway.auth._middleware import ORIGINAL_REQUEST, request_state
 from gateway.proxy._upstream_handler import upstream_identity_headers
 from gateway.web._policy_pages import policy_answer
 
-__all__ = ["forward_auth_decision", "forward_auth_status_middleware"]
+__all__ = [
+    "forward_auth_decision",
+    "forward_auth_status_middleware",
+    "portal_timeout",
+    "portal_unavailable",
+]
 
 
 async def forward_auth_decision(request: web.Request) -> web.StreamResponse:
@@ -42,6 +56,14 @@ async def forward_auth_decision(request: web.Request) -> web.StreamResponse:
         state = request_state(request)
         return web.Response(status=200, headers=upstream_identity_headers(request, state.identity))
     return answer
+
+
+async def portal_unavailable(request: web.Request) -> web.StreamResponse:
+    raise UpstreamUnavailable("the front proxy could not reach the portal")
+
+
+async def portal_timeout(request: web.Request) -> web.StreamResponse:
+    raise UpstreamTimeout("the portal did not answer the front proxy in time")
 
 
 def _auth_request_status(status: int) -> int:
@@ -56,7 +78,9 @@ def forward_auth_status_middleware() -> Any:
 
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.match_info.route.name != FORWARD_AUTH_ROUTE:
+        if request.match_info.route.name != FORWARD_AUTH_ROUTE or asks_for_the_page(
+            request, request.app[SETTINGS]
+        ):
             return await handler(request)
         try:
             response = await handler(request)

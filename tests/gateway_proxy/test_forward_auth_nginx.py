@@ -10,7 +10,8 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.skipif(
     not Path(NGINX).exists(), reason="nginx is not installed (make system-deps)"
 )
 CONFIG = REPO / "deploy" / "nginx" / "forward-auth.conf"
+PORTAL_READ_TIMEOUT = 1  # seconds: proxy_read_timeout of the adapted config
 
 
 def _adapted(
@@ -54,6 +56,9 @@ def _adapted(
         (r"server 127\.0\.0\.1:8443;", f"server 127.0.0.1:{gateway};"),
         (r"server 127\.0\.0\.1:8080;", f"server 127.0.0.1:{portal};"),
         (r"proxy_cache_path \S+", f"proxy_cache_path {cache}"),
+        # the portal's timeouts, short enough for a test (as gateway.upstream_*_timeout)
+        (r"proxy_connect_timeout 5s;", "proxy_connect_timeout 2s;"),
+        (r"proxy_read_timeout 60s;", f"proxy_read_timeout {PORTAL_READ_TIMEOUT}s;"),
     ):
         text, count = re.subn(pattern, value, text, count=1)
         assert count == 1, pattern
@@ -70,50 +75,65 @@ def cache() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+FrontFactory = Callable[..., AbstractAsyncContextManager[str]]
+
+
 @pytest.fixture
-async def front(
+def front_for(
     db_url: str,
     server_pem: PemPair,
     upstream_url: str,
     tmp_path: Path,
-    broker_pem: PemPair,
     cache: Path,
     clock: FakeClock,
     sessions: sessionmaker[Session],
     authority: CertificateAuthority,
-) -> AsyncIterator[str]:
-    """nginx with the shipped config in front of the real gateway app and the echo portal.
-    The CA bundle is generated from the store as `brokergate ca bundle` writes it; the app
-    runs on the CA's clock (nginx checks validity against the real one)."""
-    settings = GatewaySettings(
-        upstream_url=upstream_url,
-        terminator_format="nginx",
-        forward_auth=True,
-        trusted_proxies=("127.0.0.1/32",),
-        public_url="https://127.0.0.1",
-    )
-    logins = setup_logins(
-        settings=LoginSettings(), secret_key=TEST_SECRET_KEY, make_authority=lambda _: authority
-    )
-    app = gateway_app_factory(
-        settings=settings,
-        store_url=db_url,
-        secret_key=TEST_SECRET_KEY,
-        clock=clock,
-        extensions=[logins],  # the login and account pages, as `brokergate gateway` has them
-    )(None, GatewayMetrics())
-    bundle = tmp_path / "ca-bundle.pem"
-    with sessions() as session:
-        bundle.write_bytes(load_trust_material(session).bundle_pem())
-    runner, gateway_port = await start_site(app)
-    listen = free_port()
-    portal_port = int(upstream_url.rsplit(":", 1)[1])
-    config = _adapted(listen, server_pem, gateway_port, portal_port, cache, bundle)
-    try:
-        with running_nginx(tmp_path / "nginx", server_config=config, listen_port=listen):
-            yield f"https://127.0.0.1:{listen}"
-    finally:
-        await runner.cleanup()
+) -> FrontFactory:
+    """``async with front_for(portal_port=None) as url``: nginx with the shipped config in
+    front of the real gateway app and the echo portal (or another port: a portal that is
+    down). The CA bundle is generated from the store as `brokergate ca bundle` writes it;
+    the app runs on the CA's clock (nginx checks validity against the real one)."""
+
+    @asynccontextmanager
+    async def start(portal_port: int | None = None) -> AsyncIterator[str]:
+        settings = GatewaySettings(
+            upstream_url=upstream_url,
+            terminator_format="nginx",
+            forward_auth=True,
+            trusted_proxies=("127.0.0.1/32",),
+            public_url="https://127.0.0.1",
+        )
+        logins = setup_logins(
+            settings=LoginSettings(), secret_key=TEST_SECRET_KEY, make_authority=lambda _: authority
+        )
+        app = gateway_app_factory(
+            settings=settings,
+            store_url=db_url,
+            secret_key=TEST_SECRET_KEY,
+            clock=clock,
+            extensions=[logins],  # the login and account pages, as `brokergate gateway` has them
+        )(None, GatewayMetrics())
+        bundle = tmp_path / "ca-bundle.pem"
+        with sessions() as session:
+            bundle.write_bytes(load_trust_material(session).bundle_pem())
+        runner, gateway_port = await start_site(app)
+        listen = free_port()
+        if portal_port is None:
+            portal_port = int(upstream_url.rsplit(":", 1)[1])
+        config = _adapted(listen, server_pem, gateway_port, portal_port, cache, bundle)
+        try:
+            with running_nginx(tmp_path / "nginx", server_config=config, listen_port=listen):
+                yield f"https://127.0.0.1:{listen}"
+        finally:
+            await runner.cleanup()
+
+    return start
+
+
+@pytest.fixture
+async def front(front_for: FrontFactory, broker_pem: PemPair) -> AsyncIterator[str]:
+    async with front_for() as url:
+        yield url
 
 
 def _context(server: PemPair, client: PemPair | None) -> ssl.SSLContext:
@@ -376,3 +396,40 @@ async def test_websocket_through_nginx_is_decided_at_the_upgrade(
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await client.ws_connect(ws_url)
     assert refused.value.status == 401  # nobody logged in: the login page, no socket
+
+
+async def test_a_page_for_a_refusal_keeps_its_own_status_through_nginx(
+    front: str, server_pem: PemPair, broker_pem: PemPair
+) -> None:
+    """auth_request understands only 2xx, 401 and 403, so the decision says 403; the page
+    nginx then fetches for the browser (X-Brokergate-Page) keeps its own status."""
+    status, text = await _get(front + "/echo/home./x", _context(server_pem, broker_pem))
+    assert status == 400 and "Ungültige Adresse" in text, (status, text[:300])
+    assert "path_qs" not in text  # did not reach the portal
+    # a client cannot ask for that itself on the decision: nginx clears the header there
+    status, text = await _get(
+        front + "/echo/home", _context(server_pem, broker_pem), headers={"X-Brokergate-Page": "1"}
+    )
+    assert status == 200 and _portal_saw(text)["x-brokergate-level"] == ["strong"]
+
+
+async def test_the_portal_down_gets_our_502_page_through_nginx(
+    front_for: FrontFactory, server_pem: PemPair, broker_pem: PemPair
+) -> None:
+    async with front_for(portal_port=free_port()) as down:  # nothing listens there
+        status, text = await _get(
+            down + "/echo/home", _context(server_pem, broker_pem), headers={"Accept-Language": "en"}
+        )
+    assert status == 502, (status, text[:300])
+    assert "The portal cannot be reached" in text, text[:500]
+
+
+async def test_a_silent_portal_gets_our_504_page_through_nginx(
+    front: str, server_pem: PemPair, broker_pem: PemPair
+) -> None:
+    started = time.monotonic()
+    status, text = await _get(
+        front + f"/slow?delay={PORTAL_READ_TIMEOUT + 5}", _context(server_pem, broker_pem)
+    )
+    assert status == 504 and "Das Portal antwortet nicht rechtzeitig" in text, (status, text[:300])
+    assert time.monotonic() - started < PORTAL_READ_TIMEOUT + 3  # nginx's timeout, not the portal
