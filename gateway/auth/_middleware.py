@@ -39,7 +39,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway._errors import CsrfRejected, StoreUnavailable
-from gateway._state import CLOCK, METRICS, SETTINGS
+from gateway._state import CLOCK, FACTORY, METRICS, SETTINGS
 from gateway.auth._certificate_identity import (
     CERTIFICATE_METHOD,
     CertificateProblem,
@@ -75,9 +75,10 @@ from gateway.auth._sessions import (
     session_cookie_header,
 )
 from gateway.auth._trust_cache import MISS, CacheEntry
+from gateway.logins import METHOD_CERTIFICATE, certificate_sign_on_is_a_login, record_login
 from gateway.tls._context import peer_certificate_der
 from gateway.tls._trusted_peers import client_address
-from store import Level, UserStatus
+from store import Level, User, UserStatus, transaction
 
 __all__ = [
     "ORIGINAL_REQUEST",
@@ -291,26 +292,15 @@ async def _resolve(request: web.Request, path: str) -> RequestState:
         state.new_cookie = reusable.cookie  # a client without cookies: its session again
     elif resolution.sign_on in (SignOn.START, SignOn.ELEVATE):
         assert cert is not None and cert.cert_fingerprint is not None
-        if resolution.sign_on is SignOn.ELEVATE:
-            assert kept is not None
-            new = await asyncio.to_thread(
-                sessions.elevate,
-                kept,
-                level=Level.STRONG,
-                method=CERTIFICATE_METHOD,
-                now=now,
-                cert_fingerprint=cert.cert_fingerprint,
-            )
-        else:
-            new = await asyncio.to_thread(
-                sessions.start,
-                user_id=cert.user_id,
-                level=Level.STRONG,
-                method=CERTIFICATE_METHOD,
-                now=now,
-                cert_fingerprint=cert.cert_fingerprint,
-                client_addr=client_address(request, settings.trusted_networks),
-            )
+        new = await asyncio.to_thread(
+            _certificate_sign_on,
+            app,
+            elevate=kept if resolution.sign_on is SignOn.ELEVATE else None,
+            user_id=cert.user_id,
+            fingerprint=cert.cert_fingerprint,
+            client_addr=client_address(request, settings.trusted_networks),
+            now=now,
+        )
         kept, state.new_cookie = new.state, new.cookie
         if metrics is not None:
             metrics.record_login(CERTIFICATE_METHOD, "success")
@@ -337,6 +327,49 @@ async def _resolve(request: web.Request, path: str) -> RequestState:
     if user is not None:
         request[PAGE_LANGUAGE_HINT] = user.locale
     return state
+
+
+def _certificate_sign_on(
+    app: web.Application,
+    *,
+    elevate: SessionState | None,
+    user_id: int,
+    fingerprint: str,
+    client_addr: str | None,
+    now: datetime,
+) -> NewSession:
+    """Start (``elevate`` None) or elevate the certificate's strong session (blocking).
+
+    The login history (``gateway.logins.certificate_sign_on_is_a_login``) is written in
+    the same transaction: a session without its login, or the reverse, is never stored.
+    Only here, when a session is made; the requests on it write nothing (issue 14).
+    """
+    sessions = app[SESSIONS]
+    with transaction(app[FACTORY]) as db:
+        if elevate is not None:
+            new = sessions.elevate(
+                elevate,
+                level=Level.STRONG,
+                method=CERTIFICATE_METHOD,
+                now=now,
+                cert_fingerprint=fingerprint,
+                db=db,
+            )
+        else:
+            new = sessions.start(
+                user_id=user_id,
+                level=Level.STRONG,
+                method=CERTIFICATE_METHOD,
+                now=now,
+                cert_fingerprint=fingerprint,
+                client_addr=client_addr,
+                db=db,
+            )
+        if certificate_sign_on_is_a_login(elevate.level if elevate is not None else None):
+            user = db.get(User, user_id)
+            if user is not None:
+                record_login(user, METHOD_CERTIFICATE, now)
+    return new
 
 
 def auth_middleware() -> Any:

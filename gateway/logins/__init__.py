@@ -50,6 +50,7 @@ from gateway.logins._history import (
     METHOD_RECOVERY,
     METHOD_RESTRICTED,
     METHOD_TOTP,
+    certificate_sign_on_is_a_login,
     record_login,
 )
 from gateway.logins._passkeys import (
@@ -130,6 +131,7 @@ __all__ = [
     "activation_link_base",
     "authentication_options",
     "begin_enrolment",
+    "certificate_sign_on_is_a_login",
     "change_password",
     "check_activation",
     "check_password",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from store import User
+from store import Level, User
 
 # Values of users.last_login_method (String(16)) and of the gateway's method header.
 METHOD_CERTIFICATE = "certificate"
@@ -60,3 +60,21 @@ def record_login(user: User, method: str, now: datetime) -> None:
     user.previous_login_method = user.last_login_method
     user.last_login_at = now
     user.last_login_method = method
+
+
+def certificate_sign_on_is_a_login(elevated: Level | None) -> bool:
+    """Whether a certificate single sign-on that made a session is a login of its own.
+
+    Args:
+        elevated: the level of the session the sign-on raised to ``strong``; None when it
+            started a new session.
+
+    A new certificate session is one login (issue 14: the history showed none, so brokers
+    were told "first login" after years of certificate logins). Raising a ``basic``
+    session continues the login that made it (password, TAN, remembered browser), which
+    was recorded then: the same visit is not two logins. A ``restricted`` session recorded
+    nothing (no factor was checked), so its sign-on is the login. Later requests on the
+    certificate's session write nothing: the history costs one write per session, not per
+    request.
+    """
+    return elevated is None or elevated in (Level.ANONYMOUS, Level.RESTRICTED)

@@ -230,6 +230,33 @@ async def test_last_login_is_shown(
     assert "Your last sign-in" in body and "25 November 2026, 10:00 CET, with password" in body
 
 
+async def test_certificate_logins_are_the_last_login(
+    gateway: Any,
+    browser_for: Any,
+    make_user: Any,
+    authority: Any,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    tmp_path: Path,
+) -> None:
+    """Issue 14: after certificate logins the page said "This is your first sign-in"."""
+    gw = await gateway()
+    uid = make_user(email="zert@example.org", broker="60/123/4567").id
+    issued = authority.issue_certificate(uid, "test:account")
+    cert = write_pem(issued.pkcs12, password_mail_for(sessions, issued.serial), tmp_path, "c")
+    first = browser_for(gw, cert=cert, language="en")
+    _status, body = await first.get("/_gateway/account")
+    assert "This is your first sign-in." in body  # it is: the first certificate session
+    clock.advance(timedelta(minutes=10))  # within the idle timeout
+    _status, body = await first.get("/_gateway/account")  # the same session: no new login
+    assert "This is your first sign-in." in body
+    clock.advance(timedelta(days=1))
+    second = browser_for(gw, cert=cert, language="en")  # another browser, the next visit
+    _status, body = await second.get("/_gateway/account")
+    assert "first sign-in" not in body
+    assert "25 November 2026, 10:00 CET, with certificate" in body
+
+
 async def test_security_changes_need_a_fresh_strong_login(
     gateway: Any,
     browser_for: Any,
