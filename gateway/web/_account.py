@@ -58,7 +58,7 @@ from gateway.web._common import (
     show,
     update_session_data,
 )
-from gateway.web._formatting import date_for, time_for
+from gateway.web._formatting import date_for, duration_for, time_for
 from store import Level, User, record_audit, transaction
 
 ACCOUNT = f"{P}/account"
@@ -131,6 +131,7 @@ async def account_page(
             "session_method": identity.method,
             "fmt_time": lambda v: time_for(request, v),
             "fmt_date": lambda v: date_for(request, v),
+            "fresh_within": duration_for(request, ctx(request).settings.fresh_login),
             "settings": ctx(request).settings,
             "superseded_grace_days": _grace_days(request),
         },

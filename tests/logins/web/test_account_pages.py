@@ -3,6 +3,7 @@ banner, last login, security changes needing a fresh strong login, activation pa
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from datetime import timedelta
@@ -10,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pyotp
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.logins import hash_password
+from gateway.logins import LoginSettings, hash_password
 from store import Certificate, CertificateStatus, RevocationReason, User, transaction
 from tests.conftest import FakeClock, password_mail_for
 from tests.logins.web.test_password_pages import PASSWORD, login, set_password
@@ -361,3 +363,27 @@ def test_ca_authority_factory_needs_a_passphrase(
         ca_settings=ca_settings, secret_key=TEST_SECRET_KEY, clock=system_clock
     )
     assert make is not None and isinstance(make(sessions), CertificateAuthority)
+
+
+@pytest.mark.parametrize(
+    ("login_settings", "language", "words"),
+    [
+        (LoginSettings(fresh_login=timedelta(seconds=45)), "de", "weniger als 45 Sekunden zurück"),
+        (LoginSettings(fresh_login=timedelta(seconds=90)), "en", "within the last 90 seconds"),
+        (LoginSettings(fresh_login=timedelta(minutes=15)), "nl", "in de laatste 15 minuten"),
+    ],
+)
+async def test_the_download_hint_names_the_fresh_login_window_in_words(
+    gateway: Any,
+    browser_for: Any,
+    make_user: Any,
+    sessions: sessionmaker[Session],
+    login_settings: LoginSettings,
+    language: str,
+    words: str,
+) -> None:
+    """Issue 16: a sub-minute fresh_login read "weniger als 0 Minuten"."""
+    b = browser_for(await gateway(), language=language)
+    await logged_in(b, make_user, sessions)
+    _status, body = await b.get("/_gateway/account")
+    assert words in html.unescape(body), body
