@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -340,6 +340,13 @@ def see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
+def _next_minute(value: datetime) -> datetime:
+    """``value`` rounded up to a full minute: pages show minutes, and "try again from 06:53"
+    for 06:53:20 would name a minute in which trying again still fails (issue 16)."""
+    floor = value.replace(second=0, microsecond=0)
+    return floor if floor == value else floor + timedelta(minutes=1)
+
+
 def error_text(request: web.Request, error: Exception) -> str:
     """The translated message of a LoginError (times in the page's language)."""
     from gateway.logins._errors import LoginError
@@ -351,7 +358,9 @@ def error_text(request: web.Request, error: Exception) -> str:
         return catalogs.translate(language, "error.generic")
     params: dict[str, Any] = {}
     for name, value in error.params.items():
-        params[name] = time_for(request, value) if isinstance(value, datetime) else value
+        params[name] = (
+            time_for(request, _next_minute(value)) if isinstance(value, datetime) else value
+        )
     key = error.key
     if key == "error.password_rejected":
         key = f"error.password_rejected.{params.pop('reason')}"

@@ -7,6 +7,7 @@ import json
 import re
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -192,3 +193,20 @@ async def test_tan_steps_on_two_replicas_see_each_others_session_data(
     assert status == 303 and response.headers["Location"] == "/antrag"
     status, body = await on_a.get("/antrag")
     assert status == 200 and json.loads(body)["headers"]["x-brokergate-level"] == "basic"
+
+
+async def test_try_again_names_the_next_full_minute_in_local_time(
+    gateway: Any, browser_for: Any, make_user: Any, clock: FakeClock, login_settings: Any
+) -> None:
+    """Issue 16: "ab 06:53" for 06:53:20 named a minute in which trying again still fails."""
+    gw = await gateway()
+    make_user(email="anna@example.org", broker="60/123/4567")
+    b = browser_for(gw)
+    clock.advance(timedelta(seconds=20))
+    await start(b, "60/123/4567", "anna@example.org")
+    until = clock() + login_settings.tan_resend_interval  # seconds past a full minute
+    assert until.second == 20
+    status, body, _ = await start(b, "60/123/4567", "anna@example.org")
+    shown = (until.replace(second=0) + timedelta(minutes=1)).astimezone(ZoneInfo("Europe/Berlin"))
+    assert status == 401 and "Bitte warten Sie kurz" in body
+    assert f"{shown:%H:%M}" in body and "MEZ" in body, body
