@@ -160,6 +160,33 @@ async def test_each_front_format_signs_on(
     assert status == 200 and headers["X-Brokergate-Level"] == "strong"
 
 
+async def test_traefik_request_shape_is_answered_within_auth_response_headers(
+    start: Start, broker_pem: PemPair
+) -> None:
+    """What Traefik's ForwardAuth (deploy/traefik/dynamic.toml) sends: X-Forwarded-Method,
+    -Proto, -Host, -Uri, -For, and passTLSClientCert's URL-escaped PEM body without its
+    delimiters. Every identity header of the answer is one the example copies."""
+    from tests.gateway_proxy.test_forward_auth_examples import traefik_dynamic
+
+    base = await start(terminator_format="traefik")
+    pem = base64.b64encode(_der(broker_pem.certificate)).decode()
+    sent = {
+        "X-Forwarded-Method": "GET",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "portal.example",
+        "X-Forwarded-Uri": "/home?tab=1",
+        "X-Forwarded-For": "192.0.2.7",
+        "X-Forwarded-Tls-Client-Cert": quote(pem, safe=""),
+    }
+    status, headers, _ = await _ask(base, sent)
+    assert status == 200 and headers["X-Brokergate-Level"] == "strong"
+    copied = traefik_dynamic()["http"]["middlewares"]["brokergate-auth"]["forwardAuth"]
+    answered = {name for name in headers if name.lower().startswith("x-brokergate-")}
+    assert answered and answered <= set(copied["authResponseHeaders"])
+    assert "__Host-brokergate" in headers["Set-Cookie"]
+    assert copied["addAuthCookiesToResponse"] == ["__Host-brokergate"]
+
+
 async def test_session_cookie_of_the_sign_on_is_allowed_without_the_prompt(
     start: Start, broker_pem: PemPair
 ) -> None:
