@@ -29,7 +29,10 @@ _BANNER: contextvars.ContextVar[Markup | None] = contextvars.ContextVar(
 )
 
 
-_NAV: contextvars.ContextVar[Markup | None] = contextvars.ContextVar("logins_nav", default=None)
+# The request whose page gets the account menu (None: no menu, see drop_account_nav).
+_NAV: contextvars.ContextVar[web.Request | None] = contextvars.ContextVar(
+    "logins_nav", default=None
+)
 
 
 # Our stylesheet travels with the banner/menu: the core's pages do not link it.
@@ -47,7 +50,9 @@ def logins_middleware() -> Any:
 
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
-        token, nav_token = _BANNER.set(None), _NAV.set(None)
+        # The menu on every page of ours, also the ones shown for portal paths (the
+        # policy's 2FA prompt, step-up; issue 16): built when a page renders it.
+        token, nav_token = _BANNER.set(None), _NAV.set(request)
         try:
             await _note_certificate_login(request)
             if request.path.startswith(P) and not request.path.startswith(f"{P}/static/"):
@@ -95,20 +100,6 @@ async def _compute_banner(request: web.Request) -> None:
     # Restricted sessions are attributed to the firm, not proven to be this user: no banner.
     if identity is None or not identity.level.satisfies(Level.BASIC):
         return
-    from gateway.web._pages import CATALOGS
-
-    language = page_language(request)
-    catalogs = request.app[CATALOGS]
-    # seed 000: "Mein Konto / Abmelden" in the portal's menu.
-    _NAV.set(
-        _STYLE
-        + Markup('<nav class="account-nav" aria-label="{}"><a href="{}">{}</a></nav>').format(
-            catalogs.translate(language, "logins.nav.label"),
-            f"{P}/account",
-            catalogs.translate(language, "logins.nav.account"),
-        )
-    )
-
     banner = renewal_banner(request, await load_renewal_state(request, identity.user_id))
     if banner is not None:
         _BANNER.set(_STYLE + banner)
@@ -120,8 +111,30 @@ def expiry_banner() -> Markup:
 
 
 def account_nav() -> Markup:
-    """Jinja global used by ``base.html``: the "My account" link while a broker is logged in."""
-    return _NAV.get() or Markup("")
+    """Jinja global used by ``base.html``: the "My account" link while a broker is logged in
+    (basic or more: a restricted session is attributed to the firm, not proven to be this
+    user)."""
+    request = _NAV.get()
+    if request is None:
+        return Markup("")
+    try:
+        identity = request_state(request).identity
+    except RuntimeError:
+        return Markup("")
+    if identity is None or not identity.level.satisfies(Level.BASIC):
+        return Markup("")
+    from gateway.web._pages import CATALOGS
+
+    language = page_language(request)
+    catalogs = request.app[CATALOGS]
+    # seed 000: "Mein Konto / Abmelden" in the portal's menu.
+    return _STYLE + Markup(
+        '<nav class="account-nav" aria-label="{}"><a href="{}">{}</a></nav>'
+    ).format(
+        catalogs.translate(language, "logins.nav.label"),
+        f"{P}/account",
+        catalogs.translate(language, "logins.nav.account"),
+    )
 
 
 def drop_account_nav() -> None:

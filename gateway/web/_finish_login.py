@@ -23,6 +23,7 @@ from gateway.web._common import (
     page_url,
     see_other,
 )
+from gateway.web._language import remember_chosen_language
 from store import Level, User, transaction
 
 TAN_KEY = "logins.tan"  # session data: the TAN on its way (id, email, broker number)
@@ -51,6 +52,8 @@ async def finish_login(
         data.pop(key, None)
     method = session_method(method)
     await complete_login(request, user_id=user_id, level=level, method=method)
+    if level.satisfies(Level.BASIC):  # a restricted session is not proven to be the user
+        await remember_chosen_language(request, user_id)
     new_state = request_state(request).session
     assert new_state is not None
     new_state = await asyncio.to_thread(

@@ -9,7 +9,8 @@ For the logins helper (and anyone adding pages)::
 ``render_page`` adds ``t`` (translate into the page language), ``lang``, ``languages``,
 ``prefix`` (the reserved prefix), ``csrf`` (the session's token, if any) and
 ``login_options``. Templates extend ``base.html`` (blocks ``title``, ``content``,
-``header_extra``). Language: ``?lang=`` (de/en/nl), else Accept-Language, else the
+``header_extra``). Language: the broker's choice in the header's switch (the
+``__Host-bg-lang`` cookie, see ``gateway.web._language``), else Accept-Language, else the
 user's locale, else German.
 """
 
@@ -25,20 +26,28 @@ import jinja2
 from aiohttp import web
 
 from gateway._settings import RESERVED_PREFIX
+from gateway.auth._forward_auth import OriginalRequest
+from gateway.auth._middleware import ORIGINAL_REQUEST
 from gateway.auth._request_state import PAGE_CSRF, PAGE_LANGUAGE_HINT
 from gateway.web._i18n import LANGUAGES, Catalogs, negotiate_language
 
 __all__ = [
     "CATALOGS",
     "JINJA",
+    "LANGUAGE_COOKIE",
     "LOGIN_OPTIONS",
     "LoginOption",
+    "chosen_language",
     "page_language",
     "render_page",
     "safe_next",
 ]
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
+# The language the broker chose in the pages' switch (issue 16). __Host-: Secure, Path=/
+# (the pages shown for portal paths read it too), no Domain; like every __Host-bg… cookie
+# it is removed from the requests forwarded to the portal (gateway.proxy._header_rewrite).
+LANGUAGE_COOKIE = "__Host-bg-lang"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,9 +74,16 @@ def make_environment(extra_dirs: tuple[Path, ...] = ()) -> jinja2.Environment:
     )
 
 
+def chosen_language(request: web.Request) -> str | None:
+    """The language the broker chose in the switch (the cookie), if any."""
+    value = request.cookies.get(LANGUAGE_COOKIE, "")
+    return value if value in LANGUAGES else None
+
+
 def page_language(request: web.Request) -> str:
-    chosen = request.query.get("lang", "")
-    if chosen in LANGUAGES:
+    """The broker's choice, else Accept-Language, else the user's locale, else German."""
+    chosen = chosen_language(request)
+    if chosen is not None:
         return chosen
     return negotiate_language(
         request.headers.get("Accept-Language"), request.get(PAGE_LANGUAGE_HINT)
@@ -82,6 +98,17 @@ def safe_next(value: str | None) -> str:
     if parts.scheme or parts.netloc or any(ord(c) < 0x20 for c in value):
         return "/"
     return value
+
+
+def _here(request: web.Request, fallback: str) -> str:
+    """Where the language switch returns to: this page with its query (``next=`` above
+    all) when a GET shows it again, else ``fallback`` (the page's ``next``)."""
+    original = request.get(ORIGINAL_REQUEST)
+    if isinstance(original, OriginalRequest):  # forward-auth: the page is the portal path's
+        method, target = original.method, original.target
+    else:
+        method, target = request.method, request.path_qs
+    return safe_next(target if method in ("GET", "HEAD") else fallback)
 
 
 def render_page(
@@ -109,6 +136,7 @@ def render_page(
         "next": "",
     }
     values.update(context or {})
+    values.setdefault("here", _here(request, str(values["next"] or "/")))
     body = app[JINJA].get_template(template).render(values)
     response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
     response.headers["Content-Language"] = language

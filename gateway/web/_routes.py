@@ -28,6 +28,7 @@ from gateway.web import _broker_login as broker
 from gateway.web import _core_pages as core
 from gateway.web import _email_change as email_change
 from gateway.web import _endpoints as endpoints
+from gateway.web import _language as language
 from gateway.web import _login as login
 from gateway.web import _password_reset as password_reset
 from gateway.web import _prompt as prompt
@@ -134,6 +135,7 @@ CORE_ROUTES: tuple[Route, ...] = (
     ("POST", f"{P}/logout", core.logout_handler),
     ("POST", f"{P}/logout-everywhere", core.logout_everywhere_handler),
     ("POST", f"{P}/2fa/not-now", core.twofa_not_now_handler),
+    ("POST", f"{P}/language", language.language_submit),
 )
 """The core's pages: always there, with or without the login pages."""
 
