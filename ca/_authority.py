@@ -444,7 +444,9 @@ class CertificateAuthority:
             context={
                 "name": user.name,
                 "serial": serial_hex,
-                "not_after": cert.not_valid_after_utc.date().isoformat(),
+                # The moment, not its UTC date: the mail shows the date in the brokers'
+                # zone, as the pages do (23:30 UTC on 24 Nov is 25 Nov in Berlin; issue 16).
+                "not_after": cert.not_valid_after_utc.isoformat(),
                 "friendly_name": friendly,
                 "broker_number": user.organisation.broker_number,
             },

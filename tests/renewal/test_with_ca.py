@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.serialization import pkcs12
 from sqlalchemy import select
@@ -46,6 +47,27 @@ async def test_issued_certificate_password_arrives_and_opens_the_file(
     with transaction(sessions) as session:
         row = session.scalars(select(MailOutbox)).one()
         assert row.status is MailStatus.SENT and row.secret_sealed is None
+
+
+async def test_the_password_mail_names_the_expiry_date_in_the_brokers_zone(
+    authority: CertificateAuthority,
+    make_user: UserFactory,
+    make_delivery: DeliveryFactory,
+    smtp_server: SmtpServer,
+    clock: FakeClock,
+) -> None:
+    """Issued at 23:30 UTC, the certificate ends at 23:30 UTC too: the next day in Berlin,
+    which the pages show; the mail said the UTC date (issue 16)."""
+    clock.advance(timedelta(hours=14, minutes=30))  # 25 Nov 2026, 23:30 UTC
+    user = make_user(email="eva@example.org", locale="de")
+    issued = authority.issue_certificate(user.id, "test:ops")
+    local = issued.not_after.astimezone(ZoneInfo("Europe/Berlin"))
+    assert local.date() != issued.not_after.date(), "the test needs an expiry near midnight"
+    assert (await make_delivery().deliver_due()).sent == 1
+    [msg] = smtp_server.sink.messages
+    text = msg.get_body(preferencelist=("plain",))
+    assert text is not None
+    assert f"Gültig bis: {local:%d.%m.%Y}" in text.get_content()
 
 
 def test_reminders_follow_renewal_and_revocation(
