@@ -43,12 +43,15 @@ def send_activation(
     mail_sealer: Sealer,
     actor: str,
     now: datetime,
+    language: str | None = None,
 ) -> ActivationSent:
     """Queue an activation mail for ``user_id`` (caller's transaction, audited).
 
     Args:
         link_base: absolute URL the token is appended to, e.g.
             ``https://portal.example/_gateway/activate/``.
+        language: the mail's language when the broker asked on a page in a language they
+            chose (None: the user's stored locale).
 
     Raises:
         EnrolmentError: the account is disabled, or already active with a password.
@@ -73,7 +76,7 @@ def send_activation(
         session,
         kind="activation",
         to_addr=user.email,
-        locale=user.locale,
+        locale=language or user.locale,
         template="activation",
         context={"name": user.name, "valid_days": settings.activation_validity.days},
         secrets={"link": link_base.rstrip("/") + "/" + token},

@@ -32,9 +32,11 @@ def request_activation(
     settings: LoginSettings,
     client_addr: str | None,
     now: datetime,
+    language: str | None = None,
 ) -> bool:
     """Queue a new activation link if ``email`` and ``broker_number`` name one user who is
-    not activated yet (pending, or active without a password) and no limit is hit.
+    not activated yet (pending, or active without a password) and no limit is hit (in
+    ``language``, the one the broker chose on the page, else the user's locale).
 
     Returns:
         Whether a mail was queued — for tests only: the page must not depend on it.
@@ -80,5 +82,6 @@ def request_activation(
             mail_sealer=mail_sealer,
             actor=f"self:{client_addr or '-'}",
             now=now,
+            language=language,
         )
         return True

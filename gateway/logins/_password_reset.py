@@ -51,8 +51,10 @@ def request_password_reset(
     settings: LoginSettings,
     client_addr: str | None,
     now: datetime,
+    language: str | None = None,
 ) -> bool:
-    """Queue a reset link for the account of ``email``, if there is one and no limit is hit.
+    """Queue a reset link for the account of ``email``, if there is one and no limit is hit
+    (in ``language``, the one the broker chose on the page, else the user's locale).
 
     Returns:
         Whether a mail was queued — for tests and the audit only: the page must not
@@ -97,7 +99,7 @@ def request_password_reset(
             session,
             kind="password_reset_link",
             to_addr=user.email,
-            locale=user.locale,
+            locale=language or user.locale,
             template="password_reset_link",
             context={
                 "name": user.name,
@@ -141,10 +143,13 @@ def reset_password(
     client_addr: str | None,
     now: datetime,
     end_sessions: Callable[[Session, int], object] | None = None,
+    language: str | None = None,
 ) -> int:
     """Set the new password with the link's ``token`` (single use, audited, notice mailed).
 
     Args:
+        language: the notice's language, the one the broker chose on the page (None: the
+            user's stored locale).
         end_sessions: called with the transaction and the user id to end every web session
             of the user in the same transaction (``SessionStore.end_all_for_user``).
 
@@ -175,7 +180,7 @@ def reset_password(
             session,
             kind="password_reset_notice",
             to_addr=user.email,
-            locale=user.locale,
+            locale=language or user.locale,
             template="password_reset_notice",
             context={"name": user.name},
             secrets={},

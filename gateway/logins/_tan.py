@@ -155,8 +155,10 @@ def start_broker_login(
     tan_key: bytes,
     mail_sealer: Sealer,
     now: datetime,
+    language: str | None = None,
 ) -> TanSent | DeviceRecognised:
-    """First step: check number and email; recognise the browser or mail a TAN.
+    """First step: check number and email; recognise the browser or mail a TAN (in
+    ``language``, the one the broker chose on the page, else the user's locale).
 
     Raises:
         InvalidBrokerNumber, UnknownEmail, AccountNotActive: as in seed 001.
@@ -210,6 +212,7 @@ def start_broker_login(
                     mail_sealer=mail_sealer,
                     client_addr=client_addr,
                     now=now,
+                    language=language,
                 )
     assert failure is not None
     raise failure
@@ -224,6 +227,7 @@ def _send_tan(
     mail_sealer: Sealer,
     client_addr: str | None,
     now: datetime,
+    language: str | None = None,
 ) -> TanSent:
     # Only the newest TAN counts: void the earlier ones so "resend" does not multiply guesses.
     session.execute(
@@ -245,7 +249,7 @@ def _send_tan(
         session,
         kind="email_tan",
         to_addr=user.email,
-        locale=user.locale,
+        locale=language or user.locale,
         template="email_tan",
         context={
             "name": user.name,

@@ -41,6 +41,7 @@ from gateway.web._common import (
     update_session_data,
 )
 from gateway.web._finish_login import METHOD_RESTRICTED, TAN_KEY, finish_login
+from gateway.web._pages import chosen_language
 from store import Level
 
 # --- broker number + TAN (seed 001)
@@ -70,6 +71,7 @@ async def broker_submit(request: web.Request) -> web.StreamResponse:
             tan_key=c.tan_key,
             mail_sealer=c.outbox_sealer,
             now=now_of(request),
+            language=chosen_language(request),
         )
     except UnknownEmail as exc:
         return show(

@@ -15,6 +15,10 @@ The mails follow the users' stored locale (``users.locale``). It is written
 A form without a valid token (no session yet, a stale page) only sets the cookie: a
 preference cookie is no state change of the account, so it needs no token; the store is
 never written without one.
+
+Before a login, the mails a page asks for (the TAN, the password reset link and notice,
+an activation link) go out in the chosen language (``chosen_language``), without storing
+it: nobody has proven yet to be the user.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from gateway.web._common import (
     read_form,
     show,
 )
+from gateway.web._pages import chosen_language
 
 FORGOT = f"{P}/password/forgot"
 RESET = f"{P}{PASSWORD_RESET_PATH}"
@@ -70,6 +71,7 @@ async def forgot_submit(request: web.Request) -> web.StreamResponse:
         settings=c.settings,
         client_addr=client_addr(request),
         now=now_of(request),
+        language=chosen_language(request),
     )
     await asyncio.sleep(max(0.0, ANSWER_FLOOR - (time.monotonic() - started)))
     # SECURITY: one page for every outcome; the address typed is not echoed either.
@@ -118,6 +120,7 @@ async def reset_submit(request: web.Request) -> web.StreamResponse:
             client_addr=client_addr(request),
             now=now,
             end_sessions=lambda db, uid: store.end_all_for_user(uid, now, db=db),
+            language=chosen_language(request),
         )
     except PasswordResetLinkInvalid as exc:
         return show(
@@ -174,6 +177,7 @@ async def activation_request_submit(request: web.Request) -> web.StreamResponse:
         settings=c.settings,
         client_addr=client_addr(request),
         now=now_of(request),
+        language=chosen_language(request),
     )
     await asyncio.sleep(max(0.0, ANSWER_FLOOR - (time.monotonic() - started)))
     # SECURITY: one page for every outcome; nothing typed is echoed.

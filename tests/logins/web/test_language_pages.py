@@ -183,3 +183,39 @@ async def test_the_broker_login_page_has_one_heading(gateway: Any, browser_for: 
         main = page.split('<main id="main"', 1)[1]
         headings = re.findall(r"<h([1-6])[^>]*>(.*?)</h\1>", main, re.S)
         assert headings == [("1", title)], headings
+
+
+async def test_mails_asked_for_on_the_pages_follow_the_choice(
+    gateway: Any,
+    browser_for: Any,
+    make_user: Any,
+    sessions: sessionmaker[Session],
+    mailbox: Any,
+) -> None:
+    """Before any login the mail goes out in the language chosen on the page (the stored
+    locale would be German); the login then stores the choice."""
+    gw = await gateway()
+    uid = make_user(email="lotte@example.org", broker="60/123/4567", locale="de").id
+    b = browser_for(gw, language="de")
+    await b.get("/_gateway/login/broker?next=/antrag")
+    await choose(b, "nl", csrf=False)
+    status, _, _ = await start(b, "60/123/4567", "lotte@example.org")
+    assert status == 303
+    text = await mailbox.last_text()
+    assert "hierbij ontvangt u uw TAN" in text, text
+    assert locale_of(sessions, uid) == "de"  # nobody has proven to be the user yet
+    await b.get("/_gateway/login/broker/tan?next=/antrag")
+    status, _, _ = await b.post(
+        "/_gateway/login/broker/tan", {"tan": tan_from(text), "next": "/antrag"}, follow=False
+    )
+    assert status == 303 and locale_of(sessions, uid) == "nl"
+
+    other = browser_for(gw, language="nl")
+    await other.get("/_gateway/password/forgot")
+    await choose(other, "en", csrf=False)
+    await other.get("/_gateway/password/forgot")
+    status, _, _ = await other.post("/_gateway/password/forgot", {"email": "lotte@example.org"})
+    assert status == 200
+    text = await mailbox.last_text()
+    assert "chose “Forgot your password?”" in text, text
+    assert locale_of(sessions, uid) == "nl"  # asking for a mail stores nothing
