@@ -207,6 +207,21 @@ async def test_nobody_gets_401_with_the_login_page(start: Start) -> None:
     assert not [name for name in headers if name.lower().startswith("x-brokergate-")]
 
 
+async def test_the_login_page_speaks_the_chosen_language_and_switches_back_to_the_portal_path(
+    start: Start,
+) -> None:
+    """Issue 16: the front passes the browser's cookies; the language switch on the page
+    returns to the original request (with its query), not to /_gateway/auth."""
+    base = await start()
+    status, _, text = await _ask(
+        base,
+        {**_original("/antrag?x=1&y=2"), "Accept-Language": "de"},
+        cookies={"__Host-bg-lang": "nl"},
+    )
+    assert status == 401 and '<html lang="nl">' in text and "<title>Inloggen" in text
+    assert 'name="back" value="/antrag?x=1&amp;y=2"' in text
+
+
 async def test_unknown_ca_certificate_gets_403_with_the_certificate_page(
     start: Start, tmp_path: Path
 ) -> None:
