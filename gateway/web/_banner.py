@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from markupsafe import Markup
 
+from gateway.auth._certificate_identity import Identity
 from gateway.auth._middleware import request_state
 from gateway.logins._certificates import (
     note_certificate_used,
@@ -91,14 +92,21 @@ async def _note_certificate_login(request: web.Request) -> None:
     c.noted_certificates.add(fingerprint)
 
 
-async def _compute_banner(request: web.Request) -> None:
+def _proven_user(request: web.Request) -> Identity | None:
+    """Who the banner and the menu are for: a session of basic or more. A restricted one
+    is attributed to the firm, not proven to be this user: no banner, no menu."""
     try:
-        state = request_state(request)
+        identity = request_state(request).identity
     except RuntimeError:
-        return
-    identity = state.identity
-    # Restricted sessions are attributed to the firm, not proven to be this user: no banner.
+        return None
     if identity is None or not identity.level.satisfies(Level.BASIC):
+        return None
+    return identity
+
+
+async def _compute_banner(request: web.Request) -> None:
+    identity = _proven_user(request)
+    if identity is None:
         return
     banner = renewal_banner(request, await load_renewal_state(request, identity.user_id))
     if banner is not None:
@@ -115,13 +123,7 @@ def account_nav() -> Markup:
     (basic or more: a restricted session is attributed to the firm, not proven to be this
     user)."""
     request = _NAV.get()
-    if request is None:
-        return Markup("")
-    try:
-        identity = request_state(request).identity
-    except RuntimeError:
-        return Markup("")
-    if identity is None or not identity.level.satisfies(Level.BASIC):
+    if request is None or _proven_user(request) is None:
         return Markup("")
     from gateway.web._pages import CATALOGS
 
