@@ -93,6 +93,8 @@ async def test_the_tick_decides_whether_remembered_browsers_are_forgotten(
     await login(b, "anna@example.org")
     status, body = await b.get("/_gateway/account")
     assert status == 200 and TICK not in body
+    status, body, _ = await b.post("/_gateway/logout", {})  # the same page, without the line
+    assert status == 200 and "ebenfalls vergessen" not in body
 
 
 @pytest.mark.parametrize("language", ["en", "nl"])
