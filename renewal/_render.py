@@ -54,6 +54,7 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "email_change_notice": (("name", "new_email"), ()),
     "password_reset_link": (("name",), ("link",)),
     "password_reset_notice": (("name",), ()),
+    "second_factor_reset_notice": (("name",), ()),
     "generic": (("subject", "body"), ()),
 }
 

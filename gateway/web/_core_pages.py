@@ -92,8 +92,10 @@ async def logout_handler(request: web.Request) -> web.StreamResponse:
 async def logout_everywhere_handler(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
-    await logout_everywhere(request)
-    return render_page(request, "logged_out.html")
+    # The account page's tick "Auch gespeicherte Browser vergessen" (issue 14).
+    forget_devices = form.get("forget_devices") == "yes"
+    await logout_everywhere(request, forget_devices=forget_devices)
+    return render_page(request, "logged_out.html", {"devices_forgotten": forget_devices})
 
 
 async def twofa_not_now_handler(request: web.Request) -> web.StreamResponse:

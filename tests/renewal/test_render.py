@@ -33,6 +33,7 @@ CONTEXTS = {
     "email_change_notice": {"name": "Erika Mustermann", "new_email": "n***@example.test"},
     "password_reset_link": {"name": "Erika Mustermann", "valid_minutes": 30},
     "password_reset_notice": {"name": "Erika Mustermann"},
+    "second_factor_reset_notice": {"name": "Erika Mustermann"},
     "generic": {"subject": "Wartung am Samstag", "body": "Erster Absatz.\n\nZweiter Absatz."},
 }
 SECRETS = {
@@ -55,6 +56,7 @@ MARKERS = {
         "email_change_notice": "auf n***@example.test",
         "password_reset_link": "30 Minuten gültig",
         "password_reset_notice": "Alle anderen Anmeldungen wurden beendet",
+        "second_factor_reset_notice": "Ihre Maklerbetreuung hat soeben die Zwei-Faktor-Anmeldung",
         "generic": "Mit freundlichen Grüßen",
     },
     "en": {
@@ -66,6 +68,7 @@ MARKERS = {
         "email_change_notice": "to n***@example.test",
         "password_reset_link": "valid for 30 minutes",
         "password_reset_notice": "All other sign-ins were ended",
+        "second_factor_reset_notice": "support has just reset the two-factor sign-in",
         "generic": "Kind regards",
     },
     "nl": {
@@ -77,6 +80,7 @@ MARKERS = {
         "email_change_notice": "naar n***@example.test",
         "password_reset_link": "30 minuten geldig",
         "password_reset_notice": "Alle andere aanmeldingen zijn beëindigd",
+        "second_factor_reset_notice": "heeft zojuist de tweefactorauthenticatie",
         "generic": "Met vriendelijke groet",
     },
 }
