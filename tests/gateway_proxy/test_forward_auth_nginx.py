@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pyotp
@@ -62,15 +62,15 @@ def forward_auth_app(
     upstream_url: str,
     clock: FakeClock,
     authority: CertificateAuthority,
-) -> Callable[[], web.Application]:
-    """``forward_auth_app()``: the real gateway app in forward-auth mode behind nginx, with
-    the login and account pages as `brokergate gateway` has them; on the CA's clock (nginx
-    checks validity against the real one)."""
+) -> Callable[..., web.Application]:
+    """``forward_auth_app()``: the real gateway app in forward-auth mode behind nginx (or
+    ``terminator_format="caddy"``), with the login and account pages as `brokergate
+    gateway` has them; on the CA's clock (the front checks validity against the real one)."""
 
-    def make() -> web.Application:
+    def make(terminator_format: Literal["nginx", "caddy"] = "nginx") -> web.Application:
         settings = GatewaySettings(
             upstream_url=upstream_url,
-            terminator_format="nginx",
+            terminator_format=terminator_format,
             forward_auth=True,
             trusted_proxies=("127.0.0.1/32",),
             public_url="https://127.0.0.1",
@@ -91,7 +91,7 @@ def forward_auth_app(
 
 @pytest.fixture
 def front_for(
-    forward_auth_app: Callable[[], web.Application],
+    forward_auth_app: Callable[..., web.Application],
     server_pem: PemPair,
     upstream_url: str,
     tmp_path: Path,
