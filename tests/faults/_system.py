@@ -307,12 +307,45 @@ class System:
     def start_gateway(self, name: str, *, workers: int = 1) -> Replica:
         port, metrics_port = free_port(), free_port_run(workers)
         front_port = free_port() if self.front == "nginx" else None
+        replica = self._serve(
+            name, workers=workers, port=port, metrics_port=metrics_port, public=front_port or port
+        )
+        if front_port is not None:
+            replica.front = self._start_nginx(name, gateway_port=port, listen_port=front_port)
+            replica.front_port = front_port
+        self.replicas[name] = replica
+        return replica
+
+    def restart_gateway(self, name: str) -> Replica:
+        """``brokergate gateway serve`` of a replica that was killed, again on its ports; its
+        nginx (forward-auth) stays as it was. Returns once every worker is ready."""
+        old = self.replicas[name]
+        if old.alive:
+            raise AssertionError(f"gateway {name} is still running (pid {old.proc.pid})")
+        replica = self._serve(
+            name,
+            workers=old.workers,
+            port=old.port,
+            metrics_port=old.metrics_port,
+            public=old.front_port or old.port,
+        )
+        replica.front, replica.front_port = old.front, old.front_port
+        self.replicas[name] = replica
+        return replica
+
+    def _serve(
+        self, name: str, *, workers: int, port: int, metrics_port: int, public: int
+    ) -> Replica:
+        """``brokergate gateway serve`` on ``port``; brokers reach it on ``public`` (its own
+        port, or its nginx's)."""
         env = {
             "BROKERGATE_GATEWAY__PORT": str(port),
             "BROKERGATE_GATEWAY__METRICS_PORT": str(metrics_port),
-            "BROKERGATE_GATEWAY__PUBLIC_URL": f"https://127.0.0.1:{front_port or port}",
+            "BROKERGATE_GATEWAY__PUBLIC_URL": f"https://127.0.0.1:{public}",
         }
         args = [sys.executable, "-m", "brokergate", "gateway", "serve", "--workers", str(workers)]
+        log = self.root / f"gateway-{name}.log"
+        ready_before = log.read_text(errors="replace").count(READY) if log.exists() else 0
         process = self._spawn(f"gateway-{name}", args, env)
         replica = Replica(
             name=process.name,
@@ -323,15 +356,11 @@ class System:
             workers=workers,
         )
         wait_for(
-            lambda: replica.output.count(READY) >= workers,
+            lambda: replica.output.count(READY) >= ready_before + workers,
             START_TIMEOUT,
             f"{workers} worker(s) of gateway {name}",
             replica,
         )
-        if front_port is not None:
-            replica.front = self._start_nginx(name, gateway_port=port, listen_port=front_port)
-            replica.front_port = front_port
-        self.replicas[name] = replica
         return replica
 
     def _start_nginx(self, name: str, *, gateway_port: int, listen_port: int) -> Process:
