@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.logins._errors import SetupCodeInvalid, TooSoon
+from gateway.logins._errors import TooSoon
 from gateway.logins._tokens import keyed_hash, same
 from gateway.regulation._limits import Limits
 from gateway.regulation._throttles import (
@@ -211,12 +211,6 @@ def audit_code_entry(
             client_addr=client_addr,
             details={"reason": check.why} if check.why else None,
         )
-
-
-def raise_for(check: CodeCheck) -> None:
-    """Raise the page's error for a failed :class:`CodeCheck`."""
-    if check.why is not None:
-        raise SetupCodeInvalid(check.why, attempts_left=check.attempts_left)
 
 
 def verified_record(user_id: int, now: datetime) -> dict[str, Any]:
