@@ -118,7 +118,11 @@ async def _step_one(
 ) -> web.Response:
     facts = await asyncio.to_thread(_user_facts, request, user_id)
     record = _session_data(request).get(SETUP_CODE_KEY)
-    pending = isinstance(record, dict) and record.get("user_id") == user_id
+    pending = (
+        isinstance(record, dict)
+        and record.get("user_id") == user_id
+        and _expiry(record) > now_of(request)
+    )
     return show(
         request,
         "twofa_setup.html",
