@@ -99,6 +99,7 @@ async def test_twofa_set_up_with_the_mailed_code_and_totp_then_the_next_login_as
     sessions: sessionmaker[Session],
     mailbox: Any,
     chromes: list[Chrome],
+    screenshots: Path,
     tmp_path: Path,
     clock: FakeClock,
 ) -> None:
@@ -116,6 +117,7 @@ async def test_twofa_set_up_with_the_mailed_code_and_totp_then_the_next_login_as
     assert "Verify once with a code sent by email" in page and "bert@example.org" in page
     page = await chrome.click("button[value=send]")
     assert "We have sent a 6-digit code to bert@example.org" in page
+    await chrome.screenshot(screenshots / "twofa-setup-1.png")
     code = await mailed_setup_code(mailbox)
     await chrome.fill("f-setup-code", f"{(int(code) + 1) % 10**6:06d}")
     page = await chrome.click("button[value=confirm]")
@@ -124,6 +126,7 @@ async def test_twofa_set_up_with_the_mailed_code_and_totp_then_the_next_login_as
     page = await chrome.click("button[value=confirm]")
     # Step 2: the authenticator app.
     assert "Choose a two-factor method" in page and 'aria-current="step"' in page
+    await chrome.screenshot(screenshots / "twofa-setup-2.png")
     page = await chrome.click("#setup-totp")
     assert "Set up the authenticator app" in page and "<svg" in page
     secret = TOTP_KEY.search(page).group(1).replace(" ", "")  # type: ignore[union-attr]
