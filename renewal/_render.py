@@ -55,6 +55,7 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "password_reset_link": (("name",), ("link",)),
     "password_reset_notice": (("name",), ()),
     "second_factor_reset_notice": (("name",), ()),
+    "twofa_setup_code": (("name",), ("code",)),
     "generic": (("subject", "body"), ()),
 }
 

@@ -24,6 +24,7 @@ from gateway.web._formatting import time_for
 from gateway.web._pages import (
     render_page,
     safe_next,
+    step_up_context,
 )
 from store import (
     Level,
@@ -72,7 +73,9 @@ async def step_up_page(request: web.Request) -> web.StreamResponse:
     required = request.query.get("level", Level.STRONG.value)
     if required not in {level.value for level in Level}:
         required = Level.STRONG.value
-    return render_page(request, "step_up.html", {"next": next_path, "required": required})
+    return render_page(
+        request, "step_up.html", step_up_context(request, next_path=next_path, required=required)
+    )
 
 
 async def certificate_page(request: web.Request) -> web.StreamResponse:

@@ -38,6 +38,8 @@ from tests.gateway_proxy._nginx import (
     running_nginx,
 )
 from tests.gateway_proxy.conftest import start_site
+from tests.logins.web.conftest import mailbox  # noqa: F401  (the SMTP sink fixture)
+from tests.logins.web.setup_steps import mailed_setup_code
 from tests.logins.web.test_password_pages import set_password
 from tests.polling import async_wait_for
 
@@ -344,6 +346,7 @@ async def test_password_and_totp_login_through_nginx(
     make_user: UserFactory,
     sessions: sessionmaker[Session],
     clock: FakeClock,
+    mailbox: Any,  # noqa: F811  (the imported fixture)
 ) -> None:
     set_password(sessions, make_user(email="anna@example.org").id, "correct horse battery")
     login = {"identifier": "anna@example.org", "password": "correct horse battery"}
@@ -354,6 +357,16 @@ async def test_password_and_totp_login_through_nginx(
         assert (await enrol.get("/_gateway/login/password?next=/echo/home"))[0] == 200
         status, _ = await enrol.post("/_gateway/login/password", {**login, "next": "/echo/home"})
         assert status == 303
+        # Step 1 of the 2FA set-up (issue 14): the code mailed to the SMTP sink.
+        assert (await enrol.get("/_gateway/2fa/setup?next=/echo/home"))[0] == 200
+        status, location = await enrol.post("/_gateway/2fa/setup", {"action": "send"})
+        assert status == 303, enrol.last
+        await enrol.get(location)
+        code = await mailed_setup_code(mailbox)
+        status, location = await enrol.post(
+            "/_gateway/2fa/setup", {"action": "confirm", "code": code}
+        )
+        assert status == 303 and location.startswith("/_gateway/2fa/setup/method"), enrol.last
         status, body = await enrol.get("/_gateway/account/totp")
         key = re.search(r'id="totp-key" class="key">([A-Z2-7 ]+)<', body)
         assert status == 200 and key, body

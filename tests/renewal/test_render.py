@@ -34,6 +34,7 @@ CONTEXTS = {
     "password_reset_link": {"name": "Erika Mustermann", "valid_minutes": 30},
     "password_reset_notice": {"name": "Erika Mustermann"},
     "second_factor_reset_notice": {"name": "Erika Mustermann"},
+    "twofa_setup_code": {"name": "Erika Mustermann", "valid_minutes": 15},
     "generic": {"subject": "Wartung am Samstag", "body": "Erster Absatz.\n\nZweiter Absatz."},
 }
 SECRETS = {
@@ -44,6 +45,7 @@ SECRETS = {
         "link": "https://portal.example.test/_gateway/account/email/confirm/abc"
     },
     "password_reset_link": {"link": "https://portal.example.test/_gateway/password/reset/abc"},
+    "twofa_setup_code": {"code": "402913"},
 }
 # One phrase per locale that only that language's version of each template contains.
 MARKERS = {
@@ -57,6 +59,7 @@ MARKERS = {
         "password_reset_link": "30 Minuten gültig",
         "password_reset_notice": "Alle anderen Anmeldungen wurden beendet",
         "second_factor_reset_notice": "Ihre Maklerbetreuung hat soeben die Zwei-Faktor-Anmeldung",
+        "twofa_setup_code": "Ihr Code: 402913",
         "generic": "Mit freundlichen Grüßen",
     },
     "en": {
@@ -69,6 +72,7 @@ MARKERS = {
         "password_reset_link": "valid for 30 minutes",
         "password_reset_notice": "All other sign-ins were ended",
         "second_factor_reset_notice": "support has just reset the two-factor sign-in",
+        "twofa_setup_code": "Your code: 402913",
         "generic": "Kind regards",
     },
     "nl": {
@@ -81,6 +85,7 @@ MARKERS = {
         "password_reset_link": "30 minuten geldig",
         "password_reset_notice": "Alle andere aanmeldingen zijn beëindigd",
         "second_factor_reset_notice": "heeft zojuist de tweefactorauthenticatie",
+        "twofa_setup_code": "Uw code: 402913",
         "generic": "Met vriendelijke groet",
     },
 }
