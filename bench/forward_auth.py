@@ -5,9 +5,12 @@ client certificate from our CA (EC chain), and one nginx worker on the server CP
 
 * **nginx alone**: an mTLS reverse proxy verifying our chain (``ssl_verify_client on``);
 * **forward-auth**: the shipped ``deploy/nginx/forward-auth.conf`` (only its ADAPT lines
-  changed), asking the real gateway application (one asyncio worker, plain HTTP on
-  loopback, pinned to the same server CPU) on ``/_gateway/auth`` — once with the shipped
-  2 s decision cache, once with ``proxy_cache`` removed.
+  changed; nginx keeps its connections to the gateway alive, ``keepalive 32``), asking the
+  real gateway application as ``brokergate gateway`` composes it (one asyncio worker, plain
+  HTTP on loopback, pinned to the same server CPU) on ``/_gateway/auth`` — once with the
+  shipped 2 s decision cache, once with ``proxy_cache`` removed.
+
+The Caddy pair is ``bench.forward_auth_caddy``.
 
 The client keeps its cookie, as a browser does: one certificate login (SSO) through the
 front first, then ``ab -C`` sends that session with every request. Without it every
@@ -79,23 +82,29 @@ def forward_auth_block(
 
 
 def serve_forward_auth(spec: dict[str, object]) -> int:
-    """The real application in forward-auth mode, plain HTTP on loopback, one worker."""
+    """The real application in forward-auth mode, plain HTTP on loopback, one worker, with
+    the login pages' extension as ``brokergate gateway`` has it (its middleware runs on
+    every decision too)."""
     from aiohttp import web
 
-    from gateway import GatewayMetrics, GatewaySettings, gateway_app_factory
+    from gateway import GatewayMetrics, GatewaySettings, gateway_app_factory, setup_logins
+    from gateway.logins import LoginSettings
 
     settings = GatewaySettings(
         host="127.0.0.1",
         port=int(str(spec["port"])),
         upstream_url=str(spec["upstream"]),
-        public_url=f"https://127.0.0.1:{spec['front_port']}",
-        terminator_format="nginx",
+        public_url=str(spec.get("public_url", f"https://127.0.0.1:{spec['front_port']}")),
+        terminator_format=str(spec.get("terminator", "nginx")),  # type: ignore[arg-type]
         forward_auth=True,
         trusted_proxies=("127.0.0.1/32",),
         metrics_port=0,
     )
     factory = gateway_app_factory(
-        settings=settings, store_url=str(spec["store_url"]), secret_key=SECRET
+        settings=settings,
+        store_url=str(spec["store_url"]),
+        secret_key=SECRET,
+        extensions=[setup_logins(settings=LoginSettings(), secret_key=SECRET)],
     )
     web.run_app(
         factory(None, GatewayMetrics()),
