@@ -14,11 +14,14 @@ import base64
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,12 +32,14 @@ from gateway._metrics import GatewayMetrics
 from gateway._service import gateway_app_factory
 from gateway._settings import GatewaySettings
 from gateway._state import FACTORY, SETTINGS
+from gateway.auth import _terminator as terminator
 from gateway.auth._request_state import SESSIONS, TRUST
 from gateway.auth._sessions import Sessions
+from gateway.auth._terminator import ForwardedCertificateInvalid, ForwardedCertificates
 from gateway.logins import LoginSettings
 from store import Certificate, Level, RevocationReason
 from tests.conftest import TEST_SECRET_KEY, FakeClock
-from tests.gateway_proxy._certs import PemPair
+from tests.gateway_proxy._certs import PemPair, own_ca_pair
 from tests.gateway_proxy.conftest import start_site
 
 AUTH = "/_gateway/auth"
@@ -143,6 +148,23 @@ async def test_a_known_session_and_certificate_are_decided_without_sql(
         assert statements == []
 
 
+async def test_a_certificate_without_cookie_is_decided_without_sql(
+    front: Front, broker_pem: PemPair
+) -> None:
+    """Behind Caddy the browser never gets the SSO cookie (forward_auth drops Set-Cookie on
+    a 2xx): each decision finds the certificate's session in memory again."""
+    jar = aiohttp.DummyCookieJar()  # keeps nothing, as the browser behind Caddy
+    async with front() as (base, _app, counter), aiohttp.ClientSession(cookie_jar=jar) as client:
+        cert = {"Client-Cert": _client_cert(broker_pem)}
+        for uri in ("/home", "/antrag?x=1"):
+            assert (await _decide(client, base, cert, uri)).status == 200
+        with counter.counting() as statements:
+            for uri in ("/home", "/antrag?x=1") * 10:
+                resp = await _decide(client, base, cert, uri)
+                assert resp.status == 200 and resp.headers["X-Brokergate-Level"] == "strong"
+        assert statements == []
+
+
 async def _warm(client: aiohttp.ClientSession, base: str, cert: dict[str, str]) -> dict[str, str]:
     first = await _decide(client, base, cert)
     assert first.status == 200
@@ -194,3 +216,69 @@ def _user_id(sessions: sessionmaker[Session], pem: PemPair) -> int:
     with sessions() as db:
         row = db.scalars(select(Certificate).where(Certificate.serial == serial)).one()
         return int(row.user_id)
+
+
+# --- the forwarded certificate header is decoded once per distinct value
+
+
+def _from_loopback(header: str, value: str) -> web.Request:
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        ("127.0.0.1", 40000) if name == "peername" else default
+    )
+    return make_mocked_request("GET", AUTH, headers={header: value}, transport=transport)
+
+
+def _rfc9440_settings() -> GatewaySettings:
+    return GatewaySettings(
+        upstream_url="http://127.0.0.1:9",
+        terminator_format="rfc9440",
+        forward_auth=True,
+        trusted_proxies=("127.0.0.1/32",),
+    )
+
+
+def test_a_forwarded_certificate_is_decoded_once_per_value(
+    broker_pem: PemPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real = terminator.parse_forwarded_certificate
+
+    def counted(value: str, terminator_format: str, *, header: str = "") -> Any:
+        calls.append(value)
+        return real(value, terminator_format, header=header)
+
+    monkeypatch.setattr(terminator, "parse_forwarded_certificate", counted)
+    source = ForwardedCertificates(_rfc9440_settings())
+    ours, other = _client_cert(broker_pem), _client_cert(own_ca_pair(tmp_path, "x", server=False))
+    der = broker_pem.certificate.public_bytes(serialization.Encoding.DER)
+    for _ in range(5):
+        assert source(_from_loopback("Client-Cert", ours)) == der
+        assert source(_from_loopback("Client-Cert", other)) != der
+    assert calls == [ours, other]
+    # A value that is no certificate is refused every time, never remembered as "none".
+    for _ in range(2):
+        with pytest.raises(ForwardedCertificateInvalid):
+            source(_from_loopback("Client-Cert", ":bm90IGEgY2VydA==:"))
+    assert len(source) == 2
+    # SECURITY: from a peer outside trusted_proxies the remembered value proves nothing.
+    untrusted = ForwardedCertificates(
+        GatewaySettings(
+            upstream_url="http://127.0.0.1:9",
+            terminator_format="rfc9440",
+            forward_auth=True,
+            trusted_proxies=("10.255.255.1/32",),
+        )
+    )
+    assert untrusted(_from_loopback("Client-Cert", ours)) is None
+
+
+def test_the_forwarded_certificate_memo_is_bounded(broker_pem: PemPair, tmp_path: Path) -> None:
+    source = ForwardedCertificates(_rfc9440_settings(), limit=3, value_limit=4096)
+    values = [_client_cert(own_ca_pair(tmp_path / str(n), f"c{n}", server=False)) for n in range(7)]
+    for value in values:
+        source(_from_loopback("Client-Cert", value))
+        assert len(source) <= 3
+    short = ForwardedCertificates(_rfc9440_settings(), value_limit=10)
+    assert short(_from_loopback("Client-Cert", values[0])) is not None
+    assert len(short) == 0  # too long to remember: decoded each time
