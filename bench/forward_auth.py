@@ -8,7 +8,10 @@ client certificate from our CA (EC chain), and one nginx worker on the server CP
   changed; nginx keeps its connections to the gateway alive, ``keepalive 32``), asking the
   real gateway application as ``brokergate gateway`` composes it (one asyncio worker, plain
   HTTP on loopback, pinned to the same server CPU) on ``/_gateway/auth`` — once with the
-  shipped 2 s decision cache, once with ``proxy_cache`` removed.
+  shipped 2 s decision cache, once with ``proxy_cache`` removed;
+* **auth_request's ceiling**: the same config without the cache, its subrequest answered
+  ``200`` by the static upstream nginx instead of the gateway: what nginx's own subrequest
+  costs when the decision costs nothing.
 
 The Caddy pair is ``bench.forward_auth_caddy``.
 
@@ -155,6 +158,25 @@ def main() -> None:
                         results.setdefault(f"alone-{keepalive}", []).append(
                             run_ab(url, material, keepalive=keepalive, server_pid=proc.pid)
                         )
+                # The ceiling of auth_request itself: the subrequest answered 200 by the
+                # static upstream nginx (on the load CPU), no decision, no cache.
+                port = free_port()
+                block = forward_auth_block(
+                    port=port,
+                    gateway_port=upstream_port,
+                    upstream_port=upstream_port,
+                    material=material,
+                    cache=None,
+                )
+                with running(
+                    nginx_command(folder / "static", block, SERVER_CPU),
+                    port,
+                    folder / "static.log",
+                ) as proc:
+                    url = f"https://127.0.0.1:{port}/portal/start"
+                    results.setdefault("static-True", []).append(
+                        run_ab(url, material, keepalive=True, server_pid=proc.pid)
+                    )
                 for name, use_cache in (("cache", cache), ("nocache", None)):
                     port, gateway_port = free_port(), free_port()
                     spec = {
@@ -211,6 +233,8 @@ def main() -> None:
             f"  {label}: alone {alone:,.0f}/s | forward-auth, cache on {cached:,.0f}/s "
             f"= {cached / alone:.2f}x | cache off {uncached:,.0f}/s = {uncached / alone:.2f}x"
         )
+    static = _rate(results["static-True"]) / _rate(results["alone-True"])
+    print(f"  auth_request ceiling (a static nginx answers 200; keep-alive): {static:.2f}x")
     print(f"  failed or non-2xx requests: {failed}")
 
 
