@@ -10,8 +10,8 @@ client certificate from our CA (EC chain), and one nginx worker on the server CP
   HTTP on loopback, pinned to the same server CPU) on ``/_gateway/auth`` — once with the
   shipped 2 s decision cache, once with ``proxy_cache`` removed;
 * **auth_request's ceiling**: the same config without the cache, its subrequest answered
-  ``200`` by the static upstream nginx instead of the gateway: what nginx's own subrequest
-  costs when the decision costs nothing.
+  ``return 200`` by the front nginx itself: what nginx's own subrequest costs when the
+  decision costs nothing.
 
 The Caddy pair is ``bench.forward_auth_caddy``.
 
@@ -81,6 +81,18 @@ def forward_auth_block(
         )
         if count != 4:
             raise RuntimeError(f"{CONFIG.name}: the decision cache lines not found")
+    return text
+
+
+def _answered_in_place(block: str) -> str:
+    """The config with its decision subrequest answered ``200`` by nginx itself."""
+    text, count = re.subn(
+        r"(location = /_gateway/auth \{\s*internal;\s*)proxy_pass http://brokergate_gateway;",
+        r"\1return 200;",
+        block,
+    )
+    if count != 1:
+        raise RuntimeError(f"{CONFIG.name}: the decision location not found")
     return text
 
 
@@ -159,14 +171,16 @@ def main() -> None:
                             run_ab(url, material, keepalive=keepalive, server_pid=proc.pid)
                         )
                 # The ceiling of auth_request itself: the subrequest answered 200 by the
-                # static upstream nginx (on the load CPU), no decision, no cache.
+                # front nginx itself (no decision, no cache, no connection to anybody).
                 port = free_port()
-                block = forward_auth_block(
-                    port=port,
-                    gateway_port=upstream_port,
-                    upstream_port=upstream_port,
-                    material=material,
-                    cache=None,
+                block = _answered_in_place(
+                    forward_auth_block(
+                        port=port,
+                        gateway_port=upstream_port,
+                        upstream_port=upstream_port,
+                        material=material,
+                        cache=None,
+                    )
                 )
                 with running(
                     nginx_command(folder / "static", block, SERVER_CPU),
@@ -234,7 +248,7 @@ def main() -> None:
             f"= {cached / alone:.2f}x | cache off {uncached:,.0f}/s = {uncached / alone:.2f}x"
         )
     static = _rate(results["static-True"]) / _rate(results["alone-True"])
-    print(f"  auth_request ceiling (a static nginx answers 200; keep-alive): {static:.2f}x")
+    print(f"  auth_request ceiling (nginx answers the subrequest itself): {static:.2f}x")
     print(f"  failed or non-2xx requests: {failed}")
 
 
