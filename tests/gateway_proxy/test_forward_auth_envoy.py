@@ -232,3 +232,49 @@ def test_the_shipped_envoy_config_keeps_the_promises() -> None:
     assert order == sorted(order)
     for name in ("x%-brokergate%-", "client%-cert", "x%-ssl%-client%-", "x%-forwarded%-tls%-"):
         assert name in text, name
+
+
+def _title(page: str) -> str:
+    return page.split("<title>", 1)[1].split("<", 1)[0] if "<title>" in page else ""
+
+
+async def test_the_envoy_form_decides_as_the_forwarded_headers_form(
+    start: Start, broker_pem: PemPair, tmp_path: Path
+) -> None:
+    """One decision, two spellings: for each case the Envoy form and /_gateway/auth (the
+    X-Forwarded-* form, from the same trusted peer) allow the same requests, with the same
+    identity, and refuse the others with the same page (nginx's form maps its status)."""
+    base = await start(
+        routes=(
+            RouteRule(prefix="/public", level=Level.ANONYMOUS),
+            RouteRule(prefix="/antrag", level=Level.STRONG, methods=("POST",)),
+        )
+    )
+    other = own_ca_pair(tmp_path, "other", server=False).certificate
+    cases: list[tuple[str, str, x509.Certificate | None]] = [
+        ("GET", "/public?x=1", None),
+        ("GET", "/home", None),
+        ("GET", "/home", broker_pem.certificate),
+        ("POST", "/antrag", None),
+        ("POST", "/antrag", broker_pem.certificate),
+        ("GET", "/home", other),
+        ("GET", "/a%2Fb", None),
+        ("GET", "/_gateway/account", broker_pem.certificate),
+    ]
+    for method, target, cert in cases:
+        envoy = await _check(base, target, method=method, cert=cert)
+        headers = {"X-Forwarded-Method": method, "X-Forwarded-Uri": target}
+        headers["X-Forwarded-Host"] = "portal.example"
+        if cert is not None:
+            headers["X-Forwarded-Client-Cert"] = _xfcc(cert)
+        async with aiohttp.ClientSession() as client:
+            async with client.get(base + "/_gateway/auth", headers=headers) as resp:
+                forwarded = (resp.status, dict(resp.headers), await resp.text())
+        case = f"{method} {target} {'cert' if cert is not None else ''}"
+        assert (envoy[0] == 200) == (forwarded[0] == 200), case
+        if envoy[0] == 200:
+            for name in ("X-Brokergate-Level", "X-Brokergate-User-Id", "X-Brokergate-Method"):
+                assert envoy[1].get(name) == forwarded[1].get(name), (case, name)
+        else:
+            assert _title(envoy[2]) == _title(forwarded[2]), case
+            assert forwarded[0] in (401, 403), case  # nginx's auth_request statuses
