@@ -49,7 +49,7 @@ from gateway.auth._certificate_identity import (
     evaluate_certificate,
     handshake_result,
 )
-from gateway.auth._forward_auth import FORWARD_AUTH_ROUTE, OriginalRequest, original_request
+from gateway.auth._forward_auth import OriginalRequest, decision_request
 from gateway.auth._presented import CLIENT_CERTIFICATE_DER_LIMIT
 from gateway.auth._request_state import (
     CERTIFICATE_SOURCE,
@@ -387,8 +387,8 @@ def auth_middleware() -> Any:
         if resource is not None and resource.name in UNAUTHENTICATED_ROUTES:
             return await handler(request)
         path = request.path
-        if resource is not None and resource.name == FORWARD_AUTH_ROUTE:
-            original = original_request(request, request.app[SETTINGS])
+        original = decision_request(request, request.app[SETTINGS])
+        if original is not None:
             request[ORIGINAL_REQUEST] = original
             path = original.raw_path
         request[REQUEST_STATE] = await _resolve(request, path)
