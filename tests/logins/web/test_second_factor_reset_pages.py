@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.logins import TOTP_PURPOSE, begin_enrolment, confirm_enrolment
 from store import Sealer
 from tests.conftest import TEST_SECRET_KEY, CliRunner, FakeClock
+from tests.logins.web.setup_steps import pass_step_one
 from tests.logins.web.test_password_pages import login, set_password
 from tests.polling import async_wait_for
 
@@ -82,9 +83,14 @@ async def test_after_the_reset_the_password_leads_to_the_2fa_set_up(
     status, body = await fresh.get("/antrag")
     headers = json.loads(body)["headers"]
     assert headers["x-brokergate-level"] == "basic" and headers["x-brokergate-method"] == "password"
-    status, body = await fresh.get("/_gateway/account/totp")
-    assert status == 200 and 'id="totp-key"' in body  # the set-up starts afresh
 
     notice = await mailbox.last_text()
     assert "Zwei-Faktor-Anmeldung Ihres Zugangs zum Maklerportal zurückgesetzt" in notice
     assert "/_gateway/account" in notice and "Haben Sie das nicht veranlasst" in notice
+
+    # The set-up starts afresh: step 1 (the mailed code) first, then a new app key.
+    status, body = await fresh.get("/_gateway/account/totp")
+    assert status == 200 and 'id="totp-key"' not in body and 'value="send"' in body
+    await pass_step_one(fresh, mailbox)
+    status, body = await fresh.get("/_gateway/account/totp")
+    assert status == 200 and 'id="totp-key"' in body
