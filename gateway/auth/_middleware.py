@@ -68,11 +68,11 @@ from gateway.auth._resolution import (
     resolve_request,
 )
 from gateway.auth._sessions import (
-    TOUCH_INTERVAL,
     NewSession,
     SessionState,
     csrf_ok,
     session_cookie_header,
+    touch_interval_for,
 )
 from gateway.auth._trust_cache import MISS, CacheEntry
 from gateway.logins import METHOD_CERTIFICATE, certificate_sign_on_is_a_login, record_login
@@ -278,7 +278,7 @@ async def _resolve(request: web.Request, path: str) -> RequestState:
         path=path,
         now=now,
         idle_timeout=settings.idle_timeout,
-        touch_interval=TOUCH_INTERVAL,
+        touch_interval=touch_interval_for(settings.idle_timeout),
         inactivity_exempt_paths=settings.inactivity_exempt_paths,
         certificate_requires_password=settings.certificate_requires_password,
     )

@@ -17,7 +17,8 @@ The rules, in order:
    user's session ends and the certificate's session is reused (a client without cookies)
    or started. With ``certificate_requires_password`` the certificate only raises a
    *password* session of the same user (second factor) and alone logs nobody in.
-4. Activity is recorded (``touch``) at most once per ``TOUCH_INTERVAL``, not for paths in
+4. Activity is recorded (``touch``) at most once per ``touch_interval`` (a minute, or a
+   quarter of a shorter idle timeout: ``touch_interval_for``), not for paths in
    ``inactivity_exempt_paths``, and not for a session just started or elevated.
 """
 

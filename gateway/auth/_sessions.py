@@ -29,7 +29,8 @@ rows' ``ended_at``, so a logout on one replica holds on all of them within the r
 interval. If no refresh has succeeded for ``max_staleness`` (as for the trust cache) the
 cache is *stale* and every lookup reads the store, so the bound holds also while the
 refresh fails (and a store that is down fails closed). ``last_seen_at`` is written at most
-once per :data:`TOUCH_INTERVAL`; before a session is declared idle the row is re-read,
+once per :func:`touch_interval_for` the idle timeout (a minute, or a quarter of a shorter
+timeout); before a session is declared idle the row is re-read,
 since another replica may have touched it.
 """
 
@@ -48,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway._settings import GatewaySettings
 from gateway.auth._session_rules import (
+    TOUCH_INTERVAL,
     NewSession,
     SessionState,
     SessionVerdict,
@@ -58,6 +60,7 @@ from gateway.auth._session_rules import (
     session_id_for,
     session_verdict,
     set_session_cookie,
+    touch_interval_for,
 )
 from store import Level, WebSession, transaction
 
@@ -73,11 +76,9 @@ __all__ = [
     "session_id_for",
     "session_verdict",
     "set_session_cookie",
+    "touch_interval_for",
 ]
 
-# last_seen_at is written at most this often: a write per request would make the store the
-# bottleneck, and a minute is small next to the 15-minute idle timeout.
-TOUCH_INTERVAL = timedelta(seconds=60)
 _CACHE_LIMIT = 100_000  # sessions cached per replica; beyond that the oldest are dropped
 
 
@@ -378,8 +379,9 @@ class Sessions:
         return new
 
     def touch(self, state: SessionState, now: datetime) -> SessionState:
-        """Record activity; writes at most once per :data:`TOUCH_INTERVAL`."""
-        if now - state.last_seen_at < TOUCH_INTERVAL:
+        """Record activity; writes at most once per :func:`touch_interval_for` the idle
+        timeout."""
+        if now - state.last_seen_at < touch_interval_for(self._settings.idle_timeout):
             return state
         with transaction(self._factory) as db:
             db.execute(

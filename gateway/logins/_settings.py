@@ -10,6 +10,11 @@ from gateway.regulation import _limits as limits
 from gateway.regulation._counters import RatePolicy
 from gateway.regulation._limits import Limits
 
+# fresh_login's range: under 10 s nobody gets from the re-authentication to the action; over
+# a day "fresh" would mean nothing (a session lives 12 hours by default).
+FRESH_LOGIN_MIN = timedelta(seconds=10)
+FRESH_LOGIN_MAX = timedelta(hours=24)
+
 
 @dataclass(frozen=True, kw_only=True)
 class LoginSettings:
@@ -88,7 +93,8 @@ class LoginSettings:
     fresh_login: timedelta = field(
         default=timedelta(minutes=5),
         metadata={
-            "help": "A login counts as fresh (certificate download, security changes) for this long"
+            "help": "A login counts as fresh (certificate download, security changes) for this "
+            "long (10s to 24h)"
         },
     )
     downloads_per_day: int = field(
@@ -155,6 +161,11 @@ class LoginSettings:
         ):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be a positive duration")
+        if not FRESH_LOGIN_MIN <= self.fresh_login <= FRESH_LOGIN_MAX:
+            raise ValueError(
+                "fresh_login must be between 10s and 24h (a person needs a few seconds from "
+                'the re-authentication to the action), e.g. fresh_login = "5m"'
+            )
 
     @cached_property
     def limits(self) -> Limits:
