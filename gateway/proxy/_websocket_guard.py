@@ -159,8 +159,12 @@ class _SessionWatch:
         if verdict is not SessionVerdict.ACTIVE:
             if verdict is not SessionVerdict.ENDED:
                 # SECURITY: as on a request — a certificate session whose certificate is no
-                # longer valid (revoked!), an idle or expired one, ends for good.
-                await asyncio.to_thread(sessions.end, session.id, now)
+                # longer valid (revoked!), an idle or expired one, ends for good; an idle
+                # login is marked so the next login page says why (issue 16).
+                if verdict is SessionVerdict.IDLE:
+                    await asyncio.to_thread(sessions.end_idle, session, now)
+                else:
+                    await asyncio.to_thread(sessions.end, session.id, now)
             if verdict is SessionVerdict.CERTIFICATE_GONE:
                 return _certificate_reason(certificate)
             return _SESSION_REASONS[verdict]
