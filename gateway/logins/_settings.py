@@ -68,7 +68,10 @@ class LoginSettings:
     )
     tan_validity: timedelta = field(
         default=timedelta(minutes=15),
-        metadata={"help": "How long an emailed TAN is valid (seed 001: 15 minutes)"},
+        metadata={
+            "help": "How long an emailed TAN is valid (seed 001: 15 minutes; whole minutes, "
+            "1m to 60m)"
+        },
     )
     tan_max_attempts: int = field(
         default=limits.TAN_MAX_ATTEMPTS,
@@ -108,7 +111,10 @@ class LoginSettings:
 
     password_reset_validity: timedelta = field(
         default=timedelta(minutes=30),
-        metadata={"help": 'How long a mailed "forgot password" link stays valid'},
+        metadata={
+            "help": 'How long a mailed "forgot password" link stays valid (whole minutes, '
+            "1m to 24h)"
+        },
     )
     recovery_mails_per_account: int = field(
         default=limits.RECOVERY_MAILS_PER_ACCOUNT,
@@ -161,6 +167,19 @@ class LoginSettings:
         ):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be a positive duration")
+        for name, limit, longest, example in (
+            ("tan_validity", timedelta(hours=1), "60m", "15m"),
+            ("password_reset_validity", timedelta(hours=24), "24h", "30m"),
+        ):
+            value: timedelta = getattr(self, name)
+            if value % timedelta(minutes=1) or not timedelta(minutes=1) <= value <= limit:
+                # The TAN page and mail, and the reset page and mail, say "valid for N
+                # minutes": 30 s would read "0 Minuten", 90 s "1 Minuten" (issue 16).
+                raise ValueError(
+                    f"{name} must be whole minutes from 1m to {longest} "
+                    f"(pages and mails name it in minutes; got {value.total_seconds():g}s), "
+                    f'e.g. {name} = "{example}"'
+                )
         if not FRESH_LOGIN_MIN <= self.fresh_login <= FRESH_LOGIN_MAX:
             raise ValueError(
                 "fresh_login must be between 10s and 24h (a person needs a few seconds from "

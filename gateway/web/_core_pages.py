@@ -23,6 +23,7 @@ from gateway.web._common import read_form
 from gateway.web._formatting import time_for
 from gateway.web._idle_notice import idle_logout_after
 from gateway.web._pages import (
+    options_reaching,
     render_page,
     safe_next,
 )
@@ -75,7 +76,15 @@ async def step_up_page(request: web.Request) -> web.StreamResponse:
     required = request.query.get("level", Level.STRONG.value)
     if required not in {level.value for level in Level}:
         required = Level.STRONG.value
-    return render_page(request, "step_up.html", {"next": next_path, "required": required})
+    return render_page(
+        request,
+        "step_up.html",
+        {
+            "next": next_path,
+            "required": required,
+            "login_options": options_reaching(request, Level(required)),
+        },
+    )
 
 
 async def certificate_page(request: web.Request) -> web.StreamResponse:

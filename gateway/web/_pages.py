@@ -30,6 +30,7 @@ from gateway.auth._forward_auth import OriginalRequest
 from gateway.auth._middleware import ORIGINAL_REQUEST
 from gateway.auth._request_state import PAGE_CSRF, PAGE_LANGUAGE_HINT
 from gateway.web._i18n import LANGUAGES, Catalogs, negotiate_language
+from store import Level
 
 __all__ = [
     "CATALOGS",
@@ -38,6 +39,7 @@ __all__ = [
     "LOGIN_OPTIONS",
     "LoginOption",
     "chosen_language",
+    "options_reaching",
     "page_language",
     "render_page",
     "safe_next",
@@ -56,6 +58,14 @@ class LoginOption:
 
     label_key: str  # translation key
     url: str  # under the reserved prefix; the page appends ?next=
+    # The highest level this way can reach: the step-up page lists only the ways that reach
+    # the level it asks for (a TAN login is basic, no answer to "second factor needed").
+    reaches: Level = Level.STRONG
+
+
+def options_reaching(request: web.Request, required: Level) -> list[LoginOption]:
+    """The app's login options that can reach ``required`` (for the step-up page)."""
+    return [o for o in request.app[LOGIN_OPTIONS] if o.reaches.satisfies(required)]
 
 
 CATALOGS = web.AppKey("catalogs", Catalogs)

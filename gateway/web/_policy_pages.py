@@ -28,6 +28,7 @@ from gateway.web._core_pages import certificate_problem_page
 from gateway.web._formatting import time_for
 from gateway.web._idle_notice import idle_logout_after
 from gateway.web._pages import (
+    options_reaching,
     render_page,
     safe_next,
 )
@@ -86,7 +87,11 @@ async def policy_answer(
     return render_page(
         request,
         "step_up.html",
-        {"next": next_path, "required": decision.required.value},
+        {
+            "next": next_path,
+            "required": decision.required.value,
+            "login_options": options_reaching(request, decision.required),
+        },
         status=403,
     )
 

@@ -35,7 +35,7 @@ from gateway.web import _prompt as prompt
 from gateway.web._banner import account_nav, expiry_banner, logins_middleware
 from gateway.web._common import LOGINS, LoginContext, P
 from gateway.web._pages import JINJA
-from store import OUTBOX_PURPOSE, Sealer
+from store import OUTBOX_PURPOSE, Level, Sealer
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -117,7 +117,9 @@ def setup_logins(
             [
                 LoginOption(label_key="logins.option.password", url=f"{P}/login/password"),
                 LoginOption(label_key="logins.option.passkey", url=f"{P}/login/passkey"),
-                LoginOption(label_key="logins.option.broker", url=f"{P}/login/broker"),
+                LoginOption(
+                    label_key="logins.option.broker", url=f"{P}/login/broker", reaches=Level.BASIC
+                ),
             ]
         )
         add_routes(app.router, LOGIN_ROUTES)

@@ -98,3 +98,19 @@ def test_a_broker_clicking_every_ten_seconds_stays_with_a_20_second_timeout(
         replica.touch(state, clock())
     clock.advance(dt.timedelta(seconds=21))
     assert store.load(new.cookie, clock()) is None  # and idle still ends it
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("tan_validity", dt.timedelta(seconds=30)),  # the TAN page read "0 Minuten gültig"
+        ("tan_validity", dt.timedelta(seconds=90)),  # ... and "1 Minuten"
+        ("tan_validity", dt.timedelta(hours=2)),
+        ("password_reset_validity", dt.timedelta(seconds=45)),
+        ("password_reset_validity", dt.timedelta(days=2)),
+    ],
+)
+def test_validities_named_in_minutes_must_be_whole_minutes(name: str, value: dt.timedelta) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be whole minutes from 1m to"):
+        LoginSettings(**{name: value})  # type: ignore[arg-type]
+    LoginSettings(**{name: dt.timedelta(minutes=1)})  # type: ignore[arg-type]
