@@ -17,6 +17,21 @@ from store import DEFAULT_TIME_ZONE, Level, time_zone
 
 RESERVED_PREFIX = "/_gateway"  # the gateway's own pages; never forwarded upstream
 COOKIE_PREFIX = "__Host-"  # RFC 6265bis §4.1.3.2: Secure, Path=/, no Domain, set over HTTPS
+# idle_timeout's range (issue 16): under 10 s nobody can read a page before being logged
+# out; over a day "idle" means nothing next to absolute_timeout.
+IDLE_TIMEOUT_MIN = timedelta(seconds=10)
+IDLE_TIMEOUT_MAX = timedelta(hours=24)
+# A session ends after at most a month, however active: a bound that no setting can lift.
+ABSOLUTE_TIMEOUT_MAX = timedelta(days=30)
+
+
+def _seconds(value: timedelta) -> str:
+    """A duration as the configuration writes it: "90s", "15m", "12h"."""
+    total = value.total_seconds()
+    for unit, size in (("h", 3600), ("m", 60)):
+        if total and total % size == 0:
+            return f"{int(total // size)}{unit}"
+    return f"{total:g}s"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,11 +298,17 @@ class GatewaySettings:
     )
     idle_timeout: timedelta = field(
         default=timedelta(minutes=15),
-        metadata={"help": "A session ends after this long without activity"},
+        metadata={
+            "help": "A session ends after this long without activity (10s to 24h); the next "
+            "login page says so"
+        },
     )
     absolute_timeout: timedelta = field(
         default=timedelta(hours=12),
-        metadata={"help": "A session ends this long after it began, active or not"},
+        metadata={
+            "help": "A session ends this long after it began, active or not (idle_timeout "
+            "to 30 days)"
+        },
     )
     inactivity_exempt_paths: tuple[str, ...] = field(
         default=(),
@@ -370,10 +391,16 @@ class GatewaySettings:
         self.zone  # noqa: B018 - ValueError naming the zone and what to write instead
         if not self.session_cookie_name.startswith(COOKIE_PREFIX):
             raise ValueError(f"session_cookie_name must start with {COOKIE_PREFIX}")
-        if self.idle_timeout <= timedelta(0) or self.absolute_timeout <= timedelta(0):
-            raise ValueError("idle_timeout and absolute_timeout must be longer than 0s")
-        if self.idle_timeout > self.absolute_timeout:
-            raise ValueError("idle_timeout must not be longer than absolute_timeout")
+        if not IDLE_TIMEOUT_MIN <= self.idle_timeout <= IDLE_TIMEOUT_MAX:
+            raise ValueError(
+                f"idle_timeout must be between 10s and 24h (got {_seconds(self.idle_timeout)}), "
+                'e.g. idle_timeout = "15m" as in the portal manual'
+            )
+        if not self.idle_timeout <= self.absolute_timeout <= ABSOLUTE_TIMEOUT_MAX:
+            raise ValueError(
+                "absolute_timeout must be between idle_timeout and 30 days (got "
+                f"{_seconds(self.absolute_timeout)}, idle_timeout {_seconds(self.idle_timeout)})"
+            )
         if not timedelta(0) < self.revocation_refresh_interval <= timedelta(seconds=2):
             raise ValueError(
                 "revocation_refresh_interval must be between 0s and 2s (revocation must "

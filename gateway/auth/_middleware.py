@@ -68,11 +68,12 @@ from gateway.auth._resolution import (
     resolve_request,
 )
 from gateway.auth._sessions import (
-    TOUCH_INTERVAL,
+    CookieLookup,
     NewSession,
     SessionState,
     csrf_ok,
     session_cookie_header,
+    touch_interval_for,
 )
 from gateway.auth._trust_cache import MISS, CacheEntry
 from gateway.logins import (
@@ -221,21 +222,21 @@ def identity_from_session(
     )
 
 
-async def _read_session(
-    request: web.Request, cookie: str | None, now: datetime
-) -> SessionState | None:
+async def _read_session(request: web.Request, cookie: str | None, now: datetime) -> CookieLookup:
     if not cookie:
-        return None
+        return CookieLookup(session=None)
     sessions = request.app[SESSIONS]
     session = sessions.peek(cookie, now)
-    if session is None:
-        try:
-            session = await asyncio.to_thread(sessions.load, cookie, now)
-        except Exception as exc:
-            raise _store_failure(exc) from exc
-    # An unknown or ended cookie is ignored, not deleted: right after a rotation, parallel
-    # requests still carry the old cookie, and deleting it could overwrite the new one.
-    return session
+    if session is not None:
+        return CookieLookup(session=session)
+    try:
+        # An unknown or ended cookie is ignored, not deleted: right after a rotation,
+        # parallel requests still carry the old cookie, and deleting it could overwrite the
+        # new one. (So the login page keeps saying "logged out for inactivity" until the
+        # next login or logout replaces the cookie.)
+        return await asyncio.to_thread(sessions.lookup, cookie, now)
+    except Exception as exc:
+        raise _store_failure(exc) from exc
 
 
 async def _resolve(request: web.Request, path: str) -> RequestState:
@@ -259,7 +260,8 @@ async def _resolve(request: web.Request, path: str) -> RequestState:
     if metrics is not None and (connection is None or app[PRESENTED].first_request_on(connection)):
         metrics.record_handshake(handshake_result(state.certificate))
     cert = state.certificate if isinstance(state.certificate, Identity) else None
-    session = await _read_session(request, request.cookies.get(settings.session_cookie_name), now)
+    looked_up = await _read_session(request, request.cookies.get(settings.session_cookie_name), now)
+    session = looked_up.session
     session_user: UserRecord | None = None
     if session is not None and session.user_id is not None:
         session_user = await user_record(request, session.user_id)
@@ -283,13 +285,15 @@ async def _resolve(request: web.Request, path: str) -> RequestState:
         path=path,
         now=now,
         idle_timeout=settings.idle_timeout,
-        touch_interval=TOUCH_INTERVAL,
+        touch_interval=touch_interval_for(settings.idle_timeout),
         inactivity_exempt_paths=settings.inactivity_exempt_paths,
         certificate_requires_password=settings.certificate_requires_password,
     )
 
     # --- write
-    if resolution.end is not None:
+    if resolution.end is not None and resolution.idle_logout:
+        await asyncio.to_thread(sessions.end_idle, resolution.end, now)
+    elif resolution.end is not None:
         await asyncio.to_thread(sessions.end, resolution.end.id, now)
     state.clear_cookie = resolution.clear_cookie
     kept = resolution.session
@@ -327,6 +331,8 @@ async def _resolve(request: web.Request, path: str) -> RequestState:
     state.session = kept
     if kept is not None and user is not None and kept.level is not Level.ANONYMOUS:
         state.identity = identity_from_session(kept, user, state.certificate)
+    if state.identity is None:
+        state.idle_logout = looked_up.idle_logout or resolution.idle_logout
     if kept is not None:
         request[PAGE_CSRF] = kept.csrf_token
     if user is not None:

@@ -55,6 +55,8 @@ class RequestState:
         new_cookie: a cookie value to set on the response (start or rotation).
         clear_cookie: the session ended; the response deletes the cookie.
         path: the normalised path (None for the gateway's own routes).
+        idle_logout: nobody is logged in because the cookie's login ended for inactivity
+            (on this request or an earlier one): the login page says so (issue 16).
     """
 
     certificate: Identity | CertificateProblem | None = None
@@ -63,6 +65,7 @@ class RequestState:
     new_cookie: str | None = None
     clear_cookie: bool = False
     path: NormalisedPath | None = None
+    idle_logout: bool = False
 
 
 SESSIONS = web.AppKey("sessions", Sessions)

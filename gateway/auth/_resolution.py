@@ -17,7 +17,8 @@ The rules, in order:
    user's session ends and the certificate's session is reused (a client without cookies)
    or started. With ``certificate_requires_password`` the certificate only raises a
    *password* session of the same user (second factor) and alone logs nobody in.
-4. Activity is recorded (``touch``) at most once per ``TOUCH_INTERVAL``, not for paths in
+4. Activity is recorded (``touch``) at most once per ``touch_interval`` (a minute, or a
+   quarter of a shorter idle timeout: ``touch_interval_for``), not for paths in
    ``inactivity_exempt_paths``, and not for a session just started or elevated.
 """
 
@@ -28,7 +29,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gateway.auth._certificate_identity import CertificateProblem, Identity, UserRecord
-from gateway.auth._session_rules import SessionState, SessionVerdict, session_verdict
+from gateway.auth._session_rules import (
+    SessionState,
+    SessionVerdict,
+    is_a_login,
+    session_verdict,
+)
 from store import Level, UserStatus
 
 __all__ = ["PASSWORD_METHOD", "Resolution", "SignOn", "inactivity_exempt", "resolve_request"]
@@ -58,6 +64,8 @@ class Resolution:
         user_from_certificate: the identity's user is the certificate's (after SSO).
         touch: record activity on ``session``.
         clear_cookie: the response deletes the session cookie.
+        idle_logout: ``end`` is a login that went idle (``Sessions.end_idle`` notes it, and
+            the login page says so).
     """
 
     end: SessionState | None = None
@@ -66,6 +74,7 @@ class Resolution:
     user_from_certificate: bool = False
     touch: bool = False
     clear_cookie: bool = False
+    idle_logout: bool = False
 
 
 def inactivity_exempt(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -120,7 +129,7 @@ def resolve_request(
     """
     cert = certificate if isinstance(certificate, Identity) else None
     end: SessionState | None = None
-    clear = False
+    clear = idle = False
     if session is not None:
         presented = (
             cert.cert_fingerprint if cert is not None and cert.user_id == session.user_id else None
@@ -131,6 +140,7 @@ def resolve_request(
         if verdict is not SessionVerdict.ACTIVE:
             # SECURITY: a certificate session whose certificate is gone or no longer valid
             # (revoked!) ends here, on the very next request.
+            idle = verdict is SessionVerdict.IDLE and is_a_login(session)
             end, session, clear = session, None, True
     if session is not None and session.user_id is not None:
         if session_user is None or session_user.status is not UserStatus.ACTIVE:
@@ -142,7 +152,7 @@ def resolve_request(
         if sign_on is SignOn.START:
             if session is not None:
                 # SECURITY: another user's session on a connection presenting this cert.
-                end = session
+                end, idle = session, False
             session = None
             if certificate_session is not None:
                 sign_on, session = SignOn.REUSE, certificate_session
@@ -167,4 +177,5 @@ def resolve_request(
         user_from_certificate=user_from_certificate,
         touch=touch,
         clear_cookie=clear,
+        idle_logout=idle,
     )

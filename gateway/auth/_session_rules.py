@@ -24,17 +24,30 @@ from gateway._settings import GatewaySettings
 from store import Level, WebSession
 
 __all__ = [
+    "ENDED_FOR_INACTIVITY",
     "NewSession",
     "SessionState",
     "SessionVerdict",
     "clear_session_cookie",
     "csrf_ok",
+    "ended_for_inactivity",
+    "is_a_login",
     "new_cookie_value",
     "session_cookie_header",
     "session_id_for",
     "session_verdict",
     "set_session_cookie",
+    "touch_interval_for",
 ]
+
+# The mark an idle login's row keeps in ``data`` when it ends (issue 16): the next login
+# page shown for its cookie says the broker was logged out for inactivity. Server-side, so
+# nothing in a request can make the page say it (or anything else).
+ENDED_FOR_INACTIVITY = {"ended_for": "inactivity"}
+
+# last_seen_at is written at most this often: a write per request would make the store the
+# bottleneck, and a minute is small next to the 15-minute idle timeout.
+TOUCH_INTERVAL = timedelta(seconds=60)
 
 
 _COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]+")
@@ -123,6 +136,31 @@ def session_verdict(
     if state.cert_fingerprint is not None and state.cert_fingerprint != presented_fingerprint:
         return SessionVerdict.CERTIFICATE_GONE
     return SessionVerdict.ACTIVE
+
+
+def ended_for_inactivity(state: SessionState) -> bool:
+    """Whether ``state`` is a login that ended because it went idle (not a logout, not a
+    rotation, not a pre-login session: only those are marked, see ``Sessions.end_idle``)."""
+    return state.ended_at is not None and all(
+        state.data.get(key) == value for key, value in ENDED_FOR_INACTIVITY.items()
+    )
+
+
+def is_a_login(state: SessionState) -> bool:
+    """Whether somebody is logged in on ``state`` (a user and a level above anonymous), as
+    opposed to the pre-login session that carries a login form's CSRF token."""
+    return state.user_id is not None and state.level is not Level.ANONYMOUS
+
+
+def touch_interval_for(idle_timeout: timedelta) -> timedelta:
+    """How often activity is written for ``idle_timeout``: every :data:`TOUCH_INTERVAL`,
+    or a quarter of a shorter timeout.
+
+    Issue 16: with one write a minute an ``idle_timeout`` under a minute logged out a broker
+    who was clicking (the last write could lie more than the timeout back). A quarter keeps
+    the recorded activity within a quarter of the timeout of the real one.
+    """
+    return min(TOUCH_INTERVAL, idle_timeout / 4)
 
 
 def csrf_ok(state: SessionState, submitted: str | None) -> bool:

@@ -10,6 +10,9 @@ handler, or use the ``Sessions`` instance at ``request.app[SESSIONS]``)::
     sessions.touch(state, now)                               # throttled write
     sessions.update(state, now=now, data={...}, twofa_prompt_dismissed=True)
     sessions.end(state.id, now)                              # logout
+    sessions.end_idle(state, now)                            # idle: noted for the login page
+    sessions.lookup(cookie_value, now)  # CookieLookup: the live session, or whether the
+                                        # cookie's login ended for inactivity
     sessions.end_all_for_user(17, now)                       # logout everywhere
     csrf_ok(state, submitted_token)                          # constant-time compare
 
@@ -29,7 +32,8 @@ rows' ``ended_at``, so a logout on one replica holds on all of them within the r
 interval. If no refresh has succeeded for ``max_staleness`` (as for the trust cache) the
 cache is *stale* and every lookup reads the store, so the bound holds also while the
 refresh fails (and a store that is down fails closed). ``last_seen_at`` is written at most
-once per :data:`TOUCH_INTERVAL`; before a session is declared idle the row is re-read,
+once per :func:`touch_interval_for` the idle timeout (a minute, or a quarter of a shorter
+timeout); before a session is declared idle the row is re-read,
 since another replica may have touched it.
 """
 
@@ -39,7 +43,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,21 +52,27 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway._settings import GatewaySettings
 from gateway.auth._session_rules import (
+    ENDED_FOR_INACTIVITY,
+    TOUCH_INTERVAL,
     NewSession,
     SessionState,
     SessionVerdict,
     clear_session_cookie,
     csrf_ok,
+    ended_for_inactivity,
+    is_a_login,
     new_cookie_value,
     session_cookie_header,
     session_id_for,
     session_verdict,
     set_session_cookie,
+    touch_interval_for,
 )
 from store import Level, WebSession, end_user_sessions, transaction
 
 __all__ = [
     "TOUCH_INTERVAL",
+    "CookieLookup",
     "NewSession",
     "SessionState",
     "SessionVerdict",
@@ -73,12 +83,28 @@ __all__ = [
     "session_id_for",
     "session_verdict",
     "set_session_cookie",
+    "touch_interval_for",
 ]
 
-# last_seen_at is written at most this often: a write per request would make the store the
-# bottleneck, and a minute is small next to the 15-minute idle timeout.
-TOUCH_INTERVAL = timedelta(seconds=60)
 _CACHE_LIMIT = 100_000  # sessions cached per replica; beyond that the oldest are dropped
+
+
+@dataclass(frozen=True, kw_only=True)
+class CookieLookup:
+    """What a session cookie stands for now (:meth:`Sessions.lookup`).
+
+    Attributes:
+        session: the live session, or None.
+        idle_logout: no live session because this cookie's login ended for inactivity (the
+            login page says so, issue 16); False for a logout, an unknown cookie, a
+            pre-login session.
+    """
+
+    session: SessionState | None
+    idle_logout: bool = False
+
+
+_NOTHING = CookieLookup(session=None)
 
 
 class Sessions:
@@ -234,14 +260,21 @@ class Sessions:
         The certificate binding is not checked here (it needs the request's certificate):
         use :func:`session_verdict`.
         """
+        return self.lookup(cookie, now).session
+
+    def lookup(self, cookie: str | None, now: datetime) -> CookieLookup:
+        """Like :meth:`load`, and whether the cookie's login ended for inactivity (then, or
+        on an earlier request: the ended row keeps the mark)."""
         if not cookie or len(cookie) > 128:
-            return None
+            return _NOTHING
         session_id = session_id_for(cookie)
         state = self._cached(session_id)
         if state is None:
             state = self._read(session_id)
             if state is None:
-                return None
+                return _NOTHING
+            if state.ended_at is not None:
+                return CookieLookup(session=None, idle_logout=ended_for_inactivity(state))
             self._remember(state)
         verdict = session_verdict(
             state,
@@ -254,7 +287,7 @@ class Sessions:
             state = self._read(session_id)
             if state is None:
                 self._forget([session_id])
-                return None
+                return _NOTHING
             self._remember(state)
             verdict = session_verdict(
                 state,
@@ -262,12 +295,15 @@ class Sessions:
                 idle_timeout=self._settings.idle_timeout,
                 presented_fingerprint=state.cert_fingerprint,
             )
+        if verdict is SessionVerdict.IDLE:
+            self.end_idle(state, now)
+            return CookieLookup(session=None, idle_logout=is_a_login(state))
         if verdict is not SessionVerdict.ACTIVE:
             if verdict is not SessionVerdict.ENDED:
                 self.end(session_id, now)
             self._forget([session_id])
-            return None
-        return state
+            return CookieLookup(session=None, idle_logout=ended_for_inactivity(state))
+        return CookieLookup(session=state)
 
     # --- writes
     def start(
@@ -378,8 +414,9 @@ class Sessions:
         return new
 
     def touch(self, state: SessionState, now: datetime) -> SessionState:
-        """Record activity; writes at most once per :data:`TOUCH_INTERVAL`."""
-        if now - state.last_seen_at < TOUCH_INTERVAL:
+        """Record activity; writes at most once per :func:`touch_interval_for` the idle
+        timeout."""
+        if now - state.last_seen_at < touch_interval_for(self._settings.idle_timeout):
             return state
         with transaction(self._factory) as db:
             db.execute(
@@ -422,6 +459,20 @@ class Sessions:
                 .values(ended_at=now)
             )
         self._forget([session_id])
+
+    def end_idle(self, state: SessionState, now: datetime) -> None:
+        """End a session that went idle; a login's row is marked so the next login page for
+        its cookie says why (:data:`ENDED_FOR_INACTIVITY`). Idempotent."""
+        if not is_a_login(state):
+            self.end(state.id, now)
+            return
+        with transaction(self._factory) as db:
+            db.execute(
+                update(WebSession)
+                .where(WebSession.id == state.id, WebSession.ended_at.is_(None))
+                .values(ended_at=now, data={**state.data, **ENDED_FOR_INACTIVITY})
+            )
+        self._forget([state.id])
 
     def end_all_for_user(self, user_id: int, now: datetime, *, db: Session | None = None) -> int:
         """Logout everywhere: end every open session of ``user_id``; returns how many.

@@ -10,6 +10,11 @@ from gateway.regulation import _limits as limits
 from gateway.regulation._counters import RatePolicy
 from gateway.regulation._limits import Limits
 
+# fresh_login's range: under 10 s nobody gets from the re-authentication to the action; over
+# a day "fresh" would mean nothing (a session lives 12 hours by default).
+FRESH_LOGIN_MIN = timedelta(seconds=10)
+FRESH_LOGIN_MAX = timedelta(hours=24)
+
 
 @dataclass(frozen=True, kw_only=True)
 class LoginSettings:
@@ -63,7 +68,10 @@ class LoginSettings:
     )
     tan_validity: timedelta = field(
         default=timedelta(minutes=15),
-        metadata={"help": "How long an emailed TAN is valid (seed 001: 15 minutes)"},
+        metadata={
+            "help": "How long an emailed TAN is valid (seed 001: 15 minutes; whole minutes, "
+            "1m to 60m)"
+        },
     )
     tan_max_attempts: int = field(
         default=limits.TAN_MAX_ATTEMPTS,
@@ -88,7 +96,8 @@ class LoginSettings:
     fresh_login: timedelta = field(
         default=timedelta(minutes=5),
         metadata={
-            "help": "A login counts as fresh (certificate download, security changes) for this long"
+            "help": "A login counts as fresh (certificate download, security changes) for this "
+            "long (10s to 24h)"
         },
     )
     downloads_per_day: int = field(
@@ -102,7 +111,10 @@ class LoginSettings:
 
     password_reset_validity: timedelta = field(
         default=timedelta(minutes=30),
-        metadata={"help": 'How long a mailed "forgot password" link stays valid'},
+        metadata={
+            "help": 'How long a mailed "forgot password" link stays valid (whole minutes, '
+            "1m to 24h)"
+        },
     )
     recovery_mails_per_account: int = field(
         default=limits.RECOVERY_MAILS_PER_ACCOUNT,
@@ -155,6 +167,24 @@ class LoginSettings:
         ):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be a positive duration")
+        for name, limit, longest, example in (
+            ("tan_validity", timedelta(hours=1), "60m", "15m"),
+            ("password_reset_validity", timedelta(hours=24), "24h", "30m"),
+        ):
+            value: timedelta = getattr(self, name)
+            if value % timedelta(minutes=1) or not timedelta(minutes=1) <= value <= limit:
+                # The TAN page and mail, and the reset page and mail, say "valid for N
+                # minutes": 30 s would read "0 Minuten", 90 s "1 Minuten" (issue 16).
+                raise ValueError(
+                    f"{name} must be whole minutes from 1m to {longest} "
+                    f"(pages and mails name it in minutes; got {value.total_seconds():g}s), "
+                    f'e.g. {name} = "{example}"'
+                )
+        if not FRESH_LOGIN_MIN <= self.fresh_login <= FRESH_LOGIN_MAX:
+            raise ValueError(
+                "fresh_login must be between 10s and 24h (a person needs a few seconds from "
+                'the re-authentication to the action), e.g. fresh_login = "5m"'
+            )
 
     @cached_property
     def limits(self) -> Limits:

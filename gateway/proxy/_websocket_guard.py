@@ -31,8 +31,9 @@ the 5 s that revocation is promised on every replica.
 Idle timeout: a message *from the client* counts as activity, as a request would, unless
 the socket's path is in ``inactivity_exempt_paths``; messages from the upstream never
 count (a push feed must not keep an abandoned session alive). Activity touches the session
-at most once per ``TOUCH_INTERVAL``, like requests. A socket whose client sends nothing
-closes when the session goes idle, unless the broker's other requests keep it alive.
+at most once per ``touch_interval_for`` the idle timeout, like requests. A socket whose
+client sends nothing closes when the session goes idle, unless the broker's other requests
+keep it alive.
 
 Rotation: every level change (step-up, a new login) mints a new session id and ends the
 old row, so a socket opened under the old session closes with "session ended"; the page
@@ -58,7 +59,12 @@ from gateway.auth._middleware import (
 from gateway.auth._request_state import CERTIFICATE_SOURCE, REQUEST_STATE, SESSIONS, RequestState
 from gateway.auth._resolution import inactivity_exempt
 from gateway.auth._route_policy import Outcome, Requirement, decide, request_auth, required_for
-from gateway.auth._sessions import TOUCH_INTERVAL, SessionState, SessionVerdict, session_verdict
+from gateway.auth._sessions import (
+    SessionState,
+    SessionVerdict,
+    session_verdict,
+    touch_interval_for,
+)
 from store import Level, UserStatus
 
 __all__ = ["CHECK_INTERVAL", "WebSocketGuard", "websocket_guard"]
@@ -153,8 +159,12 @@ class _SessionWatch:
         if verdict is not SessionVerdict.ACTIVE:
             if verdict is not SessionVerdict.ENDED:
                 # SECURITY: as on a request — a certificate session whose certificate is no
-                # longer valid (revoked!), an idle or expired one, ends for good.
-                await asyncio.to_thread(sessions.end, session.id, now)
+                # longer valid (revoked!), an idle or expired one, ends for good; an idle
+                # login is marked so the next login page says why (issue 16).
+                if verdict is SessionVerdict.IDLE:
+                    await asyncio.to_thread(sessions.end_idle, session, now)
+                else:
+                    await asyncio.to_thread(sessions.end, session.id, now)
             if verdict is SessionVerdict.CERTIFICATE_GONE:
                 return _certificate_reason(certificate)
             return _SESSION_REASONS[verdict]
@@ -164,7 +174,8 @@ class _SessionWatch:
             if user is None or user.status is not UserStatus.ACTIVE:
                 await asyncio.to_thread(sessions.end, session.id, now)
                 return "account disabled"
-        if active and self.counts_as_activity and now - session.last_seen_at >= TOUCH_INTERVAL:
+        interval = touch_interval_for(self.request.app[SETTINGS].idle_timeout)
+        if active and self.counts_as_activity and now - session.last_seen_at >= interval:
             session = await asyncio.to_thread(sessions.touch, session, now)
         identity = (
             identity_from_session(session, user, certificate)

@@ -47,9 +47,11 @@ from gateway.web._common import (
     error_text,
     factory,
     form_text,
+    is_fresh,
     json_body,
     next_of,
     now_of,
+    page_url,
     read_form,
     refresh_session,
     require_fresh,
@@ -63,6 +65,7 @@ from gateway.web._twofa_setup import consume_setup, done_url, setup_needed
 from store import Level, User, record_audit, transaction
 
 ACCOUNT = f"{P}/account"
+PASSWORD_SECTION = f"{ACCOUNT}#password"
 _FILENAME_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -133,6 +136,12 @@ async def account_page(
             "fmt_time": lambda v: time_for(request, v),
             "fmt_date": lambda v: date_for(request, v),
             "fresh_within": duration_for(request, ctx(request).settings.fresh_login),
+            # Issue 16: the password form only while the login is fresh; otherwise the
+            # re-authentication comes first, so nothing the broker typed is thrown away.
+            "password_form": is_fresh(request, level=Level.BASIC),
+            "password_reauth": page_url(
+                f"{P}/reauth", next=PASSWORD_SECTION, level=Level.BASIC.value
+            ),
             "settings": ctx(request).settings,
             "superseded_grace_days": _grace_days(request),
         },
@@ -147,6 +156,7 @@ async def account_get(request: web.Request) -> web.StreamResponse:
 
 
 _NOTICES = {
+    "password_again",
     "revoked",
     "totp_reset",
     "passkey_added",
@@ -483,7 +493,12 @@ async def devices_forget_submit(request: web.Request) -> web.StreamResponse:
 async def password_submit(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
-    user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#password")
+    # The form is shown only to a fresh login; if the window ran out while the broker was
+    # typing, the re-authentication returns to the form with a word that nothing was
+    # changed and the password must be typed again (never kept anywhere meanwhile).
+    user_id = require_fresh(
+        request, level=Level.BASIC, back=f"{ACCOUNT}?done=password_again#password"
+    )
     c = ctx(request)
     try:
         await asyncio.to_thread(

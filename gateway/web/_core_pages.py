@@ -21,6 +21,7 @@ from gateway.auth._middleware import (
 from gateway.auth._request_state import SESSIONS
 from gateway.web._common import read_form
 from gateway.web._formatting import time_for
+from gateway.web._idle_notice import idle_logout_after
 from gateway.web._pages import (
     render_page,
     safe_next,
@@ -65,7 +66,9 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         return certificate_problem_page(request, state.certificate, next_path)
     if state.identity is not None and state.identity.level.satisfies(Level.BASIC):
         raise web.HTTPSeeOther(next_path)
-    return render_page(request, "login.html", {"next": next_path})
+    return render_page(
+        request, "login.html", {"next": next_path, "idle_after": idle_logout_after(request)}
+    )
 
 
 async def step_up_page(request: web.Request) -> web.StreamResponse:

@@ -26,6 +26,7 @@ from gateway.auth._middleware import (
 from gateway.auth._route_policy import Outcome, decide, request_auth, required_for
 from gateway.web._core_pages import certificate_problem_page
 from gateway.web._formatting import time_for
+from gateway.web._idle_notice import idle_logout_after
 from gateway.web._pages import (
     render_page,
     safe_next,
@@ -69,7 +70,12 @@ async def policy_answer(
         assert isinstance(state.certificate, CertificateProblem)
         return certificate_problem_page(request, state.certificate, next_path)
     if decision.outcome is Outcome.LOGIN:
-        return render_page(request, "login.html", {"next": next_path}, status=401)
+        return render_page(
+            request,
+            "login.html",
+            {"next": next_path, "idle_after": idle_logout_after(request)},
+            status=401,
+        )
     if decision.outcome is Outcome.TWOFA_PROMPT:
         deadline = settings.twofa_deadline_at
         return render_page(

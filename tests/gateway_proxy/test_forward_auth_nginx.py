@@ -399,6 +399,40 @@ async def test_password_and_totp_login_through_nginx(
         await fresh.client.close()
 
 
+async def test_the_idle_logout_notice_through_nginx(
+    front: str,
+    server_pem: PemPair,
+    make_user: UserFactory,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    """Issue 16: after an idle logout the browser gets our login page with the notice through
+    nginx (its auth subrequest and its fetch of the page both see the marked session)."""
+    set_password(sessions, make_user(email="ida@example.org").id, "correct horse battery")
+    browser = _Browser(front, server_pem)
+    try:
+        await browser.get("/_gateway/login/password?next=/echo/home")
+        status, _ = await browser.post(
+            "/_gateway/login/password",
+            {"identifier": "ida@example.org", "password": "correct horse battery"},
+        )
+        assert status == 303
+        status, body = await browser.get("/echo/home?tab=2")
+        assert status == 200, body
+        clock.advance(timedelta(minutes=16))
+        # nginx may still answer from its decision cache (at most 2 s, proxy_cache_valid).
+        status, body = await async_wait_for(
+            lambda: browser.get("/echo/home?tab=2"),
+            until=lambda answer: answer[0] == 401,
+            timeout=5,
+            message="still let through after the idle timeout",
+        )
+        assert "Sie wurden nach 15 Minuten ohne Aktivität abgemeldet." in body
+        assert 'href="/_gateway/login/password?next=/echo/home%3Ftab%3D2"' in body
+    finally:
+        await browser.client.close()
+
+
 async def test_websocket_through_nginx_is_decided_at_the_upgrade(
     front: str, server_pem: PemPair, broker_pem: PemPair
 ) -> None:
