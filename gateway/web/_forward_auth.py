@@ -52,7 +52,10 @@ async def forward_auth_decision(request: web.Request) -> web.StreamResponse:
     answer = await policy_answer(
         # The target with its query, as the standalone proxy passes ``request.raw_path``:
         # the login page's ``next=`` returns to the page as it was asked for (issue 16).
-        request, raw_path=original.target, method=original.method, interstitial=False
+        request,
+        raw_path=original.target,
+        method=original.method,
+        interstitial=False,
     )
     if answer is None:
         state = request_state(request)
