@@ -37,6 +37,7 @@ from gateway._state import SETTINGS
 from gateway.auth._forward_auth import FORWARD_AUTH_ROUTE, asks_for_the_page
 from gateway.auth._middleware import ORIGINAL_REQUEST, request_state
 from gateway.proxy._upstream_handler import upstream_identity_headers
+from gateway.web._pages import safe_next
 from gateway.web._policy_pages import policy_answer
 
 __all__ = [
@@ -58,6 +59,14 @@ async def forward_auth_decision(request: web.Request) -> web.StreamResponse:
         interstitial=False,
     )
     if answer is None:
+        if asks_for_the_page(request, request.app[SETTINGS]):
+            # nginx asks for the page only after a first decision said no. If this one says
+            # yes (the store came back in between, issue 18), an empty 200 would reach the
+            # browser: send it back to where it was going, method and body kept (307).
+            return web.Response(
+                status=307,
+                headers={"Location": safe_next(original.target), "Cache-Control": "no-store"},
+            )
         state = request_state(request)
         return web.Response(status=200, headers=upstream_identity_headers(request, state.identity))
     return answer

@@ -86,3 +86,42 @@ async def test_the_front_gets_the_idle_notice_on_both_requests(
     for cookie in (other.cookie, None, "A" * 43):
         status, text = await _ask(url, cookie)
         assert status == 401 and "ohne Aktivität" not in text, cookie
+
+
+async def test_a_page_fetch_that_is_now_allowed_sends_the_browser_back(
+    base: tuple[str, GatewaySettings],
+    sessions: sessionmaker[Session],
+    make_user: Any,
+    clock: FakeClock,
+) -> None:
+    """Issue 18: nginx asks for the refusal's page after a first decision said no; when the
+    second decision says yes (the store came back in between), the browser must not get an
+    empty 200 but be sent back to where it was going."""
+    url, settings = base
+    store = Sessions(factory=sessions, settings=settings)
+    user_id = make_user(email="back@example.org").id
+    login = store.start(user_id=user_id, level=Level.BASIC, method="password", now=clock())
+    headers = {
+        "X-Forwarded-Method": "POST",
+        "X-Forwarded-Uri": "/antrag?x=1",
+        "X-Forwarded-Host": "portal",
+        "X-Brokergate-Page": "1",
+    }
+    async with (
+        aiohttp.ClientSession(cookies={COOKIE: login.cookie}) as client,
+        client.get(url + AUTH, headers=headers, allow_redirects=False) as resp,
+    ):
+        assert resp.status == 307  # keeps the method and body of the broker's request
+        assert resp.headers["Location"] == "/antrag?x=1"
+        assert "no-store" in resp.headers["Cache-Control"]
+        assert "X-Brokergate-Level" not in resp.headers  # identity goes to the portal only
+    # a request line such as "GET //evil.example/x" must not become an open redirect
+    async with (
+        aiohttp.ClientSession(cookies={COOKIE: login.cookie}) as client,
+        client.get(
+            url + AUTH,
+            headers={**headers, "X-Forwarded-Uri": "//evil.example/x"},
+            allow_redirects=False,
+        ) as resp,
+    ):
+        assert resp.status == 307 and resp.headers["Location"] == "/"
