@@ -23,6 +23,7 @@ from gateway.web._common import read_form
 from gateway.web._formatting import time_for
 from gateway.web._idle_notice import idle_logout_after
 from gateway.web._pages import (
+    LOGIN_OPTIONS,
     render_page,
     safe_next,
     step_up_context,
@@ -38,8 +39,17 @@ HSTS = "max-age=31536000"  # one year; the gateway is HTTPS-only by design
 
 
 def certificate_problem_page(
-    request: web.Request, problem: CertificateProblem, next_path: str
+    request: web.Request,
+    problem: CertificateProblem,
+    next_path: str,
+    *,
+    required: Level | None = None,
 ) -> web.Response:
+    """The page for a certificate that cannot log in; its other ways in are only those
+    that can reach ``required`` (the route's level; ``None``: any)."""
+    options = request.app[LOGIN_OPTIONS]
+    if required is not None:
+        options = [o for o in options if o.can_reach(required.value)]
     return render_page(
         request,
         "certificate_problem.html",
@@ -48,6 +58,11 @@ def certificate_problem_page(
             "when_since": time_for(request, problem.since),
             "when_until": time_for(request, problem.until),
             "next": next_path,
+            "login_options": options,
+            # The TAN login never reaches strong: name only the ways that do.
+            "other_login_key": "certificate.other_login_strong"
+            if required is Level.STRONG
+            else "certificate.other_login",
         },
         status=403,
     )

@@ -68,7 +68,9 @@ async def policy_answer(
         return await renewal_interstitial(request, state, next_path) if interstitial else None
     if decision.outcome is Outcome.CERTIFICATE_PROBLEM:
         assert isinstance(state.certificate, CertificateProblem)
-        return certificate_problem_page(request, state.certificate, next_path)
+        return certificate_problem_page(
+            request, state.certificate, next_path, required=decision.required
+        )
     if decision.outcome is Outcome.LOGIN:
         return render_page(
             request,

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway._app import FRONT_DECISION_CACHE, staleness_bound
 from gateway._metrics import GatewayMetrics
 from gateway._service import gateway_app_factory
-from gateway._settings import GatewaySettings
+from gateway._settings import GatewaySettings, RouteRule
 from gateway.auth._terminator import ForwardedCertificateInvalid, parse_forwarded_certificate
 from gateway.web._forward_auth import _auth_request_status
 from store import Level
@@ -231,6 +231,20 @@ async def test_unknown_ca_certificate_gets_403_with_the_certificate_page(
     assert status == 403  # nginx auth_request knows only 2xx, 401 and 403
     assert "X-Brokergate-Level" not in headers
     assert "<title>" in text and "Anmelden" not in text.split("<title>")[1].split("<")[0]
+
+
+async def test_the_certificate_page_offers_only_ways_that_reach_the_route(
+    start: Start, tmp_path: Path
+) -> None:
+    """A bad certificate on a ``strong`` route: the broker-number + TAN login (``basic`` at
+    most) is not offered as the way in; on a ``basic`` route it is."""
+    base = await start(routes=(RouteRule(prefix="/antrag", level=Level.STRONG),))
+    other = own_ca_pair(tmp_path, "other", server=False).certificate
+    header = {"Client-Cert": _rfc9440(other)}
+    _, _, strong = await _ask(base, {**_original("/antrag"), **header})
+    _, _, basic = await _ask(base, {**_original("/home"), **header})
+    assert "Passkey" in strong and "TAN" not in strong
+    assert "Passkey" in basic and "E-Mail-TAN" in basic
 
 
 async def test_the_original_route_decides(start: Start, broker_pem: PemPair) -> None:
