@@ -28,6 +28,7 @@ __all__ = [
     "CertificateFacts",
     "CertificateProblem",
     "CertificateRecord",
+    "FirmFacts",
     "Identity",
     "ProblemKind",
     "UserRecord",
@@ -65,6 +66,38 @@ class CertificateRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FirmFacts:
+    """The user's place in the firm, as the portal is told it (issue 13).
+
+    Attributes:
+        office_number: the user's office (a head office's number is the broker number).
+        head_office_number: the firm's head office (the broker number).
+        role: ``head`` or ``employee``; None for a restricted session, which has not
+            proven which of the firm's people is there.
+        rights: the effective rights (``ca.effective_rights``), sorted; empty for a
+            restricted session.
+        rights_contact: whom to ask for a missing right (a head user's name); None: the
+            broker support. Shown on the "no right" page, never sent to the portal.
+    """
+
+    office_number: str
+    head_office_number: str
+    role: str | None
+    rights: tuple[str, ...] = ()
+    rights_contact: str | None = None
+
+    def firm_level(self) -> FirmFacts:
+        """What a restricted session may claim: the firm, nobody in it, no rights."""
+        return FirmFacts(
+            office_number=self.head_office_number,
+            head_office_number=self.head_office_number,
+            role=None,
+            rights=(),
+            rights_contact=self.rights_contact,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class UserRecord:
     id: int
     email: str
@@ -72,6 +105,7 @@ class UserRecord:
     locale: str
     status: UserStatus
     broker_number: str
+    firm: FirmFacts | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +122,7 @@ class Identity:
     cert_serial: str | None = None
     cert_not_after: datetime | None = None
     cert_fingerprint: str | None = None
+    firm: FirmFacts | None = None  # None only for users outside any office (none after 0006)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,6 +246,7 @@ def evaluate_certificate(
         cert_serial=record.serial,
         cert_not_after=not_after,
         cert_fingerprint=fingerprint,
+        firm=user.firm,
     )
 
 

@@ -213,6 +213,13 @@ def identity_from_session(
             certificate.cert_not_after if bound and isinstance(certificate, Identity) else None
         ),
         cert_fingerprint=session.cert_fingerprint if bound else None,
+        # SECURITY: a restricted session (broker number only) has not proven which of the
+        # firm's people is there: the portal learns the firm, no role and no rights.
+        firm=(
+            user.firm.firm_level()
+            if user.firm is not None and session.level is Level.RESTRICTED
+            else user.firm
+        ),
     )
 
 
@@ -316,6 +323,7 @@ async def _resolve(request: web.Request, path: str) -> RequestState:
             locale=cert.locale,
             status=UserStatus.ACTIVE,
             broker_number=cert.broker_number,
+            firm=cert.firm,
         )
     elif kept is not None:
         user = session_user  # the cookie's session survived: its own user

@@ -77,6 +77,7 @@ _POLICY_REASONS = {
     Outcome.STEP_UP: "step-up required",
     Outcome.TWOFA_PROMPT: "second factor required",
     Outcome.CERTIFICATE_PROBLEM: "certificate not usable",
+    Outcome.NO_RIGHT: "right required",  # a right taken away closes the socket too
 }
 
 
