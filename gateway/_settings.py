@@ -64,7 +64,7 @@ class RouteRule:
         if self.fresh_within is not None and self.fresh_within <= timedelta(0):
             raise ValueError("fresh_within must be longer than 0s")
         if self.right is not None:
-            object.__setattr__(self, "right", self.right.strip())
+            object.__setattr__(self, "right", self.right.strip().upper())
             if not self.right:
                 raise ValueError(f"route {self.prefix!r}: right must not be empty")
             if not self.level.satisfies(Level.BASIC):

@@ -8,7 +8,8 @@ certificate-problem page explains (what, since when, what to do).
 Order of checks, and why: not ours (no row for the fingerprint) → revoked (the strongest
 statement, shown even if also expired) → retired generation → not yet valid → expired →
 EKU clientAuth → chain to our roots (defence in depth: the row alone is not trusted) →
-user active → SAN e-mail equals the user's e-mail.
+user may log in (active, and ``ca.login_refusal`` finds nothing: issue 13) → SAN e-mail
+equals the user's e-mail.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from store import CertificateStatus, Level, UserStatus
+
+if TYPE_CHECKING:
+    from ca import LoginRefusal
 
 __all__ = [
     "CERTIFICATE_METHOD",
@@ -106,6 +111,13 @@ class UserRecord:
     status: UserStatus
     broker_number: str
     firm: FirmFacts | None = None
+    refusal: LoginRefusal | None = None  # ca.login_refusal(user), read with the user
+
+    @property
+    def may_log_in(self) -> bool:
+        """The one answer to "may this user be logged in now" (issue 13): by any method,
+        and on every request of an existing session."""
+        return self.status is UserStatus.ACTIVE and self.refusal is None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +146,7 @@ class CertificateProblem:
     until: datetime | None = None  # not valid until
     user_id: int | None = None
     detail: str = ""  # for the log, never shown
+    refusal: LoginRefusal | None = None  # USER_DISABLED: why, and whom to ask (issue 13)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,13 +213,19 @@ def evaluate_certificate(
             kind=ProblemKind.UNKNOWN_ISSUER, fingerprint=fingerprint, detail="no store row"
         )
 
-    def problem(kind: ProblemKind, detail: str = "", **when: datetime | None) -> CertificateProblem:
+    def problem(
+        kind: ProblemKind,
+        detail: str = "",
+        refusal: LoginRefusal | None = None,
+        **when: datetime | None,
+    ) -> CertificateProblem:
         return CertificateProblem(
             kind=kind,
             fingerprint=fingerprint,
             serial=record.serial,
             user_id=record.user_id,
             detail=detail,
+            refusal=refusal,
             **when,
         )
 
@@ -231,8 +250,14 @@ def evaluate_certificate(
     chain_error = verify_chain(certificate, fingerprint, now)
     if chain_error is not None:
         return problem(ProblemKind.INVALID, f"chain: {chain_error}")
-    if user is None or user.id != record.user_id or user.status is not UserStatus.ACTIVE:
-        return problem(ProblemKind.USER_DISABLED, "user missing or not active")
+    if user is None or user.id != record.user_id or not user.may_log_in:
+        # SECURITY (issue 13): a deactivated user or office signs nobody in; the page
+        # names whom to ask (the refusal), never the password form as a fall-back.
+        return problem(
+            ProblemKind.USER_DISABLED,
+            "user missing, not active, or refused",
+            refusal=user.refusal if user is not None and user.id == record.user_id else None,
+        )
     if user.email.lower() not in facts.emails:
         return problem(ProblemKind.INVALID, "SAN e-mail differs from the user's e-mail")
     return Identity(

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from ca import FirmSettings
 from gateway._paths import strip_segment_params
 from gateway._settings import RouteRule
 from gateway.auth._certificate_identity import CertificateProblem
@@ -43,6 +44,7 @@ __all__ = [
     "Outcome",
     "RequestAuth",
     "Requirement",
+    "check_route_rights",
     "decide",
     "request_auth",
     "required_for",
@@ -54,6 +56,21 @@ class Requirement:
     level: Level
     fresh_within: timedelta | None = None
     rights: tuple[str, ...] = ()  # product rights the user must hold, sorted
+
+
+def check_route_rights(rules: Sequence[RouteRule], firms: FirmSettings) -> None:
+    """Every route's ``right`` is a key of the ``[firms]`` product catalogue.
+
+    Raises:
+        ValueError: naming the route, the unknown key and the known ones.
+    """
+    known = firms.keys()
+    for rule in rules:
+        if rule.right is not None and rule.right not in known:
+            raise ValueError(
+                f"route {rule.prefix!r} needs right {rule.right!r}, which is not in the "
+                f"[firms] product catalogue (known: {', '.join(known)})"
+            )
 
 
 def _match(path: str, method: str, rules: Sequence[RouteRule]) -> RouteRule | None:

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
-from gateway import Outcome, RequestAuth, Requirement, RouteRule, decide, required_for
+from brokergate._config import ConfigError, load_config
+from ca import FirmSettings
+from gateway import (
+    Outcome,
+    RequestAuth,
+    Requirement,
+    RouteRule,
+    check_route_rights,
+    decide,
+    required_for,
+)
 from store import Level
 
 NOW = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
@@ -88,3 +99,38 @@ def test_route_rule_validation(kwargs: dict[str, object], message: str) -> None:
 
 def test_requirement_defaults_to_no_rights() -> None:
     assert Requirement(level=Level.BASIC).rights == ()
+
+
+# --- at config load: the right must be in the [firms] catalogue
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "brokergate.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_route_right_outside_the_catalogue_is_a_config_error(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path,
+        '[[gateway.routes]]\nprefix = "/antrag/kfz"\nlevel = "basic"\nright = "KFZ"\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.key == "gateway.routes" and str(path) in str(info.value)
+    assert "'KFZ', which is not in the [firms] product catalogue" in str(info.value)
+    assert "known: DIP, DIL, ORV" in str(info.value) or "known: DIL, DIP, ORV" in str(info.value)
+
+
+def test_a_route_right_of_a_configured_product_loads(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path,
+        "[[firms.products]]\n"
+        'key = "KFZ"\nde = "Kfz-Versicherung"\nen = "Motor insurance"\nnl = "Autoverzekering"\n'
+        '[[gateway.routes]]\nprefix = "/antrag/kfz"\nlevel = "strong"\nright = "KFZ"\n',
+    )
+    config = load_config(path, env={})
+    (rule,) = config.gateway.routes
+    assert rule.right == "KFZ" and config.firms.product("KFZ").name("nl") == "Autoverzekering"
+    with pytest.raises(ValueError, match="not in the \\[firms\\] product catalogue"):
+        check_route_rights(config.gateway.routes, FirmSettings())
