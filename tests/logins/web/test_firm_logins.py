@@ -4,6 +4,8 @@ de/en/nl) naming whom to ask, over real TLS with the real login pages."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -20,8 +22,10 @@ from ca import (
     set_user_active,
 )
 from gateway.logins import TOTP_PURPOSE, begin_enrolment, confirm_enrolment
+from gateway.logins._passkeys import finish_registration, registration_options, relying_party
 from store import AuditEvent, Office, Sealer, User, UserRole, transaction
 from tests.conftest import TEST_SECRET_KEY, FakeClock
+from tests.logins.softauthn import SoftAuthenticator
 from tests.logins.web.test_password_pages import login, set_password
 
 FIRMS = FirmSettings()
@@ -180,3 +184,42 @@ async def test_a_user_deactivated_between_password_and_second_factor_is_refused(
     assert status == 403 and "Ihr Zugang ist deaktiviert." in body
     status, _ = await b.get("/antrag")
     assert status == 401  # nobody was logged in
+
+
+async def test_a_passkey_of_a_deactivated_user_is_answered_with_the_refusal(
+    gateway: Any, browser_for: Any, make_user: Any, sessions: Any, clock: FakeClock
+) -> None:
+    """The passkey script posts JSON and shows ``error``: the same words as the page."""
+    gw = await gateway(host="localhost")  # WebAuthn needs a domain
+    _, _, emil = firm(sessions, make_user, clock)
+    rp = relying_party(gw.url, "brokergate")
+    authn = SoftAuthenticator(origin=rp.origin, rp_id=rp.rp_id, user_verification=True)
+    ceremony = registration_options(sessions, user_id=emil, rp=rp)
+    finish_registration(
+        sessions,
+        user_id=emil,
+        credential_json=authn.create(ceremony.options_json),
+        challenge=ceremony.challenge,
+        rp=rp,
+        name="Laptop",
+        now=clock(),
+    )
+    deactivate_user(sessions, clock, emil)
+    b = browser_for(gw)
+    _, page = await b.get("/_gateway/login/passkey?next=/antrag")
+    match = re.search(r'data-csrf="([^"]+)"', page)
+    assert match
+    csrf = match.group(1)
+    async with b.client.post(
+        gw.url + "/_gateway/login/passkey/options", json={"csrf": csrf}
+    ) as response:
+        options = await response.text()
+    status, answer = await b.post_json(
+        "/_gateway/login/passkey/verify",
+        {"csrf": csrf, "credential": json.loads(authn.get(options)), "next": "/antrag"},
+    )
+    assert status == 403
+    assert answer["error"] == (
+        "Ihr Zugang ist deaktiviert. Bitte wenden Sie sich an Hanna Haupt (hanna@example.org)."
+    )
+    assert (await b.get("/antrag"))[0] == 401  # nobody was logged in
