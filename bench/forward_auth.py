@@ -5,9 +5,15 @@ client certificate from our CA (EC chain), and one nginx worker on the server CP
 
 * **nginx alone**: an mTLS reverse proxy verifying our chain (``ssl_verify_client on``);
 * **forward-auth**: the shipped ``deploy/nginx/forward-auth.conf`` (only its ADAPT lines
-  changed), asking the real gateway application (one asyncio worker, plain HTTP on
-  loopback, pinned to the same server CPU) on ``/_gateway/auth`` — once with the shipped
-  2 s decision cache, once with ``proxy_cache`` removed.
+  changed; nginx keeps its connections to the gateway alive, ``keepalive 32``), asking the
+  real gateway application as ``brokergate gateway`` composes it (one asyncio worker, plain
+  HTTP on loopback, pinned to the same server CPU) on ``/_gateway/auth`` — once with the
+  shipped 2 s decision cache, once with ``proxy_cache`` removed;
+* **auth_request's ceiling**: the same config without the cache, its subrequest answered
+  ``return 200`` by the front nginx itself: what nginx's own subrequest costs when the
+  decision costs nothing.
+
+The Caddy pair is ``bench.forward_auth_caddy``.
 
 The client keeps its cookie, as a browser does: one certificate login (SSO) through the
 front first, then ``ab -C`` sends that session with every request. Without it every
@@ -78,24 +84,42 @@ def forward_auth_block(
     return text
 
 
+def _answered_in_place(block: str) -> str:
+    """The config with its decision subrequest answered ``200`` by nginx itself."""
+    text, count = re.subn(
+        r"(location = /_gateway/auth \{\s*internal;\s*)proxy_pass http://brokergate_gateway;",
+        r"\1return 200;",
+        block,
+    )
+    if count != 1:
+        raise RuntimeError(f"{CONFIG.name}: the decision location not found")
+    return text
+
+
 def serve_forward_auth(spec: dict[str, object]) -> int:
-    """The real application in forward-auth mode, plain HTTP on loopback, one worker."""
+    """The real application in forward-auth mode, plain HTTP on loopback, one worker, with
+    the login pages' extension as ``brokergate gateway`` has it (its middleware runs on
+    every decision too)."""
     from aiohttp import web
 
-    from gateway import GatewayMetrics, GatewaySettings, gateway_app_factory
+    from gateway import GatewayMetrics, GatewaySettings, gateway_app_factory, setup_logins
+    from gateway.logins import LoginSettings
 
     settings = GatewaySettings(
         host="127.0.0.1",
         port=int(str(spec["port"])),
         upstream_url=str(spec["upstream"]),
-        public_url=f"https://127.0.0.1:{spec['front_port']}",
-        terminator_format="nginx",
+        public_url=str(spec.get("public_url", f"https://127.0.0.1:{spec['front_port']}")),
+        terminator_format=str(spec.get("terminator", "nginx")),  # type: ignore[arg-type]
         forward_auth=True,
         trusted_proxies=("127.0.0.1/32",),
         metrics_port=0,
     )
     factory = gateway_app_factory(
-        settings=settings, store_url=str(spec["store_url"]), secret_key=SECRET
+        settings=settings,
+        store_url=str(spec["store_url"]),
+        secret_key=SECRET,
+        extensions=[setup_logins(settings=LoginSettings(), secret_key=SECRET)],
     )
     web.run_app(
         factory(None, GatewayMetrics()),
@@ -146,6 +170,27 @@ def main() -> None:
                         results.setdefault(f"alone-{keepalive}", []).append(
                             run_ab(url, material, keepalive=keepalive, server_pid=proc.pid)
                         )
+                # The ceiling of auth_request itself: the subrequest answered 200 by the
+                # front nginx itself (no decision, no cache, no connection to anybody).
+                port = free_port()
+                block = _answered_in_place(
+                    forward_auth_block(
+                        port=port,
+                        gateway_port=upstream_port,
+                        upstream_port=upstream_port,
+                        material=material,
+                        cache=None,
+                    )
+                )
+                with running(
+                    nginx_command(folder / "static", block, SERVER_CPU),
+                    port,
+                    folder / "static.log",
+                ) as proc:
+                    url = f"https://127.0.0.1:{port}/portal/start"
+                    results.setdefault("static-True", []).append(
+                        run_ab(url, material, keepalive=True, server_pid=proc.pid)
+                    )
                 for name, use_cache in (("cache", cache), ("nocache", None)):
                     port, gateway_port = free_port(), free_port()
                     spec = {
@@ -202,6 +247,8 @@ def main() -> None:
             f"  {label}: alone {alone:,.0f}/s | forward-auth, cache on {cached:,.0f}/s "
             f"= {cached / alone:.2f}x | cache off {uncached:,.0f}/s = {uncached / alone:.2f}x"
         )
+    static = _rate(results["static-True"]) / _rate(results["alone-True"])
+    print(f"  auth_request ceiling (nginx answers the subrequest itself): {static:.2f}x")
     print(f"  failed or non-2xx requests: {failed}")
 
 

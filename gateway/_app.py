@@ -53,6 +53,8 @@ from gateway._state import (
 from gateway.auth._certificate_identity import Identity
 from gateway.auth._chain_verification import ChainVerifier
 from gateway.auth._forward_auth import (
+    ENVOY_AUTH_ROUTE,
+    ENVOY_PATH_PREFIX,
     FORWARD_AUTH_PATH,
     FORWARD_AUTH_ROUTE,
     PORTAL_TIMEOUT_PATH,
@@ -340,6 +342,15 @@ def create_app(
     add_core_routes(router)
     if settings.forward_auth:
         router.add_route("*", FORWARD_AUTH_PATH, forward_auth_decision, name=FORWARD_AUTH_ROUTE)
+        if settings.terminator_format == "envoy":
+            # Only behind Envoy: another front's /_gateway/ location would pass this path
+            # on from the trusted peer, and hand the client a decision with its assertion.
+            router.add_route(
+                "*",
+                ENVOY_PATH_PREFIX + "/{original:.*}",
+                forward_auth_decision,
+                name=ENVOY_AUTH_ROUTE,
+            )
         router.add_route("*", PORTAL_UNAVAILABLE_PATH, portal_unavailable)
         router.add_route("*", PORTAL_TIMEOUT_PATH, portal_timeout)
     for extend in extensions:

@@ -127,7 +127,9 @@ class GatewaySettings:
         metadata={
             "help": "Forward-auth mode: answer the front proxy's authorisation subrequests "
             "on /_gateway/auth (nginx auth_request, Caddy forward_auth, Traefik "
-            "ForwardAuth); needs terminator_format and trusted_proxies (docs/forward-auth.md)"
+            "ForwardAuth; with terminator_format envoy also Envoy ext_authz on "
+            "/_gateway/auth/envoy/<path>); needs terminator_format and trusted_proxies "
+            "(docs/forward-auth.md)"
         },
     )
     client_cert_header: str = field(

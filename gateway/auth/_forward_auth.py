@@ -1,13 +1,25 @@
 """Forward-auth mode: the original request a front proxy asks us about.
 
-A front proxy (nginx ``auth_request``, Caddy ``forward_auth``, Traefik ``ForwardAuth``)
-terminates TLS, asks ``/_gateway/auth`` whether a request may pass, and proxies it to the
-portal itself. The one contract all of them can speak is Traefik's (Caddy sends it as it
-is; the shipped nginx config sets it)::
+A front proxy (nginx ``auth_request``, Caddy ``forward_auth``, Traefik ``ForwardAuth``,
+Envoy ``ext_authz``) terminates TLS, asks us whether a request may pass, and proxies it to
+the portal itself. Two forms name the original request:
+
+``/_gateway/auth`` (:func:`original_request`), Traefik's contract; Caddy sends it as it is
+and the shipped nginx config sets it::
 
     X-Forwarded-Method: POST
     X-Forwarded-Uri:    /antrag/neu?x=1      (the request target, as the client sent it)
     X-Forwarded-Host:   portal.example
+
+``/_gateway/auth/envoy/<original target>`` (:func:`envoy_original_request`), Envoy's
+``ext_authz`` HTTP service, registered only with ``terminator_format = "envoy"``: Envoy
+sends the original method, ``Host`` and ``Path`` with ``path_prefix`` put in front of the
+path (and query), and no ``X-Forwarded-Method/-Uri`` (Envoy's ``ext_authz.proto``,
+``HttpService.path_prefix`` and ``AuthorizationRequest``; ``ext_authz_http_impl.cc``)::
+
+    POST /_gateway/auth/envoy/antrag/neu?x=1
+    Host: portal.example
+    Content-Length: 0
 
 The client certificate comes with the subrequest in ``gateway.terminator_format``
 (``gateway.auth._terminator``), the session cookie in the forwarded ``Cookie`` header.
@@ -28,6 +40,9 @@ from gateway._settings import GatewaySettings
 from gateway.tls._trusted_peers import is_trusted_peer
 
 __all__ = [
+    "DECISION_ROUTES",
+    "ENVOY_AUTH_ROUTE",
+    "ENVOY_PATH_PREFIX",
     "FORWARD_AUTH_PATH",
     "FORWARD_AUTH_ROUTE",
     "PAGE_HEADER",
@@ -36,11 +51,19 @@ __all__ = [
     "ForwardAuthRefused",
     "OriginalRequest",
     "asks_for_the_page",
+    "decision_request",
+    "envoy_original_request",
     "original_request",
 ]
 
 FORWARD_AUTH_ROUTE = "forward_auth"
 FORWARD_AUTH_PATH = "/_gateway/auth"
+ENVOY_AUTH_ROUTE = "forward_auth_envoy"
+# Envoy's http_service.path_prefix (deploy/envoy/envoy.yaml): without a trailing "/", since
+# Envoy appends the original path, which starts with one.
+ENVOY_PATH_PREFIX = "/_gateway/auth/envoy"
+DECISION_ROUTES = frozenset({FORWARD_AUTH_ROUTE, ENVOY_AUTH_ROUTE})
+"""The routes that answer a front's decision (the same one, in each front's form)."""
 METHOD_HEADER = "X-Forwarded-Method"
 URI_HEADER = "X-Forwarded-Uri"
 HOST_HEADER = "X-Forwarded-Host"
@@ -107,6 +130,43 @@ def original_request(request: web.Request, settings: GatewaySettings) -> Origina
     if not target.startswith("/"):
         raise ForwardAuthRefused(f"{URI_HEADER} must be an origin-form target (/path?query)")
     return OriginalRequest(method=method.upper(), target=target, host=_single(request, HOST_HEADER))
+
+
+def envoy_original_request(request: web.Request, settings: GatewaySettings) -> OriginalRequest:
+    """The original request of an Envoy ``ext_authz`` check from a trusted front: its own
+    method and ``Host``, and its target after :data:`ENVOY_PATH_PREFIX`.
+
+    Raises:
+        ForwardAuthRefused: the peer is not in ``trusted_proxies``, ``Host`` is repeated,
+            or the target after the prefix is not an origin-form one.
+    """
+    if not is_trusted_peer(request, settings.trusted_networks):
+        raise ForwardAuthRefused(f"peer {request.remote!r} is not in gateway.trusted_proxies")
+    # raw_path: the target as Envoy sent it (still percent-encoded, with its query), so
+    # the route policy normalises exactly what the portal will get.
+    target = request.raw_path[len(ENVOY_PATH_PREFIX) :]
+    if not target.startswith("/"):
+        raise ForwardAuthRefused(
+            f"the path must be {ENVOY_PATH_PREFIX} followed by the original path "
+            "(Envoy http_service.path_prefix)"
+        )
+    return OriginalRequest(method=request.method, target=target, host=_single(request, "Host"))
+
+
+def decision_request(request: web.Request, settings: GatewaySettings) -> OriginalRequest | None:
+    """The original request if ``request`` asks for a front's decision (by the route aiohttp
+    matched), else None.
+
+    Raises:
+        ForwardAuthRefused: as :func:`original_request` / :func:`envoy_original_request`.
+    """
+    resource = request.match_info.route.resource
+    name = resource.name if resource is not None else None
+    if name == FORWARD_AUTH_ROUTE:
+        return original_request(request, settings)
+    if name == ENVOY_AUTH_ROUTE:
+        return envoy_original_request(request, settings)
+    return None
 
 
 def asks_for_the_page(request: web.Request, settings: GatewaySettings) -> bool:

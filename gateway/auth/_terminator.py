@@ -44,6 +44,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from gateway._errors import GatewayError
 from gateway._log_safety import log_safe
@@ -119,6 +120,15 @@ def certificate_from_terminator(
         ForwardedCertificateInvalid: a trusted terminator sent the header more than once,
             too long, or in a form that is not a certificate in the configured format.
     """
+    found = _forwarded_value(request, settings)
+    if found is None:
+        return None
+    header, value = found
+    return parse_forwarded_certificate(value, settings.terminator_format, header=header)
+
+
+def _forwarded_value(request: web.Request, settings: GatewaySettings) -> tuple[str, str] | None:
+    """``(header, value)`` of the certificate header a trusted terminator sent, or None."""
     header = certificate_header_name(settings)
     if header is None:
         return None
@@ -137,7 +147,63 @@ def certificate_from_terminator(
         # SECURITY: a terminator that appends instead of replacing would let the client
         # put its own copy first; refuse rather than guess which one is real.
         raise ForwardedCertificateInvalid(header, f"sent {len(values)} times; expected once")
-    return parse_forwarded_certificate(values[0], settings.terminator_format, header=header)
+    return header, values[0]
+
+
+# Distinct header values remembered per app, and the longest one remembered: ours are
+# ~2 KB URL-encoded PEM; 10,000 x 4 KiB bounds the memory at ~40 MB even if clients present
+# many self-made certificates through the front. Longer values are decoded every time.
+FORWARDED_MEMO_LIMIT = 10_000
+FORWARDED_MEMO_VALUE_LIMIT = 4 * 1024
+_UNSEEN = object()
+
+
+class ForwardedCertificates:
+    """The app's certificate source in terminator mode: the DER of the certificate a
+    trusted terminator forwarded with a request (None: none), decoded once per distinct
+    header value (issue 11: URL-decoding and parsing the PEM was an eighth of a
+    forward-auth decision).
+
+    The memo maps a header value to what :func:`parse_forwarded_certificate` makes of it,
+    a pure function of the value, so it never goes stale; whether the certificate is
+    valid, revoked or retired is decided afterwards on every request (trust cache). Values
+    that fail to decode are not remembered and fail again each time. Owned by the app
+    that ``gateway.proxy._forwarder.certificate_source_for`` built it for; used from the
+    event loop only.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        limit: int = FORWARDED_MEMO_LIMIT,
+        value_limit: int = FORWARDED_MEMO_VALUE_LIMIT,
+    ) -> None:
+        self._settings = settings
+        self._limit = limit
+        self._value_limit = value_limit
+        self._memo: dict[str, bytes | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def __call__(self, request: web.Request) -> bytes | None:
+        """Raises: ForwardedCertificateInvalid, as :func:`certificate_from_terminator`."""
+        found = _forwarded_value(request, self._settings)
+        if found is None:
+            return None
+        header, value = found
+        known = self._memo.get(value, _UNSEEN)
+        if known is not _UNSEEN:
+            assert known is None or isinstance(known, bytes)
+            return known
+        cert = parse_forwarded_certificate(value, self._settings.terminator_format, header=header)
+        der = cert.public_bytes(serialization.Encoding.DER) if cert is not None else None
+        if len(value) <= self._value_limit:
+            if len(self._memo) >= self._limit:
+                self._memo.clear()  # bounded: start again rather than grow
+            self._memo[value] = der
+        return der
 
 
 def parse_forwarded_certificate(

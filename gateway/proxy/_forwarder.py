@@ -13,13 +13,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway._metrics import GatewayMetrics
 from gateway._settings import GatewaySettings
 from gateway.auth._middleware import tls_certificate_source
 from gateway.auth._request_state import CertificateSource
-from gateway.auth._terminator import certificate_from_terminator, forwarded_certificate_headers
+from gateway.auth._terminator import ForwardedCertificates, forwarded_certificate_headers
 from gateway.proxy._reverse_proxy import proxy_request
 from gateway.proxy._upstream import Upstream, make_upstream
 from gateway.proxy._websocket_guard import WebSocketGuard
@@ -80,8 +79,4 @@ def certificate_source_for(settings: GatewaySettings) -> CertificateSource:
     if settings.terminator_format == "none":
         return tls_certificate_source
 
-    def from_terminator(request: web.Request) -> bytes | None:
-        cert = certificate_from_terminator(request, settings)
-        return cert.public_bytes(Encoding.DER) if cert is not None else None
-
-    return from_terminator
+    return ForwardedCertificates(settings)

@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 from markupsafe import Markup
 
 from gateway.auth._certificate_identity import Identity
+from gateway.auth._forward_auth import DECISION_ROUTES
 from gateway.auth._middleware import request_state
 from gateway.logins._certificates import (
     note_certificate_used,
@@ -56,7 +57,7 @@ def logins_middleware() -> Any:
         token, nav_token = _BANNER.set(None), _NAV.set(request)
         try:
             await _note_certificate_login(request)
-            if request.path.startswith(P) and not request.path.startswith(f"{P}/static/"):
+            if _shows_banner(request):
                 await _compute_banner(request)
             return await handler(request)
         finally:
@@ -64,6 +65,16 @@ def logins_middleware() -> Any:
             _NAV.reset(nav_token)
 
     return impl
+
+
+def _shows_banner(request: web.Request) -> bool:
+    """Our own pages, not static files, and not a front's decision (issue 11): that one is
+    about a portal path, whose pages carry no banner in standalone mode either, and it is
+    the hot path of forward-auth mode, which must not read the store for it."""
+    if not request.path.startswith(P) or request.path.startswith(f"{P}/static/"):
+        return False
+    resource = request.match_info.route.resource
+    return resource is None or resource.name not in DECISION_ROUTES
 
 
 async def _note_certificate_login(request: web.Request) -> None:
