@@ -318,6 +318,7 @@ def _csv_target(session: Session, ctx: CliContext, row: dict[str, str], label: s
             locale=(row.get("locale") or "de").strip(),
             now=ctx.clock(),
             actor=ctx.actor,
+            firms=ctx.config.firms,
         )
     return _Target(f"{label} ({email})", user.id, email)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 
-from brokergate._config import BUILT_IN, Config, configuration_reference
+from brokergate._config import BUILT_IN, SECTIONS, Config, configuration_reference
 from brokergate._context import CliContext
 
 
@@ -101,4 +103,28 @@ def render_reference() -> str:
         lines.append(
             f"| {shown_key} | {entry.type_name} | `{default}` | `{entry.env}` | {help_text} |"
         )
+    lines += _list_defaults()
     return "\n".join(lines) + "\n"
+
+
+def _list_defaults() -> list[str]:
+    """The built-in entries of list-of-table settings (shown as "N entries (see below)")."""
+    lines: list[str] = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
+            if not (
+                isinstance(default, tuple) and default and dataclasses.is_dataclass(default[0])
+            ):
+                continue
+            lines += ["", f"### Built-in `{section}.{f.name}`", "", "```toml"]
+            for item in default:
+                lines.append(f"[[{section}.{f.name}]]")
+                for field in dataclasses.fields(item):
+                    value = json.dumps(getattr(item, field.name), ensure_ascii=False)
+                    lines.append(f"{field.name} = {value}")
+                lines.append("")
+            lines[-1] = "```"
+    return lines

@@ -27,9 +27,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--locale", default="de", choices=LOCALES, help="language of mails and pages")
     p.add_argument(
         "--role",
-        default=UserRole.BROKER.value,
+        default=None,
         choices=[r.value for r in UserRole],
-        help="what the user is (default: broker)",
+        help="head user (administers the office) or employee "
+        "(default: head if the office has no head user yet, else employee)",
     )
     p.add_argument(
         "--no-activation",
@@ -61,7 +62,8 @@ def _add(args: argparse.Namespace, ctx: CliContext) -> int:
             email=args.email,
             name=args.name,
             locale=args.locale,
-            role=UserRole(args.role),
+            role=UserRole(args.role) if args.role else None,
+            firms=ctx.config.firms,
             now=ctx.clock(),
             actor=ctx.actor,
         )

@@ -29,7 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ca import CASettings, SignerSettings
+from ca import CASettings, FirmSettings, SignerSettings
 from gateway import GatewaySettings
 from gateway.logins import LoginSettings
 from renewal import MailSettings, RenewalSettings
@@ -46,6 +46,7 @@ class Config:
 
     store: StoreSettings = field(default_factory=StoreSettings)
     ca: CASettings = field(default_factory=CASettings)
+    firms: FirmSettings = field(default_factory=FirmSettings)
     signer: SignerSettings = field(default_factory=SignerSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     logins: LoginSettings = field(default_factory=LoginSettings)
@@ -57,6 +58,7 @@ class Config:
 SECTIONS: dict[str, type[Any]] = {
     "store": StoreSettings,
     "ca": CASettings,
+    "firms": FirmSettings,
     "signer": SignerSettings,
     "gateway": GatewaySettings,
     "logins": LoginSettings,

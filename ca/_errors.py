@@ -138,6 +138,55 @@ class DuplicateUser(CAError):
         )
 
 
+class UnknownRight(InvalidUserData):
+    def __init__(self, key: str, known: tuple[str, ...]) -> None:
+        self.key = key
+        super().__init__(
+            f"unknown right {key!r}; the product catalogue ([firms] products) has "
+            f"{', '.join(known)}"
+        )
+
+
+class RightNotInOffice(InvalidUserData):
+    def __init__(self, keys: list[str], office: str) -> None:
+        self.keys = keys
+        super().__init__(
+            f"office {office} does not have the right(s) {', '.join(keys)}; give them to the "
+            "office first, or leave them out"
+        )
+
+
+class InvalidOfficeData(InvalidUserData):
+    """A field of an office is malformed (the message names the field)."""
+
+
+class DuplicateOffice(CAError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class UnknownOffice(CAError):
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(f"no office {ref!r}; 'brokergate office list' shows them")
+
+
+class OfficeInUse(CAError):
+    def __init__(self, office: str) -> None:
+        super().__init__(
+            f"office {office} cannot be deleted: one of its users has logged in already; "
+            "deactivate it instead"
+        )
+
+
+class NotPermitted(CAError):
+    """The actor may not see or change this. Deliberately the same for "does not exist" and
+    "belongs to someone else", so that ids of other firms cannot be probed."""
+
+    def __init__(self) -> None:
+        super().__init__("not found, or not yours to manage")
+
+
 class SignerUnavailable(CAError):
     """The signer (``brokergate ca serve``) did not answer; nothing was issued."""
 

@@ -5,46 +5,29 @@ Broker numbers have the portal's format NN/NNN/NNNN (seed 001, e.g. 60/123/4567)
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 from datetime import datetime
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ca._errors import (
     DuplicateUser,
-    InvalidBrokerNumber,
-    InvalidEmail,
     InvalidLocale,
+    InvalidOfficeData,
     InvalidUserData,
     UnknownUser,
 )
-from store import Organisation, User, UserRole, UserStatus, record_audit
-
-BROKER_NUMBER = re.compile(r"^\d{2}/\d{3}/\d{4}$")
-LOCALES = ("de", "en", "nl")
-
-
-def validate_broker_number(value: str) -> str:
-    """The broker number, stripped; raises :class:`InvalidBrokerNumber` if malformed."""
-    cleaned = value.strip()
-    if not BROKER_NUMBER.fullmatch(cleaned):
-        raise InvalidBrokerNumber(value)
-    return cleaned
-
-
-def normalise_email(value: str) -> str:
-    """The address as stored: syntax-checked (no DNS), domain and local part lower-cased.
-
-    Lower-casing the local part is not RFC-correct in general, but brokers type their
-    address in any case and no mail system in this market distinguishes them.
-    """
-    try:
-        result = validate_email(value.strip(), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise InvalidEmail(value, str(exc)) from None
-    return result.normalized.lower()
+from ca._firm_settings import FirmSettings
+from ca._identifiers import LOCALES, normalise_email, validate_broker_number
+from ca._offices import (
+    bounded_rights,
+    create_head_office,
+    head_office_of,
+    office_rights,
+    validate_rights,
+)
+from store import Office, Organisation, User, UserRole, UserStatus, record_audit
 
 
 def create_user(
@@ -56,15 +39,24 @@ def create_user(
     now: datetime,
     actor: str,
     locale: str = "de",
-    role: UserRole = UserRole.BROKER,
+    role: UserRole | None = None,
     status: UserStatus = UserStatus.ACTIVE,
+    office: Office | None = None,
+    rights: Iterable[str] | None = None,
+    firms: FirmSettings | None = None,
 ) -> User:
-    """Validate and add a user (and their organisation if new), with an audit event.
+    """Validate and add a user (and their firm with its head office if new), audited.
+
+    ``office``: one of the firm's offices (default: its head office). ``role``: default
+    head user if the office has none yet, else employee. ``rights``: default everything the
+    office may grant; otherwise validated against the catalogue and bounded by the office.
 
     Raises:
-        InvalidBrokerNumber, InvalidEmail, InvalidLocale, InvalidUserData: malformed input.
+        InvalidBrokerNumber, InvalidEmail, InvalidLocale, InvalidUserData, UnknownRight,
+        RightNotInOffice, InvalidOfficeData: malformed input.
         DuplicateUser: the email belongs to another user.
     """
+    catalogue = firms or FirmSettings()
     number = validate_broker_number(broker_number)
     address = normalise_email(email)
     display = " ".join(name.split())
@@ -74,19 +66,44 @@ def create_user(
         raise InvalidUserData("the name is longer than 256 characters")
     if locale not in LOCALES:
         raise InvalidLocale(locale, LOCALES)
+    granted = None if rights is None else validate_rights(rights, catalogue)
     if session.scalar(select(User.id).where(User.email == address)) is not None:
         raise DuplicateUser(address)
     org = session.scalar(select(Organisation).where(Organisation.broker_number == number))
     if org is None:
+        if office is not None:
+            raise InvalidOfficeData(f"office {office.number} is not an office of firm {number}")
         org = Organisation(broker_number=number, created_at=now)
         session.add(org)
         session.flush()
+        office = create_head_office(
+            session,
+            organisation_id=org.id,
+            broker_number=number,
+            name=None,
+            firms=catalogue,
+            now=now,
+            actor=actor,
+        )
+    elif office is None:
+        office = head_office_of(session, org.id)
+    elif office.organisation_id != org.id:
+        raise InvalidOfficeData(f"office {office.number} is not an office of firm {number}")
+    if role is None:
+        has_head = session.scalar(
+            select(User.id).where(User.office_id == office.id, User.role == UserRole.HEAD)
+        )
+        role = UserRole.EMPLOYEE if has_head is not None else UserRole.HEAD
     user = User(
         organisation_id=org.id,
+        office_id=office.id,
         email=address,
         name=display,
         locale=locale,
         role=role,
+        rights=sorted(office_rights(office))
+        if granted is None
+        else bounded_rights(granted, office),
         status=status,
         created_at=now,
     )
@@ -98,7 +115,13 @@ def create_user(
         action="user.add",
         now=now,
         user_id=user.id,
-        details={"email": address, "broker_number": number, "role": role.value},
+        details={
+            "email": address,
+            "broker_number": number,
+            "office": office.number,
+            "role": role.value,
+            "rights": user.rights,
+        },
     )
     return user
 

@@ -11,7 +11,8 @@ table                 written by
 ====================  =========================================
 ca_roots              ca (init, root rotation)
 ca_generations        ca (init, rotate, retire, CRL publication)
-organisations, users  ca (user admin), gateway (account pages)
+organisations,        ca (user and office admin), gateway (account and
+offices, users        head-user pages)
 certificates          ca (issue, revoke)
 mail_outbox           anyone who needs a mail; renewal delivers
 audit_events          everyone, append-only
@@ -86,9 +87,10 @@ class RootStatus(enum.StrEnum):
 
 
 class UserRole(enum.StrEnum):
-    BROKER = "broker"
-    ADMIN = "admin"  # head-office admin of an organisation (seed 003)
-    OPS = "ops"
+    """A user's place in their office (seed 003)."""
+
+    HEAD = "head"  # "Hoofdgebruiker": administers their office (and, at a head office, its subs)
+    EMPLOYEE = "employee"  # "Medewerker"
 
 
 class UserStatus(enum.StrEnum):
@@ -202,15 +204,55 @@ class Organisation(Base):
     created_at: Mapped[datetime]
 
 
+class Office(Base):
+    """An office of a firm: its head office, or a sub-office under it (seed 003, "Subkantoren").
+
+    Two levels only: a sub-office's ``head_office_id`` names the firm's head office, whose own
+    ``head_office_id`` is ``None``. ``rights`` are product keys from the configured catalogue
+    (``[firms]``); they bound the rights of the office's users.
+    """
+
+    __tablename__ = "offices"
+    __table_args__ = (UniqueConstraint("organisation_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    head_office_id: Mapped[int | None] = mapped_column(ForeignKey("offices.id"), index=True)
+    # The head office: the broker number. A sub-office: the firm's own reference for it,
+    # printed on its quotes ("Uniek kantoornummer").
+    number: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(256))
+    address: Mapped[str | None] = mapped_column(String(256))
+    postcode: Mapped[str | None] = mapped_column(String(16))
+    city: Mapped[str | None] = mapped_column(String(128))
+    phone: Mapped[str | None] = mapped_column(String(64))
+    # Where the portal mails the office's quotes; required for a sub-office, stored lower-cased.
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    rights: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    deactivated_at: Mapped[datetime | None]
+
+    organisation: Mapped[Organisation] = relationship()
+    head_office: Mapped[Office | None] = relationship(remote_side=[id])
+
+    @property
+    def is_head_office(self) -> bool:
+        return self.head_office_id is None
+
+
 class User(Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    office_id: Mapped[int] = mapped_column(ForeignKey("offices.id"), index=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)  # stored lower-cased
     name: Mapped[str] = mapped_column(String(256))
     locale: Mapped[str] = mapped_column(String(8), default="de")
-    role: Mapped[UserRole] = mapped_column(_enum(UserRole, "user_role"), default=UserRole.BROKER)
+    role: Mapped[UserRole] = mapped_column(_enum(UserRole, "user_role"), default=UserRole.EMPLOYEE)
+    # Product keys the user may quote and apply for; bounded by the office's rights.
+    rights: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[UserStatus] = mapped_column(
         _enum(UserStatus, "user_status"), default=UserStatus.ACTIVE
     )
@@ -230,6 +272,7 @@ class User(Base):
     webauthn_user_handle: Mapped[bytes | None] = mapped_column(LargeBinary(64), unique=True)
 
     organisation: Mapped[Organisation] = relationship()
+    office: Mapped[Office] = relationship()
 
 
 class Certificate(Base):

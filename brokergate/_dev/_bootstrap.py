@@ -27,6 +27,7 @@ from brokergate._dev._secrets import ensure_secret_file
 from brokergate._dev._server_certs import ServerCertPaths, ensure_server_certificates
 from ca import (
     CertificateAuthority,
+    FirmSettings,
     UnknownCertificate,
     create_user,
     load_trust_material,
@@ -234,7 +235,7 @@ def bootstrap(
             created.append(layout.relative(layout.broker_ca_bundle))
 
         for demo in (DEMO_BROKER, FALLBACK_USER):
-            if _ensure_user(sessions, demo, now):
+            if _ensure_user(sessions, demo, now, config.firms):
                 created.append(f"user {demo.email} (broker {demo.broker_number})")
 
         state = DevState.load(layout.state_file)
@@ -252,7 +253,9 @@ def bootstrap(
     return BootstrapReport(config=config, state=state, created=created, overlay=overlay)
 
 
-def _ensure_user(sessions: sessionmaker[Session], demo: DemoUser, now: datetime) -> bool:
+def _ensure_user(
+    sessions: sessionmaker[Session], demo: DemoUser, now: datetime, firms: FirmSettings
+) -> bool:
     with transaction(sessions) as session:
         if session.scalar(select(User.id).where(User.email == demo.email)) is not None:
             return False
@@ -264,6 +267,7 @@ def _ensure_user(sessions: sessionmaker[Session], demo: DemoUser, now: datetime)
             locale=demo.locale,
             now=now,
             actor=ACTOR,
+            firms=firms,
         )
     return True
 

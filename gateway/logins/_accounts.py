@@ -40,7 +40,7 @@ def find_organisation(session: Session, broker_number: str) -> Organisation | No
 def find_user_for_login(session: Session, identifier: str) -> User | None:
     """The account ``identifier`` (email or broker number) names, or ``None``.
 
-    A broker number names its organisation's head-office admin (seed 003: "Als
+    A broker number names its organisation's head office's head user (seed 003: "Als
     hoofdgebruiker logt u in met uw adviseursnummer of … e-mailadres"), or the only
     user of a one-person firm; employees log in with their email.
     """
@@ -51,14 +51,14 @@ def find_user_for_login(session: Session, identifier: str) -> User | None:
     if org is None:
         return None
     users = list(session.scalars(select(User).where(User.organisation_id == org.id)))
-    admins = [u for u in users if u.role == UserRole.ADMIN]
+    admins = [u for u in users if _heads_the_firm(u)]
     if len(admins) == 1:
         return admins[0]
     return users[0] if len(users) == 1 else None
 
 
 def primary_user(session: Session, org: Organisation) -> User | None:
-    """The user a firm-level (restricted) session is attributed to: the head-office admin,
+    """The user a firm-level (restricted) session is attributed to: the head office's head user,
     else the first active user of the firm."""
     users = list(
         session.scalars(
@@ -67,7 +67,12 @@ def primary_user(session: Session, org: Organisation) -> User | None:
             .order_by(User.id)
         )
     )
-    admins = [u for u in users if u.role == UserRole.ADMIN]
+    admins = [u for u in users if _heads_the_firm(u)]
     if admins:
         return admins[0]
     return users[0] if users else None
+
+
+def _heads_the_firm(user: User) -> bool:
+    """A head user of the firm's head office (not of a sub-office)."""
+    return user.role is UserRole.HEAD and user.office.is_head_office

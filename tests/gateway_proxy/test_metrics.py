@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca import create_user
 from gateway._metrics import (
     GatewayMetrics,
     UnknownMetricLabel,
@@ -22,9 +23,7 @@ from store import (
     CertificateStatus,
     GenerationStatus,
     Level,
-    Organisation,
     RootStatus,
-    User,
     WebSession,
     transaction,
 )
@@ -110,12 +109,9 @@ def _seed(sessions: sessionmaker[Session], clock: FakeClock) -> None:
                 created_at=now,
             )
         )
-        org = Organisation(broker_number="123456", created_at=now)
-        s.add(org)
-        s.flush()
-        user = User(organisation_id=org.id, email="a@example.test", name="A", created_at=now)
-        s.add(user)
-        s.flush()
+        user = create_user(
+            s, broker_number="12/345/6789", email="a@example.test", name="A", now=now, actor="t"
+        )
         # expiring in 10 d (counts), in 59 d (counts), in 61 d (no), expired (no), revoked (no)
         cases = [(10, CertificateStatus.VALID), (59, CertificateStatus.VALID)]
         cases += [(61, CertificateStatus.VALID), (-1, CertificateStatus.VALID)]

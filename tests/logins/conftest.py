@@ -10,15 +10,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca import create_user
 from gateway.logins import LoginSettings, derive_key, hash_password
 from gateway.logins._tan import TAN_KEY_PURPOSE
 from gateway.logins._totp import TOTP_PURPOSE
 from store import (
     OUTBOX_PURPOSE,
     AuditEvent,
-    Organisation,
     Sealer,
-    User,
     UserRole,
     UserStatus,
     transaction,
@@ -68,28 +67,24 @@ def make_account(sessions: sessionmaker[Session], clock: Callable[[], datetime])
         broker: str = "60/123/4567",
         name: str = "Hans Muster",
         password: str | None = PASSWORD,
-        role: UserRole = UserRole.BROKER,
+        role: UserRole | None = None,
         status: UserStatus = UserStatus.ACTIVE,
         locale: str = "de",
     ) -> int:
         n = next(counter)
         with transaction(sessions) as session:
-            org = session.scalar(select(Organisation).where(Organisation.broker_number == broker))
-            if org is None:
-                org = Organisation(broker_number=broker, created_at=clock())
-                session.add(org)
-                session.flush()
-            user = User(
-                organisation_id=org.id,
+            user = create_user(
+                session,
+                broker_number=broker,
                 email=email or f"broker{n}@example.org",
                 name=name,
                 locale=locale,
                 role=role,
                 status=status,
-                created_at=clock(),
-                password_hash=_hashed(password) if password else None,
+                now=clock(),
+                actor="test:setup",
             )
-            session.add(user)
+            user.password_hash = _hashed(password) if password else None
             session.flush()
             return user.id
 

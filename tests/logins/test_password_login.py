@@ -190,8 +190,8 @@ def test_broker_number_names_the_admin_or_the_only_user(
 ) -> None:
     solo = make_account(email="solo@example.org", broker="70/111/2222")
     assert login(sessions, clock, settings, "701112222", PASSWORD).user_id == solo
-    make_account(email="emp@example.org", broker="60/123/4567")
-    admin = make_account(email="head@example.org", broker="60/123/4567", role=UserRole.ADMIN)
+    make_account(email="emp@example.org", broker="60/123/4567", role=UserRole.EMPLOYEE)
+    admin = make_account(email="head@example.org", broker="60/123/4567", role=UserRole.HEAD)
     assert login(sessions, clock, settings, "60/123/4567", PASSWORD).user_id == admin
     with pytest.raises(InvalidCredentials):
         login(sessions, clock, settings, "12/345/6789", PASSWORD)

@@ -16,6 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca import create_user
 from renewal import MailRenderer, MailSettings, OutboxDelivery
 from renewal._outbox import WorkerId
 from store import (
@@ -25,10 +26,8 @@ from store import (
     Certificate,
     CertificateStatus,
     GenerationStatus,
-    Organisation,
     RootStatus,
     Sealer,
-    User,
     UserStatus,
     transaction,
 )
@@ -202,21 +201,16 @@ class CertFactory:
         self.counter += 1
         n = self.counter
         with transaction(self.sessions) as session:
-            org = Organisation(
-                broker_number=f"60/{100 + n:03d}/{4500 + n:04d}", created_at=self.clock()
-            )
-            session.add(org)
-            session.flush()
-            user = User(
-                organisation_id=org.id,
+            user = create_user(
+                session,
+                broker_number=f"60/{100 + n:03d}/{4500 + n:04d}",
                 email=f"broker{n}@example.org",
                 name=name,
                 locale=locale,
                 status=status,
-                created_at=self.clock(),
+                now=self.clock(),
+                actor="test:setup",
             )
-            session.add(user)
-            session.flush()
             return user.id
 
     def cert(

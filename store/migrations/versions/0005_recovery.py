@@ -1,7 +1,7 @@
 """password reset tokens: the emailed "forgot password" link (issue 14)
 
 Revision ID: 0005_recovery
-Revises: 0003_ca_key_uri
+Revises: 0004_signer
 """
 
 from __future__ import annotations
