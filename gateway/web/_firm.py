@@ -95,7 +95,9 @@ def product_names(request: web.Request) -> list[tuple[str, str]]:
 
 
 def office_label(office: Office) -> str:
-    return f"{office.number} · {office.name}"
+    """The office as lists show it: "S1-1 · Office North"; a head office named like its
+    number shows the number once."""
+    return office.number if office.name == office.number else f"{office.number} · {office.name}"
 
 
 def show_firm(

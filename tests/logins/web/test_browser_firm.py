@@ -1,0 +1,98 @@
+"""Issue 13 end to end in real headless Chromium: a head user logs in (password + the
+authenticator app), creates an employee with two rights on "Benutzer"; the employee opens the
+activation link from the real SMTP sink, sets a password and logs in."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from selenium.webdriver.common.by import By
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from store import User, UserStatus, transaction
+from tests.conftest import FakeClock
+from tests.logins.web.chrome import (
+    BROWSER_TEST_MARKS,
+    Chrome,
+    nss_db,
+    password_login,
+    start_chrome,
+    upstream_json,
+)
+from tests.logins.web.firm_world import build_world
+from tests.logins.web.test_browser_email_change import enter_totp, readable
+
+pytestmark = BROWSER_TEST_MARKS
+
+ACTIVATION_LINK = re.compile(r"https://127\.0\.0\.1:\d+(/_gateway/activate/\S+)")
+NEW_PASSWORD = "lange sichere passphrase fuer ilse"
+
+
+async def test_head_user_creates_employee_who_activates_and_logs_in(
+    gateway: Any,
+    sessions: sessionmaker[Session],
+    mailbox: Any,
+    chromes: list[Chrome],
+    screenshots: Path,
+    tmp_path: Path,
+    clock: FakeClock,
+) -> None:
+    # Until the 2FA deadline a basic login may press "Nicht jetzt" (the employee does).
+    gw = await gateway(twofa_deadline=(clock() + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    world = build_world(sessions, clock)
+    head = start_chrome(home=tmp_path / "head", base=gw.url)
+    chromes.append(head)
+    nss_db(head.home, gw.tls.ca)
+
+    # Strong: the password, then the authenticator app set up (its first code).
+    page = await password_login(head, world.email("ha"), "/_gateway/firm/users")
+    assert "Zwei-Faktor-Authentifizierung aktivieren" in page
+    page = await head.click("button[value=activate]")
+    match = re.search(r'id="totp-key" class="key">([A-Z2-7 ]+)<', page)
+    assert match is not None
+    await enter_totp(head, match.group(1).replace(" ", ""), clock)
+
+    # "Benutzer" in the account menu → the list → "Neuer Benutzer"
+    await head.open("/_gateway/account")
+    await head.click("nav.account-nav a[href$='/_gateway/firm/users']")
+    text = await readable(head, screenshots / "firm-1-users.png")
+    assert "Benutzer" in text and "User EA" in text and "Mitarbeiter" in text
+    await head.click("a[href$='/_gateway/firm/users/new']")
+    text = await readable(head, screenshots / "firm-2-new.png")
+    assert "Neuer Benutzer" in text and "Rechte" in text
+    await head.fill("f-name", "Ilse Vos")
+    await head.fill("f-email", "ilse@example.org")
+    for right in ("DIP", "ORV"):  # a checkbox: the page stays
+        await head.run(lambda r=right: head.driver.find_element(By.ID, f"f-right-{r}").click())
+    await head.click("form[action$='/_gateway/firm/users/new'] button[type=submit]")
+    text = await readable(head, screenshots / "firm-3-created.png")
+    assert "Aktivierungslink" in text and "Ilse Vos" in text and "Noch nicht aktiviert" in text
+    with transaction(sessions) as s:
+        ilse = s.scalar(select(User).where(User.email == "ilse@example.org"))
+        assert ilse is not None and ilse.rights == ["DIP", "ORV"]
+        assert ilse.status == UserStatus.PENDING
+
+    # The employee: the activation link from the real mail, a password, the login.
+    (mail,) = [m for m in await mailbox.deliver() if m["To"] == "ilse@example.org"]
+    body = mail.get_body(preferencelist=("plain",)).get_content()
+    link = ACTIVATION_LINK.search(body)
+    assert link is not None, body
+    employee = start_chrome(home=tmp_path / "employee", base=gw.url)
+    chromes.append(employee)
+    nss_db(employee.home, gw.tls.ca)
+    await employee.open(link.group(1))
+    await employee.fill("f-password", NEW_PASSWORD)
+    await employee.fill("f-repeat", NEW_PASSWORD)
+    await employee.click("form button[type=submit]")
+    await readable(employee, screenshots / "firm-4-activated.png")
+    page = await password_login(employee, "ilse@example.org", "/antrag", password=NEW_PASSWORD)
+    assert "Nicht jetzt" in page
+    page = await employee.click("button[value=not_now]")
+    headers = upstream_json(page)["headers"]
+    assert headers["x-brokergate-user-id"] == str(ilse.id)
+    with transaction(sessions) as s:
+        assert s.get(User, ilse.id).status == UserStatus.ACTIVE  # type: ignore[union-attr]
