@@ -8,11 +8,22 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import AuditEvent, EmailChangeToken, MailOutbox, User, UserStatus, transaction
+from ca import CertificateAuthority
+from gateway.web._formatting import format_date
+from store import (
+    AuditEvent,
+    EmailChangeToken,
+    MailOutbox,
+    RevocationReason,
+    User,
+    UserStatus,
+    transaction,
+)
 from tests.conftest import FakeClock
 from tests.logins.web.firm_world import build_world, snapshot, strong_login
 from tests.logins.web.test_password_pages import login
@@ -270,3 +281,28 @@ async def test_activation_mail_again_only_while_not_activated(
     status, body, _ = await b.post(f"{USERS}/{uid}/activation", {})
     assert status == 400 and "al geactiveerd" in body
     assert len(_mails(sessions, "activation")) == 2
+
+
+async def test_list_shows_certificate_status_and_expiry_in_local_dates(
+    gateway: Any,
+    browser_for: Any,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    authority: CertificateAuthority,
+) -> None:
+    gw = await gateway()
+    world = build_world(sessions, clock)
+    valid = authority.issue_certificate(world.users["ea"], "test")
+    revoked = authority.issue_certificate(world.users["s1e"], "test")
+    authority.revoke(revoked.serial, RevocationReason.KEY_COMPROMISE, "test")
+    b = browser_for(gw, language="en")
+    await strong_login(b, world.email("ha"), clock)
+    _, body = await b.get(USERS)
+    until = format_date(valid.not_after, "en", ZoneInfo("Europe/Berlin"))
+    row = re.search(r"User EA.*?</tr>", body, re.S)
+    assert row is not None and f"valid until {until}" in row.group(0)
+    row = re.search(r"User S1E.*?</tr>", body, re.S)
+    revoked_on = format_date(clock(), "en", ZoneInfo("Europe/Berlin"))
+    assert row is not None and f"revoked on {revoked_on}" in row.group(0)
+    row = re.search(r"User HA.*?</tr>", body, re.S)
+    assert row is not None and ">none<" in row.group(0)
