@@ -11,7 +11,9 @@ The rules, in order:
 
 1. A session that is over (idle, absolute end), or bound to a certificate that is not
    presented or no longer valid, ends (``end``) and its cookie is cleared.
-2. A session whose user is gone or not active ends likewise.
+2. A session whose user is gone or may not log in (``UserRecord.may_log_in``: not active,
+   or ``ca.login_refusal`` says no, e.g. the office was deactivated) ends likewise; the
+   refusal is reported (``refusal``) so the broker is told why, not shown a login form.
 3. Single sign-on with a valid certificate (:class:`SignOn`): the certificate's own
    session is kept; a lower session of the same user is elevated to ``strong``; another
    user's session ends and the certificate's session is reused (a client without cookies)
@@ -26,10 +28,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from gateway.auth._certificate_identity import CertificateProblem, Identity, UserRecord
 from gateway.auth._session_rules import SessionState, SessionVerdict, session_verdict
-from store import Level, UserStatus
+from store import Level
+
+if TYPE_CHECKING:
+    from ca import LoginRefusal
 
 __all__ = ["PASSWORD_METHOD", "Resolution", "SignOn", "inactivity_exempt", "resolve_request"]
 
@@ -58,6 +64,7 @@ class Resolution:
         user_from_certificate: the identity's user is the certificate's (after SSO).
         touch: record activity on ``session``.
         clear_cookie: the response deletes the session cookie.
+        refusal: why ``end`` is the session of a user who may no longer log in (issue 13).
     """
 
     end: SessionState | None = None
@@ -66,6 +73,7 @@ class Resolution:
     user_from_certificate: bool = False
     touch: bool = False
     clear_cookie: bool = False
+    refusal: LoginRefusal | None = None
 
 
 def inactivity_exempt(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -121,6 +129,7 @@ def resolve_request(
     cert = certificate if isinstance(certificate, Identity) else None
     end: SessionState | None = None
     clear = False
+    refusal: LoginRefusal | None = None
     if session is not None:
         presented = (
             cert.cert_fingerprint if cert is not None and cert.user_id == session.user_id else None
@@ -133,7 +142,10 @@ def resolve_request(
             # (revoked!) ends here, on the very next request.
             end, session, clear = session, None, True
     if session is not None and session.user_id is not None:
-        if session_user is None or session_user.status is not UserStatus.ACTIVE:
+        if session_user is None or not session_user.may_log_in:
+            # SECURITY (issue 13): deactivation (of the user or the office) holds on every
+            # request, on every replica, once the user cache has the refusal.
+            refusal = session_user.refusal if session_user is not None else None
             end, session, clear = session, None, True
 
     sign_on: SignOn | None = None
@@ -167,4 +179,5 @@ def resolve_request(
         user_from_certificate=user_from_certificate,
         touch=touch,
         clear_cookie=clear,
+        refusal=refusal,
     )

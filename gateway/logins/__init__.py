@@ -27,7 +27,6 @@ from gateway.logins._devices import (
     revoke_devices,
 )
 from gateway.logins._errors import (
-    AccountNotActive,
     ActivationInvalid,
     EnrolmentError,
     InvalidBrokerNumber,
@@ -103,7 +102,6 @@ __all__ = [
     "METHOD_TOTP",
     "TAN_KEY_PURPOSE",
     "TOTP_PURPOSE",
-    "AccountNotActive",
     "ActivationInvalid",
     "ActivationSent",
     "Ceremony",

@@ -59,7 +59,7 @@ from gateway.auth._request_state import CERTIFICATE_SOURCE, REQUEST_STATE, SESSI
 from gateway.auth._resolution import inactivity_exempt
 from gateway.auth._route_policy import Outcome, Requirement, decide, request_auth, required_for
 from gateway.auth._sessions import TOUCH_INTERVAL, SessionState, SessionVerdict, session_verdict
-from store import Level, UserStatus
+from store import Level
 
 __all__ = ["CHECK_INTERVAL", "WebSocketGuard", "websocket_guard"]
 
@@ -77,6 +77,7 @@ _POLICY_REASONS = {
     Outcome.STEP_UP: "step-up required",
     Outcome.TWOFA_PROMPT: "second factor required",
     Outcome.CERTIFICATE_PROBLEM: "certificate not usable",
+    Outcome.NO_RIGHT: "right required",  # a right taken away closes the socket too
 }
 
 
@@ -161,7 +162,8 @@ class _SessionWatch:
         user: UserRecord | None = None
         if session.user_id is not None:
             user = await user_record(self.request, session.user_id)
-            if user is None or user.status is not UserStatus.ACTIVE:
+            if user is None or not user.may_log_in:
+                # Issue 13: a deactivated user or office closes the socket as well.
                 await asyncio.to_thread(sessions.end, session.id, now)
                 return "account disabled"
         if active and self.counts_as_activity and now - session.last_seen_at >= TOUCH_INTERVAL:
