@@ -1,6 +1,7 @@
 """Issue 13 end to end in real headless Chromium: a head user logs in (password + the
 authenticator app), creates an employee with two rights on "Benutzer"; the employee opens the
-activation link from the real SMTP sink, sets a password and logs in."""
+activation link from the real SMTP sink, sets a password, logs in, reaches a permitted
+product and gets the clear page for the other."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from selenium.webdriver.common.by import By
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import User, UserStatus, transaction
+from gateway import RouteRule
+from store import Level, User, UserStatus, transaction
 from tests.conftest import FakeClock
 from tests.logins.web.chrome import (
     BROWSER_TEST_MARKS,
@@ -23,6 +25,7 @@ from tests.logins.web.chrome import (
     start_chrome,
     upstream_json,
 )
+from tests.logins.web.conftest import ROUTES
 from tests.logins.web.firm_world import build_world
 from tests.logins.web.test_browser_email_change import enter_totp, readable
 
@@ -42,7 +45,14 @@ async def test_head_user_creates_employee_who_activates_and_logs_in(
     clock: FakeClock,
 ) -> None:
     # Until the 2FA deadline a basic login may press "Nicht jetzt" (the employee does).
-    gw = await gateway(twofa_deadline=(clock() + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    # Two product routes (issue 13): the employee gets DIP and ORV, not DIL.
+    routes = (
+        RouteRule(prefix="/antrag/dip", level=Level.BASIC, right="DIP"),
+        RouteRule(prefix="/antrag/dil", level=Level.BASIC, right="DIL"),
+        *ROUTES,
+    )
+    deadline = (clock() + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    gw = await gateway(twofa_deadline=deadline, routes=routes)
     world = build_world(sessions, clock)
     head = start_chrome(home=tmp_path / "head", base=gw.url)
     chromes.append(head)
@@ -94,5 +104,15 @@ async def test_head_user_creates_employee_who_activates_and_logs_in(
     page = await employee.click("button[value=not_now]")
     headers = upstream_json(page)["headers"]
     assert headers["x-brokergate-user-id"] == str(ilse.id)
+    assert headers["x-brokergate-rights"] == "DIP,ORV"
     with transaction(sessions) as s:
         assert s.get(User, ilse.id).status == UserStatus.ACTIVE  # type: ignore[union-attr]
+
+    # A permitted product reaches the portal; the other one is a clear page, not a bare 403.
+    answer = upstream_json(await employee.open("/antrag/dip/offerte"))
+    assert answer["path"] == "/antrag/dip/offerte"
+    await employee.open("/antrag/dil/offerte")
+    text = await readable(employee, screenshots / "firm-5-no-right.png")
+    assert "Keine Berechtigung" in text
+    assert "Für Direkt beginnende Leibrente haben Sie keine Berechtigung." in text
+    assert "Ihr Hauptbenutzer User HA kann sie Ihnen geben." in text
