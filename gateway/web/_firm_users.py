@@ -133,7 +133,6 @@ def _load_list(request: web.Request, user_id: int) -> dict[str, Any]:
         return {
             "groups": groups,
             "grouped": len(actor.offices) > 1,
-            "sub_offices": actor.administers_sub_offices,
         }
 
 
@@ -281,6 +280,8 @@ async def user_new_submit(request: web.Request) -> web.StreamResponse:
             form.rights, rights_ok = checked_rights(posted, sorted(office_rights(office)))
             _check_name(form)
             address = _check_email(session, form, user_id=None)
+            if not office.active:  # an inactive office's users cannot log in
+                form.errors["office"] = "firm.error.office_inactive"
             if not rights_ok:
                 form.errors["rights"] = "firm.error.rights"
             if form.errors:

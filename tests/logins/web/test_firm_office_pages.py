@@ -66,6 +66,13 @@ async def test_list_and_new_sub_office_with_activation_link(
         f"{OFFICES}/new", {**NEW, "email": "ea@example.org", "send_activation": "1"}
     )
     assert status == 400 and "logt al een gebruiker in" in body
+    # the ca layer's format rules, next to their fields
+    status, body, _ = await b.post(f"{OFFICES}/new", {**NEW, "phone": "bel me maar"})
+    assert status == 400 and "Dit telefoonnummer is ongeldig" in body
+    assert 'id="f-phone-error"' in body and 'value="bel me maar"' in body
+    status, body, _ = await b.post(f"{OFFICES}/new", {**NEW, "number": "#7"})
+    assert status == 400 and 'id="f-number-error"' in body
+    assert "Het nummer bestaat uit 1 tot 32 letters" in body
     assert snapshot(sessions) == before
 
     status, body, _ = await b.post(f"{OFFICES}/new", {**NEW, "send_activation": "1"})

@@ -13,12 +13,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca import CertificateAuthority
+from ca import CertificateAuthority, set_office_active
 from gateway.web._formatting import format_date
 from store import (
     AuditEvent,
     EmailChangeToken,
     MailOutbox,
+    Office,
     RevocationReason,
     User,
     UserStatus,
@@ -306,3 +307,23 @@ async def test_list_shows_certificate_status_and_expiry_in_local_dates(
     assert row is not None and f"revoked on {revoked_on}" in row.group(0)
     row = re.search(r"User HA.*?</tr>", body, re.S)
     assert row is not None and ">none<" in row.group(0)
+
+
+async def test_no_new_user_in_an_inactive_office(
+    gateway: Any, browser_for: Any, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    gw = await gateway()
+    world = build_world(sessions, clock)
+    with transaction(sessions) as s:
+        office = s.get(Office, world.offices["S2"])
+        assert office is not None
+        set_office_active(s, office, False, now=clock(), actor="test")
+    b = browser_for(gw, language="en")
+    await strong_login(b, world.email("ha"), clock)
+    status, body = await b.get(f"{USERS}/new")
+    assert status == 200 and "S2-1 · Office S2" not in body  # not offered
+    before = snapshot(sessions)
+    form = {"name": "Late", "email": "late@example.org", "office": str(world.offices["S2"])}
+    status, body, _ = await b.post(f"{USERS}/new", form)
+    assert status == 400 and "This office is deactivated" in body
+    assert snapshot(sessions) == before
