@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import MailOutbox, Office, User, UserRole, UserStatus, transaction
+from store import AuditEvent, MailOutbox, Office, User, UserRole, UserStatus, transaction
 from tests.conftest import FakeClock
 from tests.logins.web.firm_world import build_world, snapshot, strong_login
 from tests.logins.web.test_password_pages import login
@@ -117,6 +117,10 @@ async def test_edit_deactivate_reactivate(
     status, body, _ = await b.post(f"{OFFICES}/{oid}/deactivate", {})
     assert status == 200 and "deaktiviert" in body and "Inaktiv" in body
     assert not _office(sessions, id=oid).active  # type: ignore[union-attr]
+    with transaction(sessions) as s:
+        event = s.scalar(select(AuditEvent).where(AuditEvent.action == "office.deactivate"))
+        assert event is not None and event.client_addr == "127.0.0.1"
+        assert event.actor == f"user:{world.users['ha']}"
     async with member.client.get(gw.url + "/_gateway/account", allow_redirects=False) as r:
         assert r.status == 303 and r.headers["Location"].startswith("/_gateway/login")
     await b.get(f"{OFFICES}/{oid}")

@@ -173,7 +173,10 @@ async def test_new_user_validation_keeps_values_then_creates_and_mails(
     assert mail.to_addr == "ilse@example.org" and mail.locale == "en"
     text = await mailbox.last_text()
     assert "/_gateway/activate/" in text
-    assert [e.actor for e in _audit(sessions, "user.add")][-1] == f"user:{world.users['ha']}"
+    added = _audit(sessions, "user.add")[-1]
+    assert added.actor == f"user:{world.users['ha']}" and added.client_addr == "127.0.0.1"
+    (sent,) = _audit(sessions, "user.activation.sent")
+    assert sent.client_addr == "127.0.0.1"
     status, body = await b.get(USERS)
     assert "Ilse Vos" in body and "Not yet activated" in body
 
