@@ -124,9 +124,14 @@ def _load_sqlite(url: str, n: int) -> None:
         ((u, _broker_number(u), now) for u in range(1, users + 1)),
     )
     conn.executemany(
-        "INSERT INTO users (id, organisation_id, email, name, locale, role, status, created_at) "
-        "VALUES (?, ?, ?, ?, 'de', 'broker', 'active', ?)",
-        ((u, u, f"broker{u}@example.org", f"Broker {u}", now) for u in range(1, users + 1)),
+        "INSERT INTO offices (id, organisation_id, number, name, rights, active, created_at) "
+        "VALUES (?, ?, ?, ?, '[]', 1, ?)",
+        ((u, u, _broker_number(u), _broker_number(u), now) for u in range(1, users + 1)),
+    )
+    conn.executemany(
+        "INSERT INTO users (id, organisation_id, office_id, email, name, locale, role, rights, "
+        "status, created_at) VALUES (?, ?, ?, ?, ?, 'de', 'head', '[]', 'active', ?)",
+        ((u, u, u, f"broker{u}@example.org", f"Broker {u}", now) for u in range(1, users + 1)),
     )
     conn.executemany(
         f"INSERT INTO certificates ({CERT_COLUMNS}) VALUES ({', '.join('?' * 13)})", _rows(n)
@@ -151,18 +156,26 @@ def _load_postgres(url: str, n: int) -> None:
                 for u in range(1, users + 1):
                     cp.write_row((u, _broker_number(u), now))
             with cur.copy(
-                "COPY users (id, organisation_id, email, name, locale, role, status, created_at)"
+                "COPY offices (id, organisation_id, number, name, rights, active, created_at)"
                 " FROM STDIN"
+            ) as cp:
+                for u in range(1, users + 1):
+                    cp.write_row((u, u, _broker_number(u), _broker_number(u), "[]", True, now))
+            with cur.copy(
+                "COPY users (id, organisation_id, office_id, email, name, locale, role, rights,"
+                " status, created_at) FROM STDIN"
             ) as cp:
                 for u in range(1, users + 1):
                     cp.write_row(
                         (
                             u,
                             u,
+                            u,
                             f"broker{u}@example.org",
                             f"Broker {u}",
                             "de",
-                            "broker",
+                            "head",
+                            "[]",
                             "active",
                             now,
                         )
@@ -170,7 +183,7 @@ def _load_postgres(url: str, n: int) -> None:
             with cur.copy(f"COPY certificates ({CERT_COLUMNS}) FROM STDIN") as cp:
                 for row in _rows(n):
                     cp.write_row(row)
-            for table in ("organisations", "users", "ca_roots"):
+            for table in ("organisations", "offices", "users", "ca_roots"):
                 cur.execute(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                     f"(SELECT max(id) FROM {table}))"
