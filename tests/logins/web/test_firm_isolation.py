@@ -99,7 +99,7 @@ async def test_head_office_head_user_cannot_reach_another_firm(
     gw = await gateway()
     world = build_world(sessions, clock)
     b = browser_for(gw)
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     status, body = await b.get(f"{P}/users")
     assert status == 200 and "User EA" in body and "User S1E" in body  # the own firm: yes
     assert "User HB" not in body and "User EB" not in body and "User SBH" not in body
@@ -115,7 +115,7 @@ async def test_sub_office_head_user_manages_only_that_office(
     world = build_world(sessions, clock)
     u, o = world.users, world.offices
     b = browser_for(gw)
-    await strong_login(b, world.email("s1h"), clock)
+    await strong_login(b, world.email("s1h"), clock, sessions)
     status, body = await b.get(f"{P}/users")
     assert status == 200 and "User S1E" in body
     assert "User HA" not in body and "User EA" not in body and "User S2H" not in body
@@ -143,7 +143,7 @@ async def test_employee_gets_the_refusal_for_every_admin_page(
     world = build_world(sessions, clock)
     u, o = world.users, world.offices
     b = browser_for(gw)
-    await strong_login(b, world.email("ea"), clock)
+    await strong_login(b, world.email("ea"), clock, sessions)
     requests: list[tuple[str, str, dict[str, str]]] = [
         ("GET", f"{P}/users", {}),
         ("GET", f"{P}/users/new", {}),

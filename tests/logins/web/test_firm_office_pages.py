@@ -45,7 +45,7 @@ async def test_list_and_new_sub_office_with_activation_link(
     gw = await gateway()
     world = build_world(sessions, clock)
     b = browser_for(gw, language="nl")
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     status, body = await b.get(OFFICES)
     assert status == 200 and "Subkantoren" in body and "Office S1" in body and "S1-1" in body
     status, body = await b.get(f"{OFFICES}/new")
@@ -103,7 +103,7 @@ async def test_edit_deactivate_reactivate(
     member = browser_for(gw)
     await login(member, world.email("s1e"))
     b = browser_for(gw)
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     oid = world.offices["S1"]
     status, body = await b.get(f"{OFFICES}/{oid}")
     assert status == 200 and 'value="Office S1"' in body and 'value="S1-1"' in body
@@ -137,7 +137,7 @@ async def test_delete_only_while_nobody_logged_in(
     member = browser_for(gw)
     await login(member, world.email("s1e"))  # S1 has been used
     b = browser_for(gw, language="en")
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     s1, s2 = world.offices["S1"], world.offices["S2"]
     await b.get(f"{OFFICES}/{s1}")
     status, body, _ = await b.post(f"{OFFICES}/{s1}/delete", {})

@@ -62,7 +62,7 @@ async def test_list_shows_the_seed_columns_grouped_by_office(
     gw = await gateway()
     world = build_world(sessions, clock)
     b = browser_for(gw)
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     status, body = await b.get(USERS)
     assert status == 200
     for text in ("Name", "E-Mail", "Rolle", "Status", "DIP", "DIL", "ORV", "Zertifikat"):
@@ -84,7 +84,7 @@ async def test_menu_for_sub_office_head_and_employee(
     gw = await gateway()
     world = build_world(sessions, clock)
     sub = browser_for(gw)
-    await strong_login(sub, world.email("s1h"), clock)
+    await strong_login(sub, world.email("s1h"), clock, sessions)
     _, body = await sub.get("/_gateway/account")
     assert f'href="{USERS}">Benutzer</a>' in body and "Unterbüros" not in body
     employee = browser_for(gw, language="nl")
@@ -107,7 +107,7 @@ async def test_needs_strong_then_fresh_login(
     async with b.client.get(gw.url + USERS, allow_redirects=False) as r:
         assert r.status == 303 and "level=strong" in r.headers["Location"]
         assert r.headers["Location"].startswith("/_gateway/step-up?")
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     status, _ = await b.get(f"{USERS}/new")
     assert status == 200
     csrf = b.csrf()
@@ -133,7 +133,7 @@ async def test_new_user_validation_keeps_values_then_creates_and_mails(
     gw = await gateway()
     world = build_world(sessions, clock)
     b = browser_for(gw, language="en")
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     status, body = await b.get(f"{USERS}/new")
     assert status == 200 and "New user" in body and 'name="right" value="ORV"' in body
     office = str(world.offices["S2"])  # DIP only
@@ -187,7 +187,7 @@ async def test_edit_name_rights_and_email_by_the_email_change_rules(
     gw = await gateway()
     world = build_world(sessions, clock)
     b = browser_for(gw)
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     uid = world.users["s1e"]
     status, body = await b.get(f"{USERS}/{uid}")
     assert status == 200 and 'value="User S1E"' in body and 'value="s1e@example.org"' in body
@@ -236,7 +236,7 @@ async def test_deactivate_ends_sessions_at_once_and_reactivate(
     status, _ = await employee.get("/_gateway/account")
     assert status == 200
     b = browser_for(gw)
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     uid = world.users["ea"]
     await b.get(f"{USERS}/{uid}")
     status, body, _ = await b.post(f"{USERS}/{uid}/deactivate", {})
@@ -264,7 +264,7 @@ async def test_activation_mail_again_only_while_not_activated(
     gw = await gateway()
     world = build_world(sessions, clock)
     b = browser_for(gw, language="nl")
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     await b.get(f"{USERS}/new")
     await b.post(
         f"{USERS}/new",
@@ -300,7 +300,7 @@ async def test_list_shows_certificate_status_and_expiry_in_local_dates(
     revoked = authority.issue_certificate(world.users["s1e"], "test")
     authority.revoke(revoked.serial, RevocationReason.KEY_COMPROMISE, "test")
     b = browser_for(gw, language="en")
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     _, body = await b.get(USERS)
     until = format_date(valid.not_after, "en", ZoneInfo("Europe/Berlin"))
     row = re.search(r"User EA.*?</tr>", body, re.S)
@@ -322,7 +322,7 @@ async def test_no_new_user_in_an_inactive_office(
         assert office is not None
         set_office_active(s, office, False, now=clock(), actor="test")
     b = browser_for(gw, language="en")
-    await strong_login(b, world.email("ha"), clock)
+    await strong_login(b, world.email("ha"), clock, sessions)
     status, body = await b.get(f"{USERS}/new")
     assert status == 200 and "S2-1 · Office S2" not in body  # not offered
     before = snapshot(sessions)
