@@ -110,6 +110,7 @@ def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
                         keyless=config.signer.socket_path is not None,
                     ),
                     signer=signer_client(config.signer),
+                    firms=config.firms,
                 )
             ],
         ),
