@@ -87,11 +87,11 @@ def _name_sub_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     "add, list, show" when it had five)."""
     for action in sub._choices_actions:
         child = sub.choices[action.dest]
-        names = [
-            name
+        names = [  # canonical names only: an alias (user reset-totp) is not another command
+            choice.dest
             for child_action in child._actions
             if isinstance(child_action, argparse._SubParsersAction)
-            for name in child_action.choices
+            for choice in child_action._choices_actions
         ]
         if names:
             topic = (action.help or "").split(":")[0]

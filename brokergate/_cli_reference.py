@@ -30,12 +30,16 @@ def _reference(args: argparse.Namespace, ctx: CliContext) -> int:
 def walk_commands(
     parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
-    """Every (command path, parser) pair, depth first, in the order they were registered."""
+    """Every (command path, parser) pair, depth first, in the order they were registered;
+    an alias (``user reset-totp``) is shown in its command's help, not as another command."""
     yield path, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
+            seen: set[int] = set()
             for name, child in action.choices.items():
-                yield from walk_commands(child, (*path, name))
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    yield from walk_commands(child, (*path, name))
 
 
 def _fixed_width(prog: str) -> argparse.HelpFormatter:

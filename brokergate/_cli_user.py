@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_show)
 
-    register_user_commands(user_sub)  # resend-activation, reset-totp (fallback logins)
+    register_user_commands(user_sub)  # resend-activation, reset-2fa (fallback logins)
     register_firm_user_commands(user_sub)  # rights, deactivate, reactivate (firms)
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from ca._keys import PrivateKey
 from ca._settings import P12Profile
+from ca._validity import BROKER_TIME_ZONE
 
 # Lower-case letters and digits without look-alikes (0/o, 1/l/i) and without y and z,
 # which swap places on German QWERTZ keyboards: brokers type this from an email.
@@ -83,6 +84,9 @@ def friendly_name(*, name: str, broker_number: str, not_after: datetime, serial:
 
     It tells an old certificate and its renewal apart (issue 15: both read "… 2027-01-31"
     when they were issued for the same day): the expiry date and the start of the serial
-    number, language-neutral because the file travels to any system.
+    number, language-neutral because the file travels to any system. The date is the one
+    brokers live in (Europe/Berlin, as the validity is counted): a certificate ending at
+    00:30 there ends on the previous day in UTC.
     """
-    return f"{name} ({broker_number}) {not_after:%Y-%m-%d} #{serial[:8]}"
+    local = not_after.astimezone(BROKER_TIME_ZONE)
+    return f"{name} ({broker_number}) {local:%Y-%m-%d} #{serial[:8]}"

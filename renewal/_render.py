@@ -54,6 +54,8 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "email_change_notice": (("name", "new_email"), ()),
     "password_reset_link": (("name",), ("link",)),
     "password_reset_notice": (("name",), ()),
+    "second_factor_reset_notice": (("name",), ()),
+    "twofa_setup_code": (("name",), ("code",)),
     "generic": (("subject", "body"), ()),
 }
 

@@ -52,6 +52,7 @@ from store._outbox import OUTBOX_PURPOSE, open_mail_secrets, queue_mail
 from store._sealing import Sealer
 from store._settings import StoreSettings
 from store._types import Clock, UTCDateTime, system_clock
+from store._web_sessions import end_user_sessions
 
 __all__ = [
     "DEFAULT_TIME_ZONE",
@@ -96,6 +97,7 @@ __all__ = [
     "WebSession",
     "current_revisions",
     "days_until_expiry",
+    "end_user_sessions",
     "ensure_current",
     "format_local_date",
     "format_local_datetime",

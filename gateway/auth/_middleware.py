@@ -75,7 +75,12 @@ from gateway.auth._sessions import (
     session_cookie_header,
 )
 from gateway.auth._trust_cache import MISS, CacheEntry
-from gateway.logins import METHOD_CERTIFICATE, certificate_sign_on_is_a_login, record_login
+from gateway.logins import (
+    METHOD_CERTIFICATE,
+    certificate_sign_on_is_a_login,
+    record_login,
+    revoke_devices,
+)
 from gateway.tls._context import peer_certificate_der
 from gateway.tls._trusted_peers import client_address
 from store import Level, User, UserStatus, transaction
@@ -485,7 +490,10 @@ async def logout(request: web.Request) -> None:
     state.session, state.identity, state.new_cookie, state.clear_cookie = None, None, None, True
 
 
-async def logout_everywhere(request: web.Request) -> int:
+async def logout_everywhere(request: web.Request, *, forget_devices: bool = False) -> int:
+    """End every session of the user; with ``forget_devices`` also forget their remembered
+    browsers, in the same transaction (issue 14: "Überall abmelden" offers both). Returns
+    how many sessions ended."""
     state = request_state(request)
     # SECURITY: a restricted session needs only the broker number, so it is not proven to
     # be this user; it may end itself, not every session of the user.
@@ -496,9 +504,16 @@ async def logout_everywhere(request: web.Request) -> int:
     ):
         await logout(request)
         return 0
-    count = await asyncio.to_thread(
-        request.app[SESSIONS].end_all_for_user, state.session.user_id, request.app[CLOCK]()
-    )
+    user_id, now = state.session.user_id, request.app[CLOCK]()
+    sessions, factory = request.app[SESSIONS], request.app[FACTORY]
+
+    def end_all() -> int:
+        with transaction(factory) as db:
+            if forget_devices:
+                revoke_devices(db, user_id=user_id, actor=f"user:{user_id}", now=now)
+            return sessions.end_all_for_user(user_id, now, db=db)
+
+    count = await asyncio.to_thread(end_all)
     state.session, state.identity, state.new_cookie, state.clear_cookie = None, None, None, True
     return count
 

@@ -59,7 +59,7 @@ from gateway.auth._session_rules import (
     session_verdict,
     set_session_cookie,
 )
-from store import Level, WebSession, transaction
+from store import Level, WebSession, end_user_sessions, transaction
 
 __all__ = [
     "TOUCH_INTERVAL",
@@ -430,18 +430,7 @@ class Sessions:
         """
 
         def write(session: Session) -> list[str]:
-            ids = list(
-                session.scalars(
-                    select(WebSession.id).where(
-                        WebSession.user_id == user_id, WebSession.ended_at.is_(None)
-                    )
-                )
-            )
-            if ids:
-                session.execute(
-                    update(WebSession).where(WebSession.id.in_(ids)).values(ended_at=now)
-                )
-            return ids
+            return end_user_sessions(session, user_id=user_id, now=now)
 
         if db is not None:
             ended = write(db)

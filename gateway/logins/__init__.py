@@ -1,5 +1,6 @@
 """Fallback logins and account services: password + TOTP, passkeys, broker number + TAN,
-remembered devices, account activation, email change, the broker's own certificates.
+remembered devices, account activation, email change, the broker's own certificates, the
+ops reset of second factors.
 
 Pure services over the store, with the clock injected (``now``) and the transaction
 handled inside each service (failures are committed, then raised). The pages in
@@ -68,6 +69,7 @@ from gateway.logins._passkeys import (
 from gateway.logins._password_login import PasswordAccepted, login_with_password
 from gateway.logins._passwords import check_password, hash_password, validate_new_password
 from gateway.logins._second_factor import verify_second_factor
+from gateway.logins._second_factor_reset import SecondFactorsReset, reset_second_factors
 from gateway.logins._settings import LoginSettings
 from gateway.logins._tan import (
     TAN_KEY_PURPOSE,
@@ -121,6 +123,7 @@ __all__ = [
     "RelyingParty",
     "RestrictedLogin",
     "SecondFactorInvalid",
+    "SecondFactorsReset",
     "TanConfirmed",
     "TanInvalid",
     "TanSent",
@@ -154,6 +157,7 @@ __all__ = [
     "remaining_recovery_codes",
     "remember_device",
     "remove_passkey",
+    "reset_second_factors",
     "reset_totp",
     "restricted_login",
     "revoke_devices",

@@ -18,6 +18,7 @@
     ├── EmailChangeRejected     the new address is malformed, unchanged or taken
     ├── EmailChangeLinkInvalid  the email-change link is unknown, used, expired or taken
     ├── PasswordResetLinkInvalid the "forgot password" link is unknown, used or expired
+    ├── SetupCodeInvalid        the 2FA set-up's emailed code is missing, wrong, expired, void
     ├── SignerUnreachable       the signer did not answer: nothing issued, try again later
     └── DownloadRefused         the signer's own checks refused the download (session, rate)
 
@@ -189,3 +190,15 @@ class PasswordResetLinkInvalid(LoginError):
         self.why = why
         self.key = f"error.password_reset_link.{why}"
         super().__init__(f"the password reset link is not valid ({why}); nothing was changed")
+
+
+class SetupCodeInvalid(LoginError):
+    """The emailed code of the 2FA set-up's step 1 is ``missing`` (none requested in this
+    session), ``wrong``, ``expired`` or ``exhausted`` (too many wrong entries: void)."""
+
+    def __init__(self, why: str, *, attempts_left: int = 0) -> None:
+        self.why = why
+        self.key = f"error.setup_code.{why}"
+        super().__init__(
+            f"the set-up code is not valid ({why}); request a new one", left=attempts_left
+        )

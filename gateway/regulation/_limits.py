@@ -12,6 +12,7 @@ many certificates a broker may download. The numbers are configurable in ``[logi
 | wrong logins of any kind | 20 in 15 min | client address | address locked 15 min |
 | TAN mails | 1 per 60 s, 5 in 15 min | broker | "try again from …" |
 | wrong entries of one TAN | 5 | TAN | the TAN is void |
+| 2FA set-up codes (issue 14) | as TAN mails, entries | broker / code | as for TANs |
 | certificate downloads | 3 per 24 h | broker | "try again from …" |
 | recovery mails (reset link, activation) | 3 in 60 min | account | no further mail; same answer |
 | recovery requests | 10 in 60 min | client address | address locked 60 min; same answer |

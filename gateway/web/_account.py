@@ -59,6 +59,7 @@ from gateway.web._common import (
     update_session_data,
 )
 from gateway.web._formatting import date_for, duration_for, time_for
+from gateway.web._twofa_setup import consume_setup, done_url, setup_needed
 from store import Level, User, record_audit, transaction
 
 ACCOUNT = f"{P}/account"
@@ -255,7 +256,10 @@ async def totp_page(request: web.Request) -> web.StreamResponse:
     require_user(request, level=Level.BASIC)
     if (refused := email_only_refusal(request, back=f"{P}/account/totp")) is not None:
         return refused
-    user_id = require_fresh(request, level=Level.BASIC, back=f"{P}/account/totp")
+    user_id = require_fresh(request, level=Level.BASIC, back=request.path_qs)
+    next_path = next_of(request.query)
+    if (needed := await setup_needed(request, user_id, back=next_path)) is not None:
+        return needed  # step 1 of the set-up first (issue 14)
     c = ctx(request)
     now = now_of(request)
 
@@ -277,7 +281,7 @@ async def totp_page(request: web.Request) -> web.StreamResponse:
         data = await asyncio.to_thread(enrolment)
     except LoginError:
         return see_other(f"{ACCOUNT}#twofa")  # already active
-    return show(request, "totp_setup.html", {"enrolment": data, "next": next_of(request.query)})
+    return show(request, "totp_setup.html", {"enrolment": data, "next": next_path})
 
 
 async def totp_submit(request: web.Request) -> web.StreamResponse:
@@ -287,6 +291,8 @@ async def totp_submit(request: web.Request) -> web.StreamResponse:
     if (refused := email_only_refusal(request, back=f"{P}/account/totp")) is not None:
         return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{P}/account/totp")
+    if (needed := await setup_needed(request, user_id, back=next_of(form))) is not None:
+        return needed
     c = ctx(request)
     try:
         codes = await asyncio.to_thread(
@@ -313,9 +319,12 @@ async def totp_submit(request: web.Request) -> web.StreamResponse:
             {"enrolment": data, "next": next_of(form), "error": error_text(request, exc)},
             status=400,
         )
+    await consume_setup(request)  # the next enrolment needs a new mailed code
     # The code just proved the second factor: the session becomes strong right away.
     await complete_login(request, user_id=user_id, level=Level.STRONG, method=METHOD_TOTP)
-    return show(request, "recovery_codes.html", {"codes": codes, "next": next_of(form)})
+    return show(
+        request, "recovery_codes.html", {"codes": codes, "next": done_url("totp", next_of(form))}
+    )
 
 
 async def totp_reset_submit(request: web.Request) -> web.StreamResponse:
@@ -373,6 +382,8 @@ async def passkey_options(request: web.Request) -> web.StreamResponse:
     ) is not None:
         return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#passkeys")
+    if (needed := await setup_needed(request, user_id, back=ACCOUNT, as_json=True)) is not None:
+        return needed
     ceremony = await asyncio.to_thread(
         registration_options, factory(request), user_id=user_id, rp=ctx(request).rp
     )
@@ -396,6 +407,8 @@ async def passkey_register(request: web.Request) -> web.StreamResponse:
     ) is not None:
         return refused
     user_id = require_fresh(request, level=Level.BASIC, back=f"{ACCOUNT}#passkeys")
+    if (needed := await setup_needed(request, user_id, back=ACCOUNT, as_json=True)) is not None:
+        return needed
     await refresh_session(request)  # SECURITY: a challenge used on another replica is gone
     state = request_state(request)
     stored = state.session.data.get(CHALLENGE_KEY_ACCOUNT) if state.session else None
@@ -419,6 +432,9 @@ async def passkey_register(request: web.Request) -> web.StreamResponse:
         )
     except LoginError as exc:
         return web.json_response({"error": error_text(request, exc)}, status=400)
+    await consume_setup(request)  # the next enrolment needs a new mailed code
+    if body.get("flow") == "setup":
+        return web.json_response({"redirect": done_url("passkey", next_of(body))})
     return web.json_response({"redirect": f"{ACCOUNT}?done=passkey_added#passkeys"})
 
 

@@ -35,6 +35,7 @@ from gateway.logins._certificates import (
 from gateway.logins._history import proven_by_email_only
 from gateway.logins._passkeys import RelyingParty
 from gateway.logins._settings import LoginSettings
+from gateway.logins._setup_code import SETUP_CODE_KEY_PURPOSE
 from gateway.logins._tan import TAN_KEY_PURPOSE
 from gateway.logins._tokens import derive_key
 from gateway.logins._totp import TOTP_PURPOSE
@@ -83,6 +84,10 @@ class LoginContext:
     @property
     def tan_key(self) -> bytes:
         return derive_key(self.secret_key, TAN_KEY_PURPOSE)
+
+    @property
+    def setup_code_key(self) -> bytes:
+        return derive_key(self.secret_key, SETUP_CODE_KEY_PURPOSE)
 
     def authority(self, factory: sessionmaker[Session]) -> Authority | None:
         if self.make_authority is None:

@@ -24,6 +24,7 @@ from gateway.web._formatting import time_for
 from gateway.web._pages import (
     render_page,
     safe_next,
+    step_up_context,
 )
 from store import (
     Level,
@@ -72,7 +73,9 @@ async def step_up_page(request: web.Request) -> web.StreamResponse:
     required = request.query.get("level", Level.STRONG.value)
     if required not in {level.value for level in Level}:
         required = Level.STRONG.value
-    return render_page(request, "step_up.html", {"next": next_path, "required": required})
+    return render_page(
+        request, "step_up.html", step_up_context(request, next_path=next_path, required=required)
+    )
 
 
 async def certificate_page(request: web.Request) -> web.StreamResponse:
@@ -92,8 +95,10 @@ async def logout_handler(request: web.Request) -> web.StreamResponse:
 async def logout_everywhere_handler(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     require_csrf(request, form)
-    await logout_everywhere(request)
-    return render_page(request, "logged_out.html")
+    # The account page's tick "Auch gespeicherte Browser vergessen" (issue 14).
+    forget_devices = form.get("forget_devices") == "yes"
+    await logout_everywhere(request, forget_devices=forget_devices)
+    return render_page(request, "logged_out.html", {"devices_forgotten": forget_devices})
 
 
 async def twofa_not_now_handler(request: web.Request) -> web.StreamResponse:

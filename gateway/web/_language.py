@@ -30,10 +30,10 @@ from aiohttp import web
 
 from gateway._errors import CsrfRejected, MalformedBody
 from gateway.auth._middleware import request_state, require_csrf
-from gateway.web._common import factory, form_text, read_form, see_other
+from gateway.web._common import factory, form_text, now_of, read_form, see_other
 from gateway.web._i18n import LANGUAGES
 from gateway.web._pages import LANGUAGE_COOKIE, chosen_language, safe_next
-from store import Level, User, transaction
+from store import Level, User, record_audit, transaction
 
 __all__ = ["language_submit", "remember_chosen_language", "set_language_cookie"]
 
@@ -59,6 +59,14 @@ def _store_locale(request: web.Request, user_id: int, language: str) -> None:
     with transaction(factory(request)) as session:
         user = session.get(User, user_id)
         if user is not None and user.locale != language:
+            record_audit(
+                session,
+                actor=f"user:{user_id}",
+                action="user.locale",
+                now=now_of(request),
+                user_id=user_id,
+                details={"from": user.locale, "to": language},
+            )
             user.locale = language
 
 

@@ -27,9 +27,10 @@ from aiohttp import web
 
 from gateway._settings import RESERVED_PREFIX
 from gateway.auth._forward_auth import OriginalRequest
-from gateway.auth._middleware import ORIGINAL_REQUEST
+from gateway.auth._middleware import ORIGINAL_REQUEST, request_state
 from gateway.auth._request_state import PAGE_CSRF, PAGE_LANGUAGE_HINT
 from gateway.web._i18n import LANGUAGES, Catalogs, negotiate_language
+from store import Level
 
 __all__ = [
     "CATALOGS",
@@ -41,6 +42,7 @@ __all__ = [
     "page_language",
     "render_page",
     "safe_next",
+    "step_up_context",
 ]
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -56,6 +58,14 @@ class LoginOption:
 
     label_key: str  # translation key
     url: str  # under the reserved prefix; the page appends ?next=
+    reaches: Level = Level.STRONG  # the most this way of logging in can give
+
+    def can_reach(self, level: str) -> bool:
+        """Whether this option can give ``level`` (a ``Level`` value; unknown: no)."""
+        try:
+            return self.reaches.satisfies(Level(level))
+        except ValueError:
+            return False
 
 
 CATALOGS = web.AppKey("catalogs", Catalogs)
@@ -109,6 +119,20 @@ def _here(request: web.Request, fallback: str) -> str:
     else:
         method, target = request.method, request.path_qs
     return safe_next(target if method in ("GET", "HEAD") else fallback)
+
+
+def step_up_context(request: web.Request, *, next_path: str, required: str) -> dict[str, Any]:
+    """The step-up page's values: only the login options that can reach ``required``, and
+    whether to offer the 2FA set-up (a logged-in user on a ``strong`` route, issue 14)."""
+    identity = request_state(request).identity
+    return {
+        "next": next_path,
+        "required": required,
+        "options": [o for o in request.app[LOGIN_OPTIONS] if o.can_reach(required)],
+        "can_set_up": required == Level.STRONG.value
+        and identity is not None
+        and identity.level.satisfies(Level.BASIC),
+    }
 
 
 def render_page(

@@ -29,6 +29,7 @@ from gateway.web._formatting import time_for
 from gateway.web._pages import (
     render_page,
     safe_next,
+    step_up_context,
 )
 from gateway.web._renewal_notice import renewal_interstitial
 
@@ -80,7 +81,7 @@ async def policy_answer(
     return render_page(
         request,
         "step_up.html",
-        {"next": next_path, "required": decision.required.value},
+        step_up_context(request, next_path=next_path, required=decision.required.value),
         status=403,
     )
 

@@ -63,7 +63,7 @@ async def twofa_prompt_submit(request: web.Request) -> web.StreamResponse:
     next_path = next_of(form)
     open_, deadline = _deadline_open(request)
     if form.get("action") != "not_now" or not open_:
-        return see_other(page_url(f"{P}/account/totp", next=next_path))
+        return see_other(page_url(f"{P}/2fa/setup", next=next_path))
     state = request_state(request)
     assert state.session is not None and deadline is not None
     now = now_of(request)

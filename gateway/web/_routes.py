@@ -32,10 +32,11 @@ from gateway.web import _language as language
 from gateway.web import _login as login
 from gateway.web import _password_reset as password_reset
 from gateway.web import _prompt as prompt
+from gateway.web import _twofa_setup as twofa_setup
 from gateway.web._banner import account_nav, expiry_banner, logins_middleware
 from gateway.web._common import LOGINS, LoginContext, P
 from gateway.web._pages import JINJA
-from store import OUTBOX_PURPOSE, Sealer
+from store import OUTBOX_PURPOSE, Level, Sealer
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -109,6 +110,8 @@ def setup_logins(
         jinja = app[JINJA]
         jinja.globals["expiry_banner"] = expiry_banner
         jinja.globals["account_nav"] = account_nav
+        # The core's 2FA and step-up pages link to the set-up when it is there (issue 14).
+        jinja.globals["twofa_setup_url"] = twofa_setup.SETUP
         # Before the policy middleware (create_app's last): a certificate's first use is
         # noted also when the policy answers with a page of ours (the renewal reminder, a
         # step-up) instead of the portal.
@@ -117,7 +120,13 @@ def setup_logins(
             [
                 LoginOption(label_key="logins.option.password", url=f"{P}/login/password"),
                 LoginOption(label_key="logins.option.passkey", url=f"{P}/login/passkey"),
-                LoginOption(label_key="logins.option.broker", url=f"{P}/login/broker"),
+                # SECURITY: broker number + TAN proves the mailbox only: it never reaches
+                # strong, so the step-up page for strong does not offer it (issue 14).
+                LoginOption(
+                    label_key="logins.option.broker",
+                    url=f"{P}/login/broker",
+                    reaches=Level.BASIC,
+                ),
             ]
         )
         add_routes(app.router, LOGIN_ROUTES)
@@ -167,6 +176,11 @@ LOGIN_ROUTES: tuple[Route, ...] = (
     # the 2FA prompt after a password login (seed 000), account activation (seed 003)
     ("GET", f"{P}/2fa/prompt", prompt.twofa_prompt_page),
     ("POST", f"{P}/2fa/prompt", prompt.twofa_prompt_submit),
+    # the 2FA set-up in three steps (issue 14, seed 000)
+    ("GET", twofa_setup.SETUP, twofa_setup.setup_page),
+    ("POST", twofa_setup.SETUP, twofa_setup.setup_submit),
+    ("GET", twofa_setup.METHOD, twofa_setup.method_page),
+    ("GET", twofa_setup.DONE, twofa_setup.done_page),
     ("GET", f"{P}/activate/{{token}}", prompt.activation_page),
     ("POST", f"{P}/activate/{{token}}", prompt.activation_submit),
     # "My account" (seeds 000, 004)

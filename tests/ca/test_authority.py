@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import (
+    BROKER_TIME_ZONE,
     PASSWORD_BITS,
     CAAlreadyInitialised,
     CertificateAuthority,
@@ -23,6 +24,7 @@ from ca import (
     UnknownCertificate,
     UnknownUser,
     WrongPassphrase,
+    friendly_name,
     generate_password,
     load_trust_material,
 )
@@ -274,7 +276,7 @@ def test_a_renewal_is_told_apart_from_the_old_certificate_by_its_friendly_name(
     first = authority.issue_certificate(user.id, "ops:test")
     second = authority.issue_certificate(user.id, "ops:test")
     assert first.friendly_name != second.friendly_name
-    assert f"{first.not_after:%Y-%m-%d}" in first.friendly_name
+    assert f"{first.not_after.astimezone(BROKER_TIME_ZONE):%Y-%m-%d}" in first.friendly_name
     assert first.friendly_name.endswith("#" + first.serial[:8])
 
 
@@ -302,3 +304,15 @@ def test_a_keyless_authority_revokes_without_a_key_and_the_signer_republishes_th
     crl = x509.load_pem_x509_crl(authority.crls()[1])
     assert crl.get_revoked_certificate_by_serial_number(int(issued.serial, 16)) is not None
     assert authority.publish_due_crls() == []  # and then not again
+
+
+def test_the_friendly_name_shows_the_expiry_date_brokers_live_in() -> None:
+    """A certificate that ends at 00:30 in Berlin ends at 23:30 UTC the day before; the name in
+    the broker's certificate list and the password mail's subject must read the Berlin date."""
+    name = friendly_name(
+        name="Erika Mustermann",
+        broker_number="60/123/4567",
+        not_after=datetime(2028, 12, 3, 23, 30, tzinfo=UTC),
+        serial="4f3a9c0011223344",
+    )
+    assert name == "Erika Mustermann (60/123/4567) 2028-12-04 #4f3a9c00"

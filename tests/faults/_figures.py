@@ -4,6 +4,12 @@ Each test asserts its bounds and records what it measured under the fault's name
 
     figures.record("postgres_outage", granted_beyond_level=0, recovery_seconds=0.06, ...)
 
+A fault run behind nginx (forward-auth) is recorded as ``"<fault> behind nginx"``; what both
+runs pass as ``compared`` (recovery times, seconds) is put side by side under
+``behind_nginx_vs_standalone`` once both are in, with the ratio nginx / standalone::
+
+    figures.record("worker_killed", front=system.front, compared={"restart_seconds": 1.2})
+
 The file is rewritten after every record, so a run that fails half-way keeps what the
 earlier tests measured; each run starts it anew. Where: ``$BROKERGATE_FAULT_FIGURES``
 (CI keeps it as an artifact), else ``build/fault-figures.json`` in the checkout (ignored
@@ -50,13 +56,44 @@ class Figures:
     def __post_init__(self) -> None:
         self.data.setdefault("machine", machine())
 
-    def record(self, fault: str, **values: Any) -> None:
-        """Add ``values`` under ``fault`` (seconds, counts …, JSON-serialisable) and save."""
-        entry = self.data.setdefault(fault, {"recorded": time.strftime("%H:%M:%S")})
+    def record(
+        self,
+        fault: str,
+        *,
+        front: str = "standalone",
+        compared: dict[str, float] | None = None,
+        **values: Any,
+    ) -> None:
+        """Add ``values`` under ``fault`` (seconds, counts …, JSON-serialisable) and save.
+
+        Args:
+            fault: the fault's name; the same for every front.
+            front: ``"standalone"`` or ``"nginx"`` (the run behind nginx forward-auth).
+            compared: seconds to put side by side with the other front's run of ``fault``.
+            values: the figures.
+        """
+        key = fault if front == "standalone" else f"{fault} behind {front}"
+        entry = self.data.setdefault(key, {"recorded": time.strftime("%H:%M:%S")})
+        if compared is not None:
+            values = {**values, "compared": compared}
         entry.update(values)
-        print(f"figures {fault}: {json.dumps(values, sort_keys=True, default=str)}")
+        print(f"figures {key}: {json.dumps(values, sort_keys=True, default=str)}")
+        self._compare(fault)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.data, indent=2, sort_keys=True, default=str) + "\n")
+
+    def _compare(self, fault: str) -> None:
+        standalone = self.data.get(fault, {}).get("compared")
+        nginx = self.data.get(f"{fault} behind nginx", {}).get("compared")
+        if not standalone or not nginx:
+            return
+        side_by_side: dict[str, Any] = {}
+        for name in sorted(set(standalone) & set(nginx)):
+            a, b = standalone[name], nginx[name]
+            # a ratio of two near-zero times says nothing: below 10 ms it is left out
+            ratio = round(b / a, 2) if a >= 0.01 else None
+            side_by_side[name] = {"standalone": a, "nginx": b, "nginx/standalone": ratio}
+        self.data.setdefault("behind_nginx_vs_standalone", {})[fault] = side_by_side
 
 
 def figures_path() -> Path:

@@ -77,6 +77,9 @@ def _titles() -> dict[str, dict[str, str]]:
 
 # The status each fault's page must come with (gateway/_errors.py).
 PAGE_STATUS = {"store_unavailable": 503, "upstream_unavailable": 502, "upstream_timeout": 504}
+# nginx's own page when it cannot reach the gateway (deploy/nginx/brokergate-unavailable.html):
+# static, all three languages in one, always 503.
+GATEWAY_UNAVAILABLE_MARK = '<meta name="brokergate-page" content="gateway_unavailable">'
 
 
 def classify_page(status: int, body: str, language: str, content_language: str) -> str:
@@ -85,10 +88,13 @@ def classify_page(status: int, body: str, language: str, content_language: str) 
     A 5xx that is not a fault's own page with its own status (the 500 page, a 503 without
     the "temporarily unavailable" page) is ``status:5xx:…``, so :func:`server_error` and
     every check for ``status:5`` catch it; a fault page with another status is
-    ``page:<name>:status:<code>``.
+    ``page:<name>:status:<code>``. nginx's static page for a gateway it cannot reach is
+    ``page:gateway_unavailable`` (all languages in one page, so no language check).
     """
     import html
 
+    if GATEWAY_UNAVAILABLE_MARK in body:
+        return "page:gateway_unavailable" + ("" if status == 503 else f":status:{status}")
     text = html.unescape(body)
     for title, page in _titles()[language].items():
         if f"<h1>{title}</h1>" in text:

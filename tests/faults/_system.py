@@ -2,7 +2,7 @@
 
 ::
 
-    with running_system(root, backend="postgresql") as system:   # or "sqlite"
+    with running_system(root, backend="postgresql") as system:   # or "sqlite"; front="nginx"
         a = system.start_gateway("a", workers=2)                  # brokergate gateway serve
         system.start_renewal()                                    # brokergate renewal run
         system.postgres.stop(); ...; system.postgres.start()      # a fault
@@ -16,6 +16,13 @@ renewal process as ``python -m brokergate`` subprocesses on one TOML file (per-r
 by environment variable). The store is prepared in-process with the packages' own API:
 schema, CA, brokers with certificates (PEM files), passwords, broker numbers for TAN logins,
 and one certificate revoked before anything starts.
+
+``front="nginx"``: the same system in forward-auth mode. Each replica is a plain-HTTP
+gateway (``forward_auth``, ``terminator_format = "nginx"``) with a real nginx of its own in
+front, running the shipped deploy/nginx/forward-auth.conf (only its ADAPT lines changed,
+tests/gateway_proxy/_nginx.py; the portal's timeouts as the gateway's below). nginx
+terminates mTLS, proxies the portal itself and asks the gateway on every request; the
+replica's ``url`` (and ``public_url``) is nginx's, ``gateway_url`` the gateway's own.
 
 Used by ``tests/faults`` and ``bench/soak.py`` (the benchmark drives the same system).
 """
@@ -43,7 +50,7 @@ from typing import Literal
 import psutil
 from sqlalchemy import select
 
-from ca import CASettings, create_user, make_authority
+from ca import CASettings, create_user, load_trust_material, make_authority
 from gateway.logins import hash_password
 from store import (
     OUTBOX_PURPOSE,
@@ -60,7 +67,11 @@ from store import (
 from tests import polling
 from tests.conftest import REPO, TEST_PASSPHRASE, TEST_SECRET_KEY, free_port
 from tests.gateway_proxy._certs import PemPair, own_ca_pair, pem_from_pkcs12
+from tests.gateway_proxy._nginx import adapted_forward_auth_config, auth_cache, running_nginx
 from tests.renewal.conftest import SmtpServer, SmtpSink
+
+Front = Literal["standalone", "nginx"]
+FRONTS: tuple[Front, ...] = ("standalone", "nginx")
 
 PASSWORD = "correct horse battery staple"
 ACTOR = "test:faults"
@@ -166,13 +177,22 @@ class Process:
 
 @dataclass(kw_only=True)
 class Replica(Process):
-    port: int
+    port: int  # the gateway's own listener
     metrics_port: int
     workers: int
+    front: Process | None = None  # nginx in front (forward-auth mode)
+    front_port: int | None = None
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        """Where brokers connect: the gateway itself, or the nginx in front of it."""
+        return f"https://127.0.0.1:{self.front_port or self.port}"
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway's own listener (a load balancer's /healthz check goes here)."""
+        scheme = "http" if self.front is not None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def worker_pids(self) -> list[int]:
         """The serving processes: the forked workers, or the process itself with one."""
@@ -209,11 +229,13 @@ class Mailbox:
 class System:
     root: Path
     backend: Literal["postgresql", "sqlite"]
+    front: Front
     store_url: str
     postgres: PostgresServer | None
     config_file: Path
     env: dict[str, str]
     server: PemPair
+    ca_bundle: Path  # what `brokergate ca bundle` writes: nginx's CertificateRequest names
     upstream_port: int
     smtp: SmtpServer
     mailbox: Mailbox
@@ -227,6 +249,7 @@ class System:
     renewal: Process | None = None
     _hang: socket.socket | None = None
     _held: list[socket.socket] = field(default_factory=list)
+    _fronts: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # --- processes
 
@@ -283,12 +306,46 @@ class System:
 
     def start_gateway(self, name: str, *, workers: int = 1) -> Replica:
         port, metrics_port = free_port(), free_port_run(workers)
+        front_port = free_port() if self.front == "nginx" else None
+        replica = self._serve(
+            name, workers=workers, port=port, metrics_port=metrics_port, public=front_port or port
+        )
+        if front_port is not None:
+            replica.front = self._start_nginx(name, gateway_port=port, listen_port=front_port)
+            replica.front_port = front_port
+        self.replicas[name] = replica
+        return replica
+
+    def restart_gateway(self, name: str) -> Replica:
+        """``brokergate gateway serve`` of a replica that was killed, again on its ports; its
+        nginx (forward-auth) stays as it was. Returns once every worker is ready."""
+        old = self.replicas[name]
+        if old.alive:
+            raise AssertionError(f"gateway {name} is still running (pid {old.proc.pid})")
+        replica = self._serve(
+            name,
+            workers=old.workers,
+            port=old.port,
+            metrics_port=old.metrics_port,
+            public=old.front_port or old.port,
+        )
+        replica.front, replica.front_port = old.front, old.front_port
+        self.replicas[name] = replica
+        return replica
+
+    def _serve(
+        self, name: str, *, workers: int, port: int, metrics_port: int, public: int
+    ) -> Replica:
+        """``brokergate gateway serve`` on ``port``; brokers reach it on ``public`` (its own
+        port, or its nginx's)."""
         env = {
             "BROKERGATE_GATEWAY__PORT": str(port),
             "BROKERGATE_GATEWAY__METRICS_PORT": str(metrics_port),
-            "BROKERGATE_GATEWAY__PUBLIC_URL": f"https://127.0.0.1:{port}",
+            "BROKERGATE_GATEWAY__PUBLIC_URL": f"https://127.0.0.1:{public}",
         }
         args = [sys.executable, "-m", "brokergate", "gateway", "serve", "--workers", str(workers)]
+        log = self.root / f"gateway-{name}.log"
+        ready_before = log.read_text(errors="replace").count(READY) if log.exists() else 0
         process = self._spawn(f"gateway-{name}", args, env)
         replica = Replica(
             name=process.name,
@@ -299,13 +356,32 @@ class System:
             workers=workers,
         )
         wait_for(
-            lambda: replica.output.count(READY) >= workers,
+            lambda: replica.output.count(READY) >= ready_before + workers,
             START_TIMEOUT,
             f"{workers} worker(s) of gateway {name}",
             replica,
         )
-        self.replicas[name] = replica
         return replica
+
+    def _start_nginx(self, name: str, *, gateway_port: int, listen_port: int) -> Process:
+        """nginx with the shipped forward-auth config in front of one replica; stopped by
+        :meth:`stop`. The portal's timeouts are the gateway's (as the config says to ADAPT)."""
+        prefix = self.root / f"nginx-{name}"
+        config = adapted_forward_auth_config(
+            listen_port=listen_port,
+            cert=self.server.cert,
+            key=self.server.key,
+            gateway_port=gateway_port,
+            portal_port=self.upstream_port,
+            cache=self._fronts.enter_context(auth_cache()),
+            bundle=self.ca_bundle,
+            portal_connect_timeout=UPSTREAM_CONNECT_TIMEOUT,
+            portal_read_timeout=UPSTREAM_READ_TIMEOUT,
+        )
+        proc = self._fronts.enter_context(
+            running_nginx(prefix, server_config=config, listen_port=listen_port)
+        )
+        return Process(name=f"nginx-{name}", proc=proc, log=prefix / "error.log")
 
     def start_renewal(self) -> None:
         renewal = self._spawn("renewal", [sys.executable, "-m", "brokergate", "renewal", "run"])
@@ -320,9 +396,15 @@ class System:
     # --- what the gateway processes hold
 
     def upstream_sockets(self, replica: Replica) -> Counter[str]:
-        """TCP connections of the replica's workers to the upstream, by state."""
+        """TCP connections to the upstream, by state, of whoever proxies the portal: the
+        replica's workers, or (forward-auth) the workers of the nginx in front of it."""
         states: Counter[str] = Counter()
-        for pid in replica.worker_pids():
+        if replica.front is not None:
+            nginx = psutil.Process(replica.front.proc.pid)
+            pids = [nginx.pid, *(child.pid for child in nginx.children())]
+        else:
+            pids = replica.worker_pids()
+        for pid in pids:
             with contextlib.suppress(psutil.NoSuchProcess):
                 for conn in psutil.Process(pid).net_connections(kind="tcp"):
                     if conn.raddr and conn.raddr.port == self.upstream_port:
@@ -361,6 +443,7 @@ class System:
 
     def processes(self) -> list[Process]:
         found: list[Process] = list(self.replicas.values())
+        found.extend(r.front for r in self.replicas.values() if r.front is not None)
         if self.renewal is not None:
             found.append(self.renewal)
         return found
@@ -370,6 +453,7 @@ class System:
         return [f"{p.name} ({p.proc.returncode})" for p in self.processes() if not p.alive]
 
     def stop(self) -> None:
+        self._fronts.close()  # the nginx fronts first (they stop and are waited for)
         for process in [*self.processes(), *([self.upstream] if self.upstream else [])]:
             if process.alive:
                 process.proc.send_signal(signal.SIGTERM)
@@ -448,12 +532,20 @@ def wait_for_port(port: int, process: Process, seconds: float = 30) -> None:
     wait_for(open_, seconds, f"port {port}", process)
 
 
-def _config(system_root: Path, store_url: str, server: PemPair, upstream: int, smtp: int) -> str:
+def _config(
+    system_root: Path, store_url: str, server: PemPair, upstream: int, smtp: int, front: Front
+) -> str:
     secret = system_root / "secret-key"
     passphrase = system_root / "ca-passphrase"
     for path, value in ((secret, TEST_SECRET_KEY), (passphrase, TEST_PASSPHRASE.encode())):
         path.write_bytes(value)
         path.chmod(0o600)
+    # forward-auth: plain HTTP on loopback, believing only nginx (docs/forward-auth.md)
+    forward_auth = (
+        'forward_auth = true\nterminator_format = "nginx"\ntrusted_proxies = ["127.0.0.1/32"]'
+        if front == "nginx"
+        else ""
+    )
     return f"""
 [store]
 url = "{store_url}"
@@ -472,6 +564,7 @@ upstream_connect_timeout = "{UPSTREAM_CONNECT_TIMEOUT:g}s"
 upstream_read_timeout = "{UPSTREAM_READ_TIMEOUT:g}s"
 shutdown_grace = "5s"
 default_level = "basic"
+{forward_auth}
 
 [[gateway.routes]]
 prefix = "/public"
@@ -577,12 +670,14 @@ def running_system(
     root: Path,
     *,
     backend: Literal["postgresql", "sqlite"] = "postgresql",
+    front: Front = "standalone",
     cert_users: int = 4,
     password_users: int = 3,
     tan_users: int = 3,
 ) -> Iterator[System]:
-    """Store prepared, upstream and SMTP sink running; gateways and renewal are started by
-    the caller. Everything is stopped (and the PostgreSQL cluster removed) on exit."""
+    """Store prepared, upstream and SMTP sink running; gateways (each with its nginx when
+    ``front="nginx"``) and renewal are started by the caller. Everything is stopped (and the
+    PostgreSQL cluster removed) on exit."""
     root.mkdir(parents=True, exist_ok=True)
     postgres: PostgresServer | None = None
     smtp = SmtpServer(port=free_port(), sink=SmtpSink())
@@ -598,7 +693,7 @@ def running_system(
         server = own_ca_pair(root / "tls", "server", server=True)
         upstream_port = free_port()
         config_file = root / "brokergate.toml"
-        config_file.write_text(_config(root, store_url, server, upstream_port, smtp.port))
+        config_file.write_text(_config(root, store_url, server, upstream_port, smtp.port, front))
         env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERGATE_")}
         env.update({"PYTHONPATH": str(REPO), "BROKERGATE_CONFIG": str(config_file)})
         env.pop("CI", None)
@@ -609,15 +704,24 @@ def running_system(
             password_users=password_users,
             tan_users=tan_users,
         )
+        ca_bundle = root / "ca-bundle.pem"
+        engine = make_engine(store_url)
+        try:
+            with session_factory(engine)() as db:
+                ca_bundle.write_bytes(load_trust_material(db).bundle_pem())
+        finally:
+            engine.dispose()
         smtp.start()
         system = System(
             root=root,
             backend=backend,
+            front=front,
             store_url=store_url,
             postgres=postgres,
             config_file=config_file,
             env=env,
             server=server,
+            ca_bundle=ca_bundle,
             upstream_port=upstream_port,
             smtp=smtp,
             mailbox=Mailbox(sink=smtp.sink),

@@ -7,6 +7,10 @@ a 500; a WebSocket open when the database goes is closed with 1011 (fail closed)
 5 s; everything is normal within 5 s of the database's return; no process exits. The
 figures (granted beyond level, recovery seconds, what each kind of client got) go to the
 suite's figure file (_figures.py).
+
+Behind nginx (forward-auth) the same holds, but for the open WebSocket: nginx relays it to
+the portal and the gateway never sees it (docs/forward-auth.md), so it is not closed for
+the outage; what happened to it is recorded, not asserted.
 """
 
 from __future__ import annotations
@@ -39,12 +43,13 @@ SLACK = 1.5  # seconds a loaded 2-core machine may add to a bound (scheduling, T
 
 
 async def _healthz(system: System, replica: Replica) -> tuple[str, str | None]:
-    """``/healthz`` as a load balancer's check sees it: ``status:200`` or ``status:503``."""
+    """``/healthz`` as a load balancer's check sees it (on the gateway's own listener, also
+    behind nginx): ``status:200`` or ``status:503``."""
     mix = Mix(system=system, replicas=[replica])
     try:
         async with (
             mix._client(None, "en", keep_alive=False) as client,
-            client.get(replica.url + "/healthz") as response,
+            client.get(replica.gateway_url + "/healthz") as response,
         ):
             return f"status:{response.status}", None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -120,7 +125,11 @@ async def test_postgres_outage(pg_system: System, figures: Figures) -> None:
             await asyncio.sleep(0.5)
         await asyncio.to_thread(system.postgres.start)
         back = time.monotonic()
-        held_close, held_closed_at = await closing
+        if system.front == "standalone" or closing.done():
+            held_close, held_closed_at = await closing
+        else:  # behind nginx: the gateway does not see the socket; still open
+            closing.cancel()
+            held_close, held_closed_at = None, None
         recovery = {}
         for replica in replicas:
             for broker, path, expected in (
@@ -156,13 +165,20 @@ async def test_postgres_outage(pg_system: System, figures: Figures) -> None:
     }
     figures.record(
         "postgres_outage",
+        front=system.front,
+        compared={
+            f"recovery {path}": round(max(v for (_, p), v in recovery.items() if p == path), 2)
+            for path in sorted({p for _, p in recovery})
+        },
         outage_seconds=round(back - stopped, 1),
         answers=len(mix.samples),
         granted_beyond_level=granted_beyond_level(mix.samples),
         server_errors=sum(1 for s in mix.samples if server_error(s)),
         errors_outside_fault_window=len(outside),
         revocation_enforced_before_outage_seconds=enforced,
-        open_websocket_closed={
+        open_websocket_closed=None
+        if held_close is None or held_closed_at is None
+        else {
             "type": held_close.type.name,
             "code": held_close.data,
             "seconds_after_stop": round(held_closed_at - stopped, 2),
@@ -189,8 +205,10 @@ async def test_postgres_outage(pg_system: System, figures: Figures) -> None:
         victim_answers
     )
     # the open WebSocket: closed by the gateway (1011, fail closed) within the 5 s bound
-    assert (held_close.type, held_close.data) == (aiohttp.WSMsgType.CLOSE, 1011), held_close
-    assert held_closed_at - stopped < RECOVERY_BOUND + SLACK, held_closed_at - stopped
+    if system.front == "standalone":
+        assert held_close is not None and held_closed_at is not None
+        assert (held_close.type, held_close.data) == (aiohttp.WSMsgType.CLOSE, 1011), held_close
+        assert held_closed_at - stopped < RECOVERY_BOUND + SLACK, held_closed_at - stopped
     for language in LANGUAGES:
         assert login_pages[f"{language}:page:store_unavailable"] > 0, login_pages
     assert not [k for k in login_pages if not k.endswith(":page:store_unavailable")], login_pages

@@ -1,7 +1,10 @@
 """A gateway worker killed with SIGKILL under load (issue 18).
 
 Replica ``a`` serves with ``--workers 2`` (SO_REUSEPORT); the whole mix runs on both
-replicas, the renewal process delivering the TAN mails. One worker of ``a`` is killed:
+replicas, the renewal process delivering the TAN mails; standalone and behind nginx
+(forward-auth: nginx's connections to the killed worker break, and it asks again).
+
+One worker of ``a`` is killed:
 the supervisor starts a new one in its place (logged, counted in
 ``brokergate_worker_restarts_total``), the other worker serves on meanwhile, and the port
 never refuses a connection. Only requests that were on the killed worker's connections at
@@ -89,6 +92,8 @@ async def test_worker_killed_under_load(pg_system: System, figures: Figures) -> 
     ]
     figures.record(
         "worker_killed",
+        front=system.front,
+        compared={"restart_seconds": round(restarted, 2)},
         workers_before_after=[workers, after],
         restart_seconds=round(restarted, 2),
         restart_bound_seconds=RESTART_BOUND,

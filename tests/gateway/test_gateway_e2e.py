@@ -437,7 +437,7 @@ async def test_twofa_prompt_and_not_now(
     )
     cookie = [("Cookie", f"__Host-brokergate={new.cookie}")]
     prompt = await get(gw, server_tls, "/antrag", headers=cookie)
-    assert prompt.status == 403 and "Jetzt nicht" in prompt.body
+    assert prompt.status == 403 and "Nicht jetzt" in prompt.body
     form = [*cookie, ("Content-Type", "application/x-www-form-urlencoded")]
     body = f"csrf={new.state.csrf_token}&next=/antrag".encode()
     skipped = await get(

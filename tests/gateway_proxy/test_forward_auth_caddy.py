@@ -26,6 +26,7 @@ from gateway.logins import LoginSettings
 from store import RevocationReason
 from tests.conftest import TEST_SECRET_KEY, FakeClock, free_port
 from tests.gateway_proxy._certs import PemPair
+from tests.gateway_proxy._nginx import UNAVAILABLE_PAGE
 from tests.gateway_proxy.conftest import start_site
 from tests.gateway_proxy.test_forward_auth_nginx import _context, _get, _portal_saw
 from tests.polling import async_wait_for, wait_for
@@ -37,10 +38,18 @@ pytestmark = pytest.mark.skipif(
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "caddy" / "Caddyfile"
 
 
-def _adapted(listen: int, server: PemPair, gateway: int, portal: int, bundle: Path) -> str:
-    """The shipped file with only its ADAPT lines changed to loopback test values."""
+def _adapted(
+    listen: int,
+    server: PemPair,
+    gateway: int,
+    portal: int,
+    bundle: Path,
+    gateway_timeout: float | None = None,
+) -> str:
+    """The shipped file with only its ADAPT lines changed to loopback test values;
+    ``gateway_timeout``: the wait on a hung brokergate (None: the shipped 20 s)."""
     text = CONFIG.read_text(encoding="utf-8")
-    for pattern, value, times in (
+    replacements = [
         # The name, not the address: Caddy answers 421 when the client sends no SNI (an IP
         # address) to a site with client_auth; bound to loopback only.
         (r"https://portal\.example:443 \{", f"https://localhost:{listen} {{\n\tbind 127.0.0.1", 1),
@@ -49,7 +58,12 @@ def _adapted(listen: int, server: PemPair, gateway: int, portal: int, bundle: Pa
         (r"/etc/brokergate/tls/ca-bundle\.pem", str(bundle), 1),
         (r"127\.0\.0\.1:8443", f"127.0.0.1:{gateway}", 2),
         (r"127\.0\.0\.1:8080", f"127.0.0.1:{portal}", 1),
-    ):
+        (r"root \* /etc/brokergate/nginx ", f"root * {UNAVAILABLE_PAGE.parent} ", 1),
+    ]
+    if gateway_timeout is not None:
+        timeout = f"response_header_timeout {gateway_timeout:g}s"
+        replacements.append((r"response_header_timeout 20s", timeout, 2))
+    for pattern, value, times in replacements:
         text, count = re.subn(pattern, value, text)
         assert count == times, pattern
     return text

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import ssl
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pyotp
 import pytest
+from aiohttp import web
 from cryptography.x509.oid import NameOID
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,74 +30,49 @@ from gateway.logins import LoginSettings
 from store import RevocationReason
 from tests.conftest import TEST_SECRET_KEY, FakeClock, UserFactory, password_mail_for
 from tests.gateway_proxy._certs import PemPair, pem_from_pkcs12
-from tests.gateway_proxy._nginx import NGINX, REPO, free_port, running_nginx
+from tests.gateway_proxy._nginx import (
+    NGINX,
+    adapted_forward_auth_config,
+    auth_cache,
+    free_port,
+    running_nginx,
+)
 from tests.gateway_proxy.conftest import start_site
+from tests.logins.web.conftest import mailbox  # noqa: F401  (the SMTP sink fixture)
+from tests.logins.web.setup_steps import mailed_setup_code
 from tests.logins.web.test_password_pages import set_password
 from tests.polling import async_wait_for
 
 pytestmark = pytest.mark.skipif(
     not Path(NGINX).exists(), reason="nginx is not installed (make system-deps)"
 )
-CONFIG = REPO / "deploy" / "nginx" / "forward-auth.conf"
 PORTAL_READ_TIMEOUT = 1  # seconds: proxy_read_timeout of the adapted config
-
-
-def _adapted(
-    listen: int, server: PemPair, gateway: int, portal: int, cache: Path, bundle: Path
-) -> str:
-    text = CONFIG.read_text(encoding="utf-8")
-    text, count = re.subn(r"/etc/brokergate/tls/ca-bundle\.pem", str(bundle), text)
-    assert count == 2  # ssl_client_certificate and ssl_trusted_certificate
-    for pattern, value in (
-        (r"listen 443 ssl;", f"listen 127.0.0.1:{listen} ssl;"),
-        (r"ssl_certificate\s+\S+;", f"ssl_certificate {server.cert};"),
-        (r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {server.key};"),
-        (r"server 127\.0\.0\.1:8443;", f"server 127.0.0.1:{gateway};"),
-        (r"server 127\.0\.0\.1:8080;", f"server 127.0.0.1:{portal};"),
-        (r"proxy_cache_path \S+", f"proxy_cache_path {cache}"),
-        # the portal's timeouts, short enough for a test (as gateway.upstream_*_timeout)
-        (r"proxy_connect_timeout 5s;", "proxy_connect_timeout 2s;"),
-        (r"proxy_read_timeout 60s;", f"proxy_read_timeout {PORTAL_READ_TIMEOUT}s;"),
-    ):
-        text, count = re.subn(pattern, value, text, count=1)
-        assert count == 1, pattern
-    return text
 
 
 @pytest.fixture
 def cache() -> Iterator[Path]:
-    """nginx's workers (user nobody when run as root) write the decision cache: not under
-    tmp_path (mode 0700), but in a directory of its own they can reach."""
-    path = Path(tempfile.mkdtemp(prefix="brokergate-auth-cache-"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with auth_cache() as path:
+        yield path
 
 
 FrontFactory = Callable[..., AbstractAsyncContextManager[str]]
 
 
 @pytest.fixture
-def front_for(
+def forward_auth_app(
     db_url: str,
-    server_pem: PemPair,
     upstream_url: str,
-    tmp_path: Path,
-    cache: Path,
     clock: FakeClock,
-    sessions: sessionmaker[Session],
     authority: CertificateAuthority,
-) -> FrontFactory:
-    """``async with front_for(portal_port=None) as url``: nginx with the shipped config in
-    front of the real gateway app and the echo portal (or another port: a portal that is
-    down). The CA bundle is generated from the store as `brokergate ca bundle` writes it;
-    the app runs on the CA's clock (nginx checks validity against the real one)."""
+) -> Callable[..., web.Application]:
+    """``forward_auth_app()``: the real gateway app in forward-auth mode behind nginx (or
+    ``terminator_format="caddy"``), with the login and account pages as `brokergate
+    gateway` has them; on the CA's clock (the front checks validity against the real one)."""
 
-    @asynccontextmanager
-    async def start(portal_port: int | None = None) -> AsyncIterator[str]:
+    def make(terminator_format: Literal["nginx", "caddy"] = "nginx") -> web.Application:
         settings = GatewaySettings(
             upstream_url=upstream_url,
-            terminator_format="nginx",
+            terminator_format=terminator_format,
             forward_auth=True,
             trusted_proxies=("127.0.0.1/32",),
             public_url="https://127.0.0.1",
@@ -106,26 +80,65 @@ def front_for(
         logins = setup_logins(
             settings=LoginSettings(), secret_key=TEST_SECRET_KEY, make_authority=lambda _: authority
         )
-        app = gateway_app_factory(
+        return gateway_app_factory(
             settings=settings,
             store_url=db_url,
             secret_key=TEST_SECRET_KEY,
             clock=clock,
-            extensions=[logins],  # the login and account pages, as `brokergate gateway` has them
+            extensions=[logins],
         )(None, GatewayMetrics())
+
+    return make
+
+
+@pytest.fixture
+def front_for(
+    forward_auth_app: Callable[..., web.Application],
+    server_pem: PemPair,
+    upstream_url: str,
+    tmp_path: Path,
+    cache: Path,
+    sessions: sessionmaker[Session],
+) -> FrontFactory:
+    """``async with front_for(portal_port=None) as url``: nginx with the shipped config in
+    front of the real gateway app and the echo portal (or another port: a portal that is
+    down). ``gateway_port``: nginx asks whatever is there instead of an app of its own (a
+    gateway that is dead, or hangs); ``gateway_read_timeout`` bounds the wait on it. The CA
+    bundle is generated from the store as `brokergate ca bundle` writes it."""
+
+    @asynccontextmanager
+    async def start(
+        portal_port: int | None = None,
+        *,
+        gateway_port: int | None = None,
+        gateway_read_timeout: float | None = None,
+    ) -> AsyncIterator[str]:
         bundle = tmp_path / "ca-bundle.pem"
         with sessions() as session:
             bundle.write_bytes(load_trust_material(session).bundle_pem())
-        runner, gateway_port = await start_site(app)
+        runner: web.AppRunner | None = None
+        if gateway_port is None:
+            runner, gateway_port = await start_site(forward_auth_app())
         listen = free_port()
         if portal_port is None:
             portal_port = int(upstream_url.rsplit(":", 1)[1])
-        config = _adapted(listen, server_pem, gateway_port, portal_port, cache, bundle)
+        config = adapted_forward_auth_config(
+            listen_port=listen,
+            cert=server_pem.cert,
+            key=server_pem.key,
+            gateway_port=gateway_port,
+            portal_port=portal_port,
+            cache=cache,
+            bundle=bundle,
+            portal_read_timeout=PORTAL_READ_TIMEOUT,
+            gateway_read_timeout=gateway_read_timeout,
+        )
         try:
             with running_nginx(tmp_path / "nginx", server_config=config, listen_port=listen):
                 yield f"https://127.0.0.1:{listen}"
         finally:
-            await runner.cleanup()
+            if runner is not None:
+                await runner.cleanup()
 
     return start
 
@@ -333,6 +346,7 @@ async def test_password_and_totp_login_through_nginx(
     make_user: UserFactory,
     sessions: sessionmaker[Session],
     clock: FakeClock,
+    mailbox: Any,  # noqa: F811  (the imported fixture)
 ) -> None:
     set_password(sessions, make_user(email="anna@example.org").id, "correct horse battery")
     login = {"identifier": "anna@example.org", "password": "correct horse battery"}
@@ -343,6 +357,16 @@ async def test_password_and_totp_login_through_nginx(
         assert (await enrol.get("/_gateway/login/password?next=/echo/home"))[0] == 200
         status, _ = await enrol.post("/_gateway/login/password", {**login, "next": "/echo/home"})
         assert status == 303
+        # Step 1 of the 2FA set-up (issue 14): the code mailed to the SMTP sink.
+        assert (await enrol.get("/_gateway/2fa/setup?next=/echo/home"))[0] == 200
+        status, location = await enrol.post("/_gateway/2fa/setup", {"action": "send"})
+        assert status == 303, enrol.last
+        await enrol.get(location)
+        code = await mailed_setup_code(mailbox)
+        status, location = await enrol.post(
+            "/_gateway/2fa/setup", {"action": "confirm", "code": code}
+        )
+        assert status == 303 and location.startswith("/_gateway/2fa/setup/method"), enrol.last
         status, body = await enrol.get("/_gateway/account/totp")
         key = re.search(r'id="totp-key" class="key">([A-Z2-7 ]+)<', body)
         assert status == 200 and key, body

@@ -1,13 +1,13 @@
-"""``brokergate user resend-activation`` and ``reset-totp``, run as the real console script."""
+"""``brokergate user resend-activation`` and ``reset-2fa`` (alias ``reset-totp``), run as the real
+console script."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import pyotp
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from gateway.logins import begin_enrolment, confirm_enrolment
 from store import (
     OUTBOX_PURPOSE,
     AuditEvent,
@@ -20,8 +20,9 @@ from store import (
     system_clock,
     transaction,
 )
-from tests.conftest import CliRunner
+from tests.conftest import CliRunner, FakeClock
 from tests.logins.conftest import SECRET
+from tests.logins.test_second_factor_reset import ARMED, BARE, arm, counts
 
 
 def _db(tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -73,45 +74,76 @@ def test_resend_activation_bad_input(run_cli: CliRunner) -> None:
     assert no_key.code == 2 and "secret_key" in no_key.err
 
 
-def test_reset_totp(run_cli: CliRunner, tmp_path: Path) -> None:
+def test_reset_2fa_removes_every_second_factor_ends_sessions_and_notifies(
+    run_cli: CliRunner, tmp_path: Path
+) -> None:
     assert run_cli("db", "upgrade").code == 0
-    assert (
-        run_cli(
-            "user",
-            "add",
-            "--broker",
-            "60/123/4567",
-            "--email",
-            "anna@example.org",
-            "--name",
-            "Anna",
-        ).code
-        == 0
-    )
+    add = ("user", "add", "--broker", "60/123/4567", "--name", "Anna", "--locale", "nl")
+    assert run_cli(*add, "--email", "anna@example.org", "--no-activation").code == 0
+    assert run_cli(*add, "--email", "otto@example.org", "--no-activation").code == 0
     engine, sessions = _db(tmp_path)
+    clock = FakeClock(system_clock())
     sealer = Sealer(secret=SECRET, purpose="totp")
     with transaction(sessions) as s:
-        uid = s.scalars(select(User.id)).one()
-    enrolment = begin_enrolment(
-        sessions, user_id=uid, sealer=sealer, issuer="b", now=system_clock()
-    )
-    confirm_enrolment(
-        sessions,
-        user_id=uid,
-        code=pyotp.TOTP(enrolment.secret).now(),
-        sealer=sealer,
-        now=system_clock(),
-    )
-    result = run_cli("user", "reset-totp", "anna@example.org")
+        anna, otto = s.scalars(select(User.id).order_by(User.id)).all()
+    arm(sessions, clock, sealer, anna)
+    arm(sessions, clock, sealer, otto)
+
+    result = run_cli("user", "reset-2fa", "anna@example.org")
     assert result.code == 0, result.err
-    assert "removed" in result.out
-    again = run_cli("user", "reset-totp", str(uid))
-    assert again.code == 0 and "nothing changed" in again.out
+    assert result.out.splitlines() == [
+        "second factors of anna@example.org reset: removed authenticator app, 2 passkey(s), "
+        "10 recovery code(s), 1 remembered browser(s); 2 session(s) ended; notice mail "
+        "queued. They log in with their password and are asked to set up a new second factor."
+    ]
+    assert counts(sessions, anna) == BARE and counts(sessions, otto) == ARMED
     with transaction(sessions) as s:
-        user = s.get(User, uid)
-        assert user is not None and user.totp_secret_sealed is None
-        outcomes = list(
-            s.scalars(select(AuditEvent.outcome).where(AuditEvent.action == "totp.reset"))
+        mail = s.scalars(select(MailOutbox)).one()
+        assert (mail.template, mail.to_addr, mail.locale) == (
+            "second_factor_reset_notice",
+            "anna@example.org",
+            "nl",  # the user's language
         )
-        assert outcomes == ["ok", "noop"]
+        (event,) = s.scalars(
+            select(AuditEvent).where(AuditEvent.action == "user.second_factors.reset")
+        )
+        assert event.actor.startswith("ops:") and event.user_id == anna
+        assert event.details["passkeys"] == 2 and event.details["sessions_ended"] == 2
+
+    # Again, under the old name and as JSON: nothing left, nothing changed, exit 0.
+    again = run_cli("user", "reset-totp", str(anna), "--json")
+    assert again.code == 0, again.err
+    assert json.loads(again.out) == {
+        "user_id": anna,
+        "email": "anna@example.org",
+        "changed": False,
+        "removed": {"totp": False, "passkeys": 0, "recovery_codes": 0, "remembered_devices": 0},
+        "sessions_ended": 0,
+        "notice_queued": False,
+        "valid_certificates": 0,
+    }
+    plain = run_cli("user", "reset-2fa", "anna@example.org")
+    assert plain.code == 0 and plain.out.strip() == (
+        "anna@example.org has no second factor (no authenticator app, passkey, recovery code "
+        "or remembered browser); nothing changed"
+    )
+    with transaction(sessions) as s:
+        outcomes = list(
+            s.scalars(
+                select(AuditEvent.outcome)
+                .where(AuditEvent.action == "user.second_factors.reset")
+                .order_by(AuditEvent.id)
+            )
+        )
+        assert outcomes == ["ok", "noop", "noop"]
+        assert s.scalar(select(func.count()).select_from(MailOutbox)) == 1
     engine.dispose()
+
+
+def test_reset_2fa_bad_input(run_cli: CliRunner) -> None:
+    assert run_cli("db", "upgrade").code == 0
+    unknown = run_cli("user", "reset-2fa", "ghost@example.org")
+    assert unknown.code == 1 and unknown.out == ""
+    assert len(unknown.err.strip().splitlines()) == 1 and "ghost@example.org" in unknown.err
+    no_key = run_cli("user", "reset-2fa", "1", env={"BROKERGATE_STORE__SECRET_KEY": ""})
+    assert no_key.code == 2 and "secret_key" in no_key.err

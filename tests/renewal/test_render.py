@@ -33,6 +33,8 @@ CONTEXTS = {
     "email_change_notice": {"name": "Erika Mustermann", "new_email": "n***@example.test"},
     "password_reset_link": {"name": "Erika Mustermann", "valid_minutes": 30},
     "password_reset_notice": {"name": "Erika Mustermann"},
+    "second_factor_reset_notice": {"name": "Erika Mustermann"},
+    "twofa_setup_code": {"name": "Erika Mustermann", "valid_minutes": 15},
     "generic": {"subject": "Wartung am Samstag", "body": "Erster Absatz.\n\nZweiter Absatz."},
 }
 SECRETS = {
@@ -43,6 +45,7 @@ SECRETS = {
         "link": "https://portal.example.test/_gateway/account/email/confirm/abc"
     },
     "password_reset_link": {"link": "https://portal.example.test/_gateway/password/reset/abc"},
+    "twofa_setup_code": {"code": "402913"},
 }
 # One phrase per locale that only that language's version of each template contains.
 MARKERS = {
@@ -55,6 +58,8 @@ MARKERS = {
         "email_change_notice": "auf n***@example.test",
         "password_reset_link": "30 Minuten gültig",
         "password_reset_notice": "Alle anderen Anmeldungen wurden beendet",
+        "second_factor_reset_notice": "Ihre Maklerbetreuung hat soeben die Zwei-Faktor-Anmeldung",
+        "twofa_setup_code": "Ihr Code: 402913",
         "generic": "Mit freundlichen Grüßen",
     },
     "en": {
@@ -66,6 +71,8 @@ MARKERS = {
         "email_change_notice": "to n***@example.test",
         "password_reset_link": "valid for 30 minutes",
         "password_reset_notice": "All other sign-ins were ended",
+        "second_factor_reset_notice": "support has just reset the two-factor sign-in",
+        "twofa_setup_code": "Your code: 402913",
         "generic": "Kind regards",
     },
     "nl": {
@@ -77,6 +84,8 @@ MARKERS = {
         "email_change_notice": "naar n***@example.test",
         "password_reset_link": "30 minuten geldig",
         "password_reset_notice": "Alle andere aanmeldingen zijn beëindigd",
+        "second_factor_reset_notice": "heeft zojuist de tweefactorauthenticatie",
+        "twofa_setup_code": "Uw code: 402913",
         "generic": "Met vriendelijke groet",
     },
 }

@@ -20,6 +20,7 @@
     const r = await fetch(url, { method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     const data = await r.json();
+    if (!r.ok && data.redirect) { window.location.assign(data.redirect); }
     if (!r.ok) throw new Error(data.error || ("HTTP " + r.status));
     return data;
   }
@@ -54,7 +55,8 @@
       clientExtensionResults: {}, authenticatorAttachment: cred.authenticatorAttachment };
     const nameInput = document.getElementById("passkey-name");
     const done = await post(btn.dataset.verify, { csrf: csrf, credential: credential,
-      name: nameInput ? nameInput.value : "Passkey" });
+      name: nameInput ? nameInput.value : "Passkey", next: btn.dataset.next || "",
+      flow: btn.dataset.flow || "" });
     window.location.assign(done.redirect);
   }
   function wire(id, fn) {

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.logins import LoginSettings, hash_password
 from store import Certificate, CertificateStatus, RevocationReason, User, transaction
 from tests.conftest import FakeClock, password_mail_for
+from tests.logins.web.setup_steps import enrol_totp
 from tests.logins.web.test_password_pages import PASSWORD, login, set_password
 from tests.polling import async_wait_for
 
@@ -266,13 +267,12 @@ async def test_security_changes_need_a_fresh_strong_login(
     sessions: sessionmaker[Session],
     clock: FakeClock,
     login_settings: Any,
+    mailbox: Any,
 ) -> None:
     gw = await gateway()
     b = browser_for(gw)
     uid = await logged_in(b, make_user, sessions)
-    status, body = await b.get("/_gateway/account/totp")
-    secret = re.search(r'id="totp-key" class="key">([A-Z2-7 ]+)<', body).group(1).replace(" ", "")  # type: ignore[union-attr]
-    await b.post("/_gateway/account/totp", {"code": pyotp.TOTP(secret).at(clock())})
+    secret = await enrol_totp(b, mailbox, clock)
     clock.advance(login_settings.fresh_login + timedelta(seconds=31))
     await b.get("/_gateway/account")
     status, _, response = await b.post("/_gateway/account/totp/reset", {}, follow=False)

@@ -28,6 +28,7 @@ from tests.logins.web.chrome import (
     start_chrome,
     upstream_json,
 )
+from tests.logins.web.setup_steps import TOTP_KEY, mailed_setup_code
 from tests.logins.web.test_password_pages import set_password
 
 pytestmark = BROWSER_TEST_MARKS
@@ -92,16 +93,19 @@ async def test_download_import_with_pk12util_then_sso_without_prompt(
     assert "Seriennummer" in page and "Verbleibende Tage" in page
 
 
-async def test_password_and_totp_login(
+async def test_twofa_set_up_with_the_mailed_code_and_totp_then_the_next_login_asks_for_it(
     gateway: Any,
     make_user: Any,
     sessions: sessionmaker[Session],
+    mailbox: Any,
     chromes: list[Chrome],
+    screenshots: Path,
     tmp_path: Path,
     clock: FakeClock,
 ) -> None:
+    """Issue 14, seed 000: the three steps in Chromium, the code from the SMTP sink."""
     gw = await gateway()
-    uid = make_user(email="bert@example.org").id
+    uid = make_user(email="bert@example.org", locale="en").id
     set_password(sessions, uid)
     chrome = start_chrome(home=tmp_path / "c", base=gw.url, language="en")
     chromes.append(chrome)
@@ -109,11 +113,32 @@ async def test_password_and_totp_login(
     page = await password_login(chrome, "bert@example.org", "/vertrag")
     assert "Activate two-factor authentication" in page and "Not now" not in page  # no deadline
     page = await chrome.click("button[value=activate]")
+    # Step 1: a code by email.
+    assert "Verify once with a code sent by email" in page and "bert@example.org" in page
+    page = await chrome.click("button[value=send]")
+    assert "We have sent a 6-digit code to bert@example.org" in page
+    await chrome.screenshot(screenshots / "twofa-setup-1.png")
+    code = await mailed_setup_code(mailbox)
+    await chrome.fill("f-setup-code", f"{(int(code) + 1) % 10**6:06d}")
+    page = await chrome.click("button[value=confirm]")
+    assert "The code is wrong. You have 4 attempts left." in page
+    await chrome.fill("f-setup-code", code)
+    page = await chrome.click("button[value=confirm]")
+    # Step 2: the authenticator app.
+    assert "Choose a two-factor method" in page and 'aria-current="step"' in page
+    await chrome.screenshot(screenshots / "twofa-setup-2.png")
+    page = await chrome.click("#setup-totp")
     assert "Set up the authenticator app" in page and "<svg" in page
-    secret = re.search(r'id="totp-key" class="key">([A-Z2-7 ]+)<', page).group(1).replace(" ", "")  # type: ignore[union-attr]
+    secret = TOTP_KEY.search(page).group(1).replace(" ", "")  # type: ignore[union-attr]
     await chrome.fill("f-code", pyotp.TOTP(secret).at(clock()))
     page = await chrome.click("form button[type=submit]")
     assert "Your recovery codes" in page
+    # Step 3: used from the next login on; back to the page the broker came for.
+    page = await chrome.click("#recovery-codes ~ p a.button")
+    assert "The authenticator app is set up." in page and "From your next sign-in" in page
+    page = await chrome.click("#setup-continue")
+    headers = upstream_json(page)["headers"]
+    assert headers["x-brokergate-level"] == "strong" and headers["x-brokergate-method"] == "totp"
 
     clock.advance(timedelta(minutes=1))
     other = start_chrome(home=tmp_path / "d", base=gw.url, language="en")
@@ -176,6 +201,7 @@ async def test_passkey_registration_and_login_with_a_virtual_authenticator(
     gateway: Any,
     make_user: Any,
     sessions: sessionmaker[Session],
+    mailbox: Any,
     chromes: list[Chrome],
     tmp_path: Path,
     clock: FakeClock,
@@ -194,10 +220,19 @@ async def test_passkey_registration_and_login_with_a_virtual_authenticator(
     await password_login(chrome, "dora@example.org", "/antrag")
     await chrome.click("button[value=not_now]")
     await chrome.open("/_gateway/account")
+    page = await chrome.click("#passkey-add")  # the set-up's step 1 first (issue 14)
+    page = await chrome.click("button[value=send]")
+    await chrome.fill("f-setup-code", await mailed_setup_code(mailbox))
+    page = await chrome.click("button[value=confirm]")
+    assert "Choose a two-factor method" in page
     await chrome.fill("passkey-name", "Test laptop")
     await chrome.run(lambda: chrome.driver.find_element(By.ID, "passkey-register").click())
-    page = await chrome.wait_for_url("/_gateway/account?done=passkey_added")
-    assert "Your passkey has been added." in page and "Test laptop" in page
+    page = await chrome.wait_for_url(
+        "/_gateway/2fa/setup/done?method=passkey&next=%2F_gateway%2Faccount"
+    )
+    assert "Your passkey is set up." in page
+    page = await chrome.click("#setup-continue")
+    assert "Test laptop" in page and "with a passkey" in page
     await chrome.click("form[action$='/_gateway/logout'] button")
 
     await chrome.open("/_gateway/login/passkey?next=/vertrag")

@@ -24,6 +24,7 @@ from tests.logins.web.chrome import (
     start_chrome,
     upstream_json,
 )
+from tests.logins.web.setup_steps import mailed_setup_code
 from tests.logins.web.test_email_change_pages import LINK, email_of
 from tests.logins.web.test_password_pages import set_password
 
@@ -76,7 +77,11 @@ async def test_email_change_with_the_mailed_link_logs_out_the_other_browser(
     # makes the session strong).
     page = await password_login(first, OLD, "/vertrag")
     assert "Zwei-Faktor-Authentifizierung aktivieren" in page
-    page = await first.click("button[value=activate]")
+    await first.click("button[value=activate]")
+    await first.click("button[value=send]")  # the set-up's step 1: the mailed code
+    await first.fill("f-setup-code", await mailed_setup_code(mailbox))
+    await first.click("button[value=confirm]")
+    page = await first.click("#setup-totp")
     match = re.search(r'id="totp-key" class="key">([A-Z2-7 ]+)<', page)
     assert match is not None
     secret = match.group(1).replace(" ", "")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store import User
 from tests.conftest import FakeClock
+from tests.logins.conftest import audit_events
 from tests.logins.web.test_password_pages import login, set_password
 from tests.logins.web.test_tan_pages import start, tan_from
 
@@ -141,6 +142,11 @@ async def test_a_logged_in_choice_becomes_the_locale_only_with_the_csrf_token(
     assert response.status == 303 and locale_of(sessions, uid) == "nl"
     _, page = await b.get("/_gateway/account")
     assert 'lang="nl"' in page and "Mijn account" in page
+    # the change is audited (once: choosing the same language again writes nothing)
+    await choose(b, "nl")
+    events = [e for e in audit_events(sessions, "user.locale") if e.user_id == uid]
+    assert [e.details for e in events] == [{"from": "de", "to": "nl"}]
+    assert events[0].actor == f"user:{uid}"
 
 
 async def test_the_account_menu_on_the_pages_shown_for_portal_paths(

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.logins import hash_password
 from store import User, transaction
 from tests.conftest import FakeClock
+from tests.logins.web.setup_steps import pass_step_one
 
 PASSWORD = "correct horse battery staple"
 
@@ -146,9 +147,17 @@ async def test_after_the_deadline_there_is_no_not_now(
     status, _, response = await b.post(
         "/_gateway/2fa/prompt", {"action": "not_now", "next": "/antrag"}, follow=False
     )
-    assert response.headers["Location"].startswith("/_gateway/account/totp")
+    assert response.headers["Location"] == "/_gateway/2fa/setup?next=%2Fantrag"
     status, body = await b.get("/vertrag")
     assert status == 403  # strong route: step-up, no grace
+    # Issue 14: the TAN login can never reach strong, so it is not offered; the set-up is.
+    assert "Zusätzliche Anmeldung erforderlich" in body
+    assert "/_gateway/login/broker" not in body and "/_gateway/login/password" in body
+    assert 'href="/_gateway/2fa/setup?next=/vertrag"' in body and "Aktivierung starten" in body
+    status, body = await b.get("/_gateway/step-up?next=/vertrag&level=strong")
+    assert "/_gateway/login/broker" not in body and "Aktivierung starten" in body
+    status, body = await b.get("/_gateway/step-up?next=/antrag&level=basic")
+    assert "/_gateway/login/broker" in body and "Aktivierung starten" not in body
 
 
 async def test_totp_enrolment_then_password_plus_code_is_strong(
@@ -157,12 +166,14 @@ async def test_totp_enrolment_then_password_plus_code_is_strong(
     make_user: Any,
     sessions: sessionmaker[Session],
     clock: FakeClock,
+    mailbox: Any,
 ) -> None:
     gw = await gateway()
     uid = make_user(email="anna@example.org").id
     set_password(sessions, uid)
     b = browser_for(gw)
     await login(b, "anna@example.org")
+    await pass_step_one(b, mailbox)
     status, body = await b.get("/_gateway/account/totp")
     assert status == 200 and "<svg" in body and 'autocomplete="one-time-code"' in body
     import re
