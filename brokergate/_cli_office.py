@@ -34,7 +34,7 @@ from ca import (
     validate_broker_number,
 )
 from gateway import Sessions
-from store import Office, Organisation, User, transaction
+from store import Office, Organisation, User, UserRole, transaction
 
 OFFICE_REF = "BROKER[/NUMBER]"
 _REF = re.compile(r"^\s*(\d{2}/\d{3}/\d{4})(?:/(.+?))?\s*$")
@@ -276,8 +276,9 @@ def _show(args: argparse.Namespace, ctx: CliContext) -> int:
                 "status": u.status.value,
                 "rights": list(u.rights),
             }
-            for u in session.scalars(
-                select(User).where(User.office_id == office.id).order_by(User.role, User.name)
+            for u in sorted(
+                session.scalars(select(User).where(User.office_id == office.id)),
+                key=lambda u: (u.role != UserRole.HEAD, u.name),  # head users first
             )
         ]
     if args.json:

@@ -54,6 +54,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_add)
 
     p = user_sub.add_parser("list", help="list users")
+    p.add_argument(
+        "--office",
+        metavar="BROKER[/NUMBER]",
+        help="only this office's users (60/123/4567: the head office; 60/123/4567/AMS)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_list)
 
@@ -135,7 +140,10 @@ def user_summary(user: User) -> dict[str, object]:
 
 def _list(args: argparse.Namespace, ctx: CliContext) -> int:
     with transaction(ctx.sessions) as session:
-        users = [user_summary(u) for u in session.scalars(select(User).order_by(User.id))]
+        query = select(User).order_by(User.id)
+        if args.office:
+            query = query.where(User.office_id == find_office(session, args.office).id)
+        users = [user_summary(u) for u in session.scalars(query)]
     if args.json:
         print_json(users, ctx.out)
         return 0

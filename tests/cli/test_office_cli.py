@@ -116,6 +116,8 @@ def test_user_add_into_a_sub_office_with_role_and_rights(firm: CliRunner) -> Non
         "head",
     )
     assert users["erika@example.org"]["rights"] == ["DIL", "DIP", "ORV"]
+    only_ams = json.loads(firm("user", "list", "--office", f"{FIRM}/AMS", "--json").out)
+    assert [u["email"] for u in only_ams] == ["jan@example.org", "ilse@example.org"]
     table = firm("user", "list").out.splitlines()
     assert table[0].split() == ["ID", "OFFICE", "EMAIL", "NAME", "ROLE", "RIGHTS", "STATUS"]
     shown = firm("user", "show", "ilse@example.org")
