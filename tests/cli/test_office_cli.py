@@ -334,3 +334,20 @@ def test_refusals_are_one_clear_line(firm: CliRunner, args: list[str], expected:
     result = firm(*args)
     assert result.code == 1, result.out
     assert expected in one_clear_line(result)
+
+
+def test_head_office_deactivation_ends_its_sub_offices_sessions_too(
+    firm: CliRunner, db: sessionmaker[Session]
+) -> None:
+    assert (
+        firm(
+            "user", "add", "--broker", FIRM, "--office", "AMS", "--email", "jan@example.org",
+            "--name", "Jan", "--no-activation",
+        ).code
+        == 0
+    )  # fmt: skip
+    jan, erika = _login(db, "jan@example.org"), _login(db, "erika@example.org")
+    off = firm("office", "deactivate", FIRM)
+    assert off.code == 0, off.err
+    assert "2 session(s) ended" in off.out
+    assert _ended(db, jan) and _ended(db, erika)
