@@ -25,6 +25,7 @@ from ca import (
     DuplicateOffice,
     DuplicateUser,
     InvalidEmail,
+    InvalidOfficeData,
     InvalidUserData,
     NotPermitted,
     OfficeInUse,
@@ -237,15 +238,15 @@ def _optional(value: str) -> str | None:
     return value or None
 
 
-# Which field an InvalidOfficeData names (its message names the field, see ca._offices).
-_FIELD_WORDS = (
-    ("phone", "phone", "firm.error.office.phone_invalid"),
-    ("number", "number", "firm.error.office.number_invalid"),
-    ("email", "email", "firm.error.email_invalid"),
-    ("postcode", "postcode", "firm.error.too_long"),
-    ("city", "city", "firm.error.too_long"),
-    ("address", "address", "firm.error.too_long"),
-)
+# The message key for each field an InvalidOfficeData can name.
+_FIELD_ERRORS = {
+    "phone": "firm.error.office.phone_invalid",
+    "number": "firm.error.office.number_invalid",
+    "email": "firm.error.email_invalid",
+    "postcode": "firm.error.too_long",
+    "city": "firm.error.too_long",
+    "address": "firm.error.too_long",
+}
 
 
 def _ca_error(form: OfficeForm, exc: Exception) -> None:
@@ -256,16 +257,13 @@ def _ca_error(form: OfficeForm, exc: Exception) -> None:
     elif isinstance(exc, DuplicateUser):
         form.errors["email"] = "firm.error.office.email_user"
     elif isinstance(exc, DuplicateOffice):
-        if "email" in str(exc):
+        if exc.field == "email":
             form.errors["email"] = "firm.error.office.email_taken"
         else:
             form.errors["number"] = "firm.error.office.number_taken"
+    elif isinstance(exc, InvalidOfficeData) and exc.field in _FIELD_ERRORS:
+        form.errors[exc.field] = _FIELD_ERRORS[exc.field]
     else:
-        message = str(exc)
-        for word, name, key in _FIELD_WORDS:
-            if word in message:
-                form.errors[name] = key
-                return
         form.errors["name"] = "firm.error.office.invalid"
 
 
