@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NoReturn
 
 from aiohttp import web
@@ -19,9 +20,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ca import FirmSettings, administered_offices
-from gateway.web._common import P, ctx
+from gateway.auth._middleware import require_csrf
+from gateway.web._common import P, client_addr, ctx, now_of, read_form, require_fresh
 from gateway.web._pages import page_language, render_page
-from store import AuditEvent, Office, User
+from store import AuditEvent, Level, Office, User
 
 FIRM = f"{P}/firm"
 USERS = f"{FIRM}/users"
@@ -39,6 +41,37 @@ def parse_id(text: str | None) -> int:
     if text is None or not text.isascii() or not text.isdigit() or len(text) > _ID_DIGITS:
         refuse()
     return int(text)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FirmPost:
+    """A checked change of a head user: the form (its CSRF token verified), the id in the
+    URL (``None`` for a "new" form), who is logged in (strong and fresh), when and from where."""
+
+    form: Any  # the posted form (aiohttp MultiDictProxy)
+    target: int | None
+    user_id: int
+    now: datetime
+    client: str | None
+
+    @property
+    def id(self) -> int:
+        """The URL's id, for the forms posted to ``<base>/<id>``."""
+        assert self.target is not None, "firm_post(id_key=None) has no id"
+        return self.target
+
+
+async def firm_post(request: web.Request, *, base: str, id_key: str | None) -> FirmPost:
+    """Every change on the firm pages starts here: CSRF, the URL's id, a fresh strong login
+    (a stale one goes to the re-authentication and back to ``base/<id>`` or ``base/new``)."""
+    form = await read_form(request)
+    require_csrf(request, form)
+    target = parse_id(request.match_info[id_key]) if id_key is not None else None
+    back = f"{base}/{target}" if target is not None else f"{base}/new"
+    user_id = require_fresh(request, level=Level.STRONG, back=back)
+    return FirmPost(
+        form=form, target=target, user_id=user_id, now=now_of(request), client=client_addr(request)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,16 +40,12 @@ from ca import (
     update_office,
 )
 from gateway._state import SETTINGS
-from gateway.auth._middleware import require_csrf
 from gateway.auth._request_state import SESSIONS, TRUST
 from gateway.logins._activation import activation_link_base, send_activation
 from gateway.web._common import (
-    client_addr,
     ctx,
     factory,
     form_text,
-    now_of,
-    read_form,
     require_fresh,
     require_user,
     see_other,
@@ -59,6 +55,7 @@ from gateway.web._firm import (
     Actor,
     audit_mark,
     checked_rights,
+    firm_post,
     firms,
     load_actor,
     parse_id,
@@ -280,11 +277,10 @@ async def office_new_page(request: web.Request) -> web.StreamResponse:
 
 
 async def office_new_submit(request: web.Request) -> web.StreamResponse:
-    posted = await read_form(request)
-    require_csrf(request, posted)
-    user_id = require_fresh(request, level=Level.STRONG, back=f"{OFFICES}/new")
-    now = now_of(request)
-    address_of = client_addr(request)
+    checked = await firm_post(request, base=OFFICES, id_key=None)
+    posted, user_id = checked.form, checked.user_id
+    now = checked.now
+    address_of = checked.client
     language = page_language(request)
     link_base = activation_link_base(request.app[SETTINGS].public_url)
     c = ctx(request)
@@ -377,12 +373,11 @@ async def office_edit_page(
 
 
 async def office_edit_submit(request: web.Request) -> web.StreamResponse:
-    posted = await read_form(request)
-    require_csrf(request, posted)
-    office_id = parse_id(request.match_info["office_id"])
-    user_id = require_fresh(request, level=Level.STRONG, back=f"{OFFICES}/{office_id}")
-    now = now_of(request)
-    address_of = client_addr(request)
+    checked = await firm_post(request, base=OFFICES, id_key="office_id")
+    posted, user_id = checked.form, checked.user_id
+    office_id = checked.id
+    now = checked.now
+    address_of = checked.client
 
     def run() -> None:
         with transaction(factory(request)) as session:
@@ -428,12 +423,11 @@ async def office_edit_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def _change_active(request: web.Request, *, active: bool) -> web.StreamResponse:
-    posted = await read_form(request)
-    require_csrf(request, posted)
-    office_id = parse_id(request.match_info["office_id"])
-    user_id = require_fresh(request, level=Level.STRONG, back=f"{OFFICES}/{office_id}")
-    now = now_of(request)
-    address_of = client_addr(request)
+    checked = await firm_post(request, base=OFFICES, id_key="office_id")
+    user_id = checked.user_id
+    office_id = checked.id
+    now = checked.now
+    address_of = checked.client
     store = request.app[SESSIONS]
 
     def run() -> None:
@@ -461,12 +455,11 @@ async def office_reactivate_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def office_delete_submit(request: web.Request) -> web.StreamResponse:
-    posted = await read_form(request)
-    require_csrf(request, posted)
-    office_id = parse_id(request.match_info["office_id"])
-    user_id = require_fresh(request, level=Level.STRONG, back=f"{OFFICES}/{office_id}")
-    now = now_of(request)
-    address_of = client_addr(request)
+    checked = await firm_post(request, base=OFFICES, id_key="office_id")
+    user_id = checked.user_id
+    office_id = checked.id
+    now = checked.now
+    address_of = checked.client
 
     def run() -> bool:
         with transaction(factory(request)) as session:

@@ -41,19 +41,16 @@ from ca import (
 )
 from gateway._settings import RESERVED_PREFIX
 from gateway._state import SETTINGS
-from gateway.auth._middleware import require_csrf
 from gateway.auth._request_state import SESSIONS, TRUST
 from gateway.logins._activation import activation_link_base, send_activation
 from gateway.logins._certificates import certificate_overview
 from gateway.logins._email_change import EMAIL_CHANGE_PATH, queue_email_change
 from gateway.logins._errors import EmailChangeRejected
 from gateway.web._common import (
-    client_addr,
     ctx,
     factory,
     form_text,
     now_of,
-    read_form,
     require_fresh,
     require_user,
     see_other,
@@ -63,6 +60,7 @@ from gateway.web._firm import (
     Actor,
     audit_mark,
     checked_rights,
+    firm_post,
     firms,
     load_actor,
     office_label,
@@ -259,12 +257,11 @@ async def user_new_page(request: web.Request) -> web.StreamResponse:
 
 
 async def user_new_submit(request: web.Request) -> web.StreamResponse:
-    posted = await read_form(request)
-    require_csrf(request, posted)
-    user_id = require_fresh(request, level=Level.STRONG, back=f"{USERS}/new")
+    checked = await firm_post(request, base=USERS, id_key=None)
+    posted, user_id = checked.form, checked.user_id
     language = page_language(request)
-    now = now_of(request)
-    address_of = client_addr(request)
+    now = checked.now
+    address_of = checked.client
     link_base = activation_link_base(request.app[SETTINGS].public_url)
     c = ctx(request)
 
@@ -355,12 +352,11 @@ async def user_edit_page(
 
 
 async def user_edit_submit(request: web.Request) -> web.StreamResponse:
-    posted = await read_form(request)
-    require_csrf(request, posted)
-    target_id = parse_id(request.match_info["user_id"])
-    user_id = require_fresh(request, level=Level.STRONG, back=f"{USERS}/{target_id}")
-    now = now_of(request)
-    address_of = client_addr(request)
+    checked = await firm_post(request, base=USERS, id_key="user_id")
+    posted, user_id = checked.form, checked.user_id
+    target_id = checked.id
+    now = checked.now
+    address_of = checked.client
     public_url = request.app[SETTINGS].public_url.rstrip("/")
     c = ctx(request)
 
@@ -433,12 +429,11 @@ async def user_edit_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def _change_active(request: web.Request, *, active: bool) -> web.StreamResponse:
-    posted = await read_form(request)
-    require_csrf(request, posted)
-    target_id = parse_id(request.match_info["user_id"])
-    user_id = require_fresh(request, level=Level.STRONG, back=f"{USERS}/{target_id}")
-    now = now_of(request)
-    address_of = client_addr(request)
+    checked = await firm_post(request, base=USERS, id_key="user_id")
+    user_id = checked.user_id
+    target_id = checked.id
+    now = checked.now
+    address_of = checked.client
     store = request.app[SESSIONS]
 
     def run() -> str | None:
@@ -479,13 +474,12 @@ async def user_reactivate_submit(request: web.Request) -> web.StreamResponse:
 
 async def user_activation_submit(request: web.Request) -> web.StreamResponse:
     """The activation mail again (seed 003 tip 3), for a not-yet-activated user only."""
-    posted = await read_form(request)
-    require_csrf(request, posted)
-    target_id = parse_id(request.match_info["user_id"])
-    user_id = require_fresh(request, level=Level.STRONG, back=f"{USERS}/{target_id}")
-    now = now_of(request)
+    checked = await firm_post(request, base=USERS, id_key="user_id")
+    user_id = checked.user_id
+    target_id = checked.id
+    now = checked.now
     language = page_language(request)
-    address_of = client_addr(request)
+    address_of = checked.client
     link_base = activation_link_base(request.app[SETTINGS].public_url)
     c = ctx(request)
 
