@@ -328,8 +328,10 @@ def run_front(
     )
 
 
-def _median_after(report: SoakReport, pick: str, warmup: float) -> float:
-    values = [getattr(b, pick) for b in report.buckets if b.start >= warmup - 1e-9 and b.requests]
+def _median_after(report: SoakReport, pick: str, *, warmup: float) -> float:
+    """The median of a figure over the buckets after the warm-up but the last (it holds the
+    run's last seconds only)."""
+    values = [getattr(b, pick) for b in report.buckets[:-1] if b.start >= warmup - 1e-9]
     return statistics.median(values) if values else 0.0
 
 
@@ -349,8 +351,8 @@ def print_comparison(standalone: FrontRun, nginx: FrontRun, *, warmup: float) ->
         rows.append(
             (
                 label,
-                _median_after(standalone.report, pick, warmup) * 1000,
-                _median_after(nginx.report, pick, warmup) * 1000,
+                _median_after(standalone.report, pick, warmup=warmup) * 1000,
+                _median_after(nginx.report, pick, warmup=warmup) * 1000,
                 "{:.1f}",
             )
         )
