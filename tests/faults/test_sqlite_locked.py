@@ -11,9 +11,9 @@ It runs standalone and behind nginx in forward-auth mode (``sqlite_system[nginx]
 shipped deploy/nginx/forward-auth.conf in front of the replica). There a waiting decision
 is nginx's ``auth_request`` subrequest; nginx waits up to its ``proxy_read_timeout`` (20 s,
 above the busy timeout), so the broker gets brokergate's page, not nginx's own 500/504.
-A decision that said no is asked again for its page: a request may wait twice (at most
-twice the busy timeout); if the store answers by then, the page ask sends the browser back
-to its target (307) instead of the 503 page.
+A refusal is asked again for its page (``@brokergate_page``); after a decision that could
+not reach the store that fetch answers the 503 page at once (``X-Brokergate-Failure``), so
+a broker waits at most the busy timeout there too, not twice.
 """
 
 from __future__ import annotations
@@ -164,16 +164,12 @@ async def test_sqlite_locked_by_another_writer(sqlite_system: System, figures: F
     assert BUSY_TIMEOUT - 1 < sample.latency < BUSY_TIMEOUT + SLACK, sample
     # nobody waited longer than the bound: a single request at most the busy timeout; a
     # login (several requests, the TAN mail) waits on one write at most, then goes on.
-    # Behind nginx a decision that said no is asked a second time, for its page
-    # (@brokergate_page): that ask may wait again, but not past the release (the lock is
-    # held for less than twice the busy timeout), so the answer came by the later of the two.
+    # Behind nginx too: a refusal is asked twice there (auth_request, then its page), but
+    # the page fetch after a decision that found the store unavailable does not wait again
+    # (X-Brokergate-Failure; before that, answers took up to 18.8 s here).
     for sample in mix.samples:
-        extra = LOGIN_STEPS if sample.kind in LOGIN_KINDS else 0
-        done = sample.at + sample.latency
-        if system.front == "nginx":
-            assert done < max(sample.at + BUSY_TIMEOUT, released) + SLACK + extra, sample
-        else:
-            assert sample.latency < BUSY_TIMEOUT + SLACK + extra, sample
+        bound = BUSY_TIMEOUT + SLACK + (LOGIN_STEPS if sample.kind in LOGIN_KINDS else 0)
+        assert sample.latency < bound, sample
     assert seconds < RECOVERY_BOUND
     # errors only while the lock was held (and the bound after it)
     assert outside == [], Counter((s.kind, s.outcome) for s in outside)
