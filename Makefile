@@ -63,7 +63,7 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-bench: $(STAMP) system-deps ## benchmarks: issuance (in-process, SoftHSM2, through the signer), reminder scan, gateway vs nginx, 10-min soak
+bench: $(STAMP) system-deps ## benchmarks: issuance (in-process, SoftHSM2, through the signer), reminder scan, gateway vs nginx, 10-min soak standalone and behind nginx
 	$(PY) -m bench
 
 clean: ## remove the venv, caches and generated dev files (keeps nothing in certs-dev/ or data/)

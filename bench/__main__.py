@@ -1,6 +1,7 @@
 """Run every benchmark module (or those named on the command line).
 
-``python -m bench soak`` runs only the soak (10 minutes; ``BENCH_SOAK_SECONDS=180`` for a
+``python -m bench soak`` runs only the soak (10 minutes per front, standalone then behind
+nginx; ``BENCH_SOAK_FRONT=standalone`` for one, ``BENCH_SOAK_SECONDS=180`` for a
 shorter one); every module documents its own knobs.
 """
 

@@ -7,7 +7,15 @@ SMTP sink. The mix (``tests/faults/_load.py``) runs certificate SSO on keep-aliv
 connections, new TLS handshakes, password and TAN logins, WebSockets, a revoked
 certificate and anonymous clients, and checks every answer (no grant beyond the
 session's level). Every ``SNAPSHOT_EVERY`` seconds the RSS and open file descriptors of
-every gateway worker and of the renewal process are read (psutil).
+every gateway worker, of the renewal process and (behind nginx) of every nginx process
+(master and workers) are read (psutil).
+
+Two fronts, one after the other in one run (``BENCH_SOAK_FRONT``: ``both``, the default,
+``standalone`` or ``nginx``): the gateway serving brokers itself, and each replica in
+forward-auth mode behind a real nginx of its own running the shipped
+deploy/nginx/forward-auth.conf (``running_system(front="nginx")``). Each front gets the
+whole duration and its own checks; with both, a last table puts their figures side by
+side (nginx / standalone).
 
 Printed: a line per minute (requests, p50/p99 latency of single requests and of logins,
 errors, RSS and fds at its end) and the checks of issue 18:
@@ -19,10 +27,10 @@ errors, RSS and fds at its end) and the checks of issue 18:
   and logins apart: a TAN login waits for the mail),
 * 0 errors (nothing but the expected answers, no violation), since nothing is injected.
 
-``BENCH_SOAK_SECONDS`` (default 600) sets the duration, ``BENCH_SOAK_WARMUP_SECONDS``
+``BENCH_SOAK_SECONDS`` (default 600) sets the duration of each front, ``BENCH_SOAK_WARMUP_SECONDS``
 (default 60, at most a fifth of the run) the warm-up, ``BENCH_SOAK_BUCKET_SECONDS``
 (default 60) the reporting interval; ``BENCH_SOAK_RECORD=FILE`` keeps the raw samples and
-readings as JSON. A failed check makes the benchmark exit 1.
+readings as JSON (an object keyed by front). A failed check makes the benchmark exit 1.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from pathlib import Path
 import psutil
 
 from tests.faults._load import Mix, Sample, healthy
-from tests.faults._system import System, postgres_bin, running_system
+from tests.faults._system import FRONTS, Front, System, postgres_bin, running_system
 
 SNAPSHOT_EVERY = 5.0  # seconds between two RSS/fd readings
 RSS_GROWTH_LIMIT = 0.05  # issue 18: < 5 % after warm-up
@@ -55,7 +63,7 @@ LOGIN_KINDS = ("password", "tan")
 @dataclass(frozen=True, kw_only=True)
 class Snapshot:
     at: float
-    rss: dict[str, int]  # process group ("gateway", "renewal") → bytes
+    rss: dict[str, int]  # process group ("gateway", "renewal", "nginx") → bytes
     fds: dict[str, int]  # process → open descriptors
     upstream_sockets: int
 
@@ -69,8 +77,9 @@ class Bucket:
     login_p50: float
     login_p99: float
     errors: int
-    rss_mib: float
+    rss_mib: float  # every process group summed
     fds: int
+    nginx_rss_mib: float = 0.0  # of that, the nginx processes (behind nginx)
 
 
 @dataclass(kw_only=True)
@@ -120,6 +129,7 @@ def analyse(
                 errors=sum(1 for s in inside if not healthy(s)),
                 rss_mib=(sum(last.rss.values()) / 2**20) if last else 0.0,
                 fds=sum(last.fds.values()) if last else 0,
+                nginx_rss_mib=(last.rss.get("nginx", 0) / 2**20) if last else 0.0,
             )
         )
         edge += bucket
@@ -193,6 +203,12 @@ def _snapshot(system: System) -> Snapshot:
             rss["gateway"] += process.memory_info().rss
             fds[f"{replica.name}/{pid}"] = process.num_fds()
         sockets += system.upstream_sockets(replica).get("ESTABLISHED", 0)
+        if replica.front is not None:  # nginx in front: its master and workers
+            rss.setdefault("nginx", 0)
+            master = psutil.Process(replica.front.proc.pid)
+            for process in [master, *master.children()]:
+                rss["nginx"] += process.memory_info().rss
+                fds[f"{replica.front.name}/{process.pid}"] = process.num_fds()
     if system.renewal is not None:
         process = psutil.Process(system.renewal.proc.pid)
         rss["renewal"] = process.memory_info().rss
@@ -231,45 +247,164 @@ def print_report(report: SoakReport, *, bucket: float) -> None:
             f"{b.login_p50 * 1000:9.0f} {b.login_p99 * 1000:9.0f} {b.errors:6d} "
             f"{b.rss_mib:8.1f} {b.fds:5d}"
         )
-    print(f"(buckets of {bucket:g} s; RSS: gateway workers + renewal; fds: summed)\n")
+    print(
+        f"(buckets of {bucket:g} s; RSS: gateway workers + renewal + nginx, of which nginx "
+        f"{report.buckets[-1].nginx_rss_mib if report.buckets else 0:.1f} MiB at the end; "
+        "fds: summed)\n"
+    )
     for name, (ok, detail) in report.checks.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {name}: {detail}")
 
 
-def main() -> None:
-    seconds = float(os.environ.get("BENCH_SOAK_SECONDS", "600"))
-    bucket = float(os.environ.get("BENCH_SOAK_BUCKET_SECONDS", "60"))
-    warmup = float(os.environ.get("BENCH_SOAK_WARMUP_SECONDS", str(min(60.0, seconds / 5))))
+def fronts_to_run(value: str) -> tuple[Front, ...]:
+    """``BENCH_SOAK_FRONT``: ``both`` (the default), ``standalone`` or ``nginx``."""
+    if value == "both":
+        return FRONTS
+    for front in FRONTS:
+        if value == front:
+            return (front,)
+    raise SystemExit(f"BENCH_SOAK_FRONT={value!r} is not a front: use both, standalone or nginx")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontRun:
+    front: Front
+    report: SoakReport
+    answers_per_second: float
+    rss_growth: dict[str, float]  # process group → growth after warm-up (median to median)
+
+
+def _rss_growth(
+    snapshots: Sequence[Snapshot], *, started: float, warmup: float, bucket: float
+) -> dict[str, float]:
+    if not snapshots:
+        return {}
+    end = snapshots[-1].at
+    first = [x for x in snapshots if started + warmup <= x.at < started + warmup + bucket]
+    last = [x for x in snapshots if x.at >= end - bucket]
+    if not first or not last:
+        return {}
+    return {
+        group: statistics.median(x.rss.get(group, 0) for x in last)
+        / statistics.median(x.rss[group] for x in first)
+        - 1
+        for group in first[0].rss
+    }
+
+
+def run_front(
+    front: Front, *, seconds: float, warmup: float, bucket: float, record: dict[str, object]
+) -> FrontRun:
     backend = "postgresql" if postgres_bin() is not None else "sqlite"
-    print(f"soak: {seconds:g} s on {backend}, warm-up {warmup:g} s", flush=True)
+    where = "behind nginx (forward-auth)" if front == "nginx" else "standalone"
+    print(f"soak {where}: {seconds:g} s on {backend}, warm-up {warmup:g} s", flush=True)
     with (
-        tempfile.TemporaryDirectory(prefix="bg-bench-soak-") as tmp,
-        running_system(Path(tmp), backend=backend) as system,
+        tempfile.TemporaryDirectory(prefix=f"bg-bench-soak-{front}-") as tmp,
+        running_system(Path(tmp), backend=backend, front=front) as system,
     ):
         system.start_gateway("a", workers=2)
         system.start_gateway("b")
         system.start_renewal()
         mix, snapshots, started = asyncio.run(soak(system, seconds))
         exited = system.exited()
-    if record := os.environ.get("BENCH_SOAK_RECORD"):  # the raw run, to analyse again
-        Path(record).write_text(
-            json.dumps(
-                {
-                    "started": started,
-                    "samples": [dataclasses.asdict(x) for x in mix.samples],
-                    "snapshots": [dataclasses.asdict(x) for x in snapshots],
-                }
-            )
-        )
+    record[front] = {
+        "started": started,
+        "samples": [dataclasses.asdict(x) for x in mix.samples],
+        "snapshots": [dataclasses.asdict(x) for x in snapshots],
+    }
     report = analyse(mix.samples, snapshots, started=started, warmup=warmup, bucket=bucket)
     report.checks["no process exited"] = (not exited, ", ".join(exited) or "all ran to the end")
     kinds = sorted({s.kind for s in mix.samples})
     rates = ", ".join(
         f"{k} {sum(1 for s in mix.samples if s.kind == k) / seconds:.1f}/s" for k in kinds
     )
-    print(f"\nrate: {len(mix.samples) / seconds:.1f} answers/s ({rates})")
+    print(f"\n{where} rate: {len(mix.samples) / seconds:.1f} answers/s ({rates})")
     print_report(report, bucket=bucket)
-    if not report.passed:
+    return FrontRun(
+        front=front,
+        report=report,
+        answers_per_second=len(mix.samples) / seconds,
+        rss_growth=_rss_growth(snapshots, started=started, warmup=warmup, bucket=bucket),
+    )
+
+
+def _median_after(report: SoakReport, pick: str, *, warmup: float) -> float:
+    """The median of a figure over the buckets after the warm-up but the last (it holds the
+    run's last seconds only)."""
+    values = [getattr(b, pick) for b in report.buckets[:-1] if b.start >= warmup - 1e-9]
+    return statistics.median(values) if values else 0.0
+
+
+def print_comparison(standalone: FrontRun, nginx: FrontRun, *, warmup: float) -> None:
+    """The two fronts side by side: the median of the per-bucket figures after warm-up."""
+    print("\nside by side (median of the buckets after warm-up; ratio nginx / standalone)")
+    print(f"{'figure':<26} {'standalone':>11} {'nginx':>11} {'ratio':>6}")
+    rows: list[tuple[str, float, float, str]] = [
+        ("answers/s", standalone.answers_per_second, nginx.answers_per_second, "{:.1f}"),
+    ]
+    for label, pick in (
+        ("p50 ms", "p50"),
+        ("p99 ms", "p99"),
+        ("login p50 ms", "login_p50"),
+        ("login p99 ms", "login_p99"),
+    ):
+        rows.append(
+            (
+                label,
+                _median_after(standalone.report, pick, warmup=warmup) * 1000,
+                _median_after(nginx.report, pick, warmup=warmup) * 1000,
+                "{:.1f}",
+            )
+        )
+    rows.append(
+        (
+            "RSS MiB at the end",
+            standalone.report.buckets[-1].rss_mib,
+            nginx.report.buckets[-1].rss_mib,
+            "{:.1f}",
+        )
+    )
+    rows.append(
+        (
+            "fds at the end",
+            standalone.report.buckets[-1].fds,
+            nginx.report.buckets[-1].fds,
+            "{:.0f}",
+        )
+    )
+    rows.append(
+        (
+            "errors",
+            sum(b.errors for b in standalone.report.buckets),
+            sum(b.errors for b in nginx.report.buckets),
+            "{:.0f}",
+        )
+    )
+    for label, a, b, fmt in rows:
+        ratio = f"{b / a:.2f}" if a else "-"
+        print(f"{label:<26} {fmt.format(a):>11} {fmt.format(b):>11} {ratio:>6}")
+    for front_run in (standalone, nginx):
+        growth = ", ".join(f"{g} {v:+.1%}" for g, v in front_run.rss_growth.items())
+        print(f"RSS growth after warm-up, {front_run.front}: {growth}")
+
+
+def main() -> None:
+    seconds = float(os.environ.get("BENCH_SOAK_SECONDS", "600"))
+    bucket = float(os.environ.get("BENCH_SOAK_BUCKET_SECONDS", "60"))
+    warmup = float(os.environ.get("BENCH_SOAK_WARMUP_SECONDS", str(min(60.0, seconds / 5))))
+    fronts = fronts_to_run(os.environ.get("BENCH_SOAK_FRONT", "both"))
+    record: dict[str, object] = {}
+    runs = {
+        front: run_front(front, seconds=seconds, warmup=warmup, bucket=bucket, record=record)
+        for front in fronts
+    }
+    if path := os.environ.get("BENCH_SOAK_RECORD"):  # the raw runs, to analyse again
+        Path(path).write_text(json.dumps(record))
+    if len(runs) == 2:
+        print_comparison(runs["standalone"], runs["nginx"], warmup=warmup)
+    failed = [front for front, run in runs.items() if not run.report.passed]
+    if failed:
+        print(f"\nFAILED checks: {', '.join(failed)}")
         sys.exit(1)
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "DECISION_ROUTES",
     "ENVOY_AUTH_ROUTE",
     "ENVOY_PATH_PREFIX",
+    "FAILURE_HEADER",
     "FORWARD_AUTH_PATH",
     "FORWARD_AUTH_ROUTE",
     "PAGE_HEADER",
@@ -53,6 +54,7 @@ __all__ = [
     "asks_for_the_page",
     "decision_request",
     "envoy_original_request",
+    "front_found_the_store_unavailable",
     "original_request",
 ]
 
@@ -71,6 +73,11 @@ HOST_HEADER = "X-Forwarded-Host"
 # ``@brokergate_page``): that request is proxied to the browser, not read by
 # ``auth_request``, so the page may keep its own status (503, 502 …) instead of 403.
 PAGE_HEADER = "X-Brokergate-Page"
+# On a refusal because the store could not be reached, the decision says so in this header
+# (value ``store_unavailable``); the shipped nginx config passes it on to its page fetch,
+# which then answers the 503 page at once instead of waiting on the store a second time
+# (issue 18: SQLite locked, a broker waited up to twice the busy timeout behind nginx).
+FAILURE_HEADER = "X-Brokergate-Failure"
 # The pages a front shows when it cannot reach the portal itself (nginx ``error_page 502``
 # and ``504``): the same clear pages, status and metric as the standalone proxy's.
 PORTAL_UNAVAILABLE_PATH = "/_gateway/portal/unavailable"
@@ -173,4 +180,15 @@ def asks_for_the_page(request: web.Request, settings: GatewaySettings) -> bool:
     """True for a trusted front's request for a refusal's page (``PAGE_HEADER: 1``)."""
     return request.headers.get(PAGE_HEADER) == "1" and is_trusted_peer(
         request, settings.trusted_networks
+    )
+
+
+def front_found_the_store_unavailable(request: web.Request, settings: GatewaySettings) -> bool:
+    """True for a trusted front's page fetch after a decision that could not reach the
+    store (``FAILURE_HEADER: store_unavailable``): its page is the 503 page, whatever the
+    store says now. It grants nothing, so a front that sends it wrongly only shows that page.
+    """
+    return (
+        asks_for_the_page(request, settings)
+        and request.headers.get(FAILURE_HEADER) == "store_unavailable"
     )

@@ -49,7 +49,11 @@ from gateway.auth._certificate_identity import (
     evaluate_certificate,
     handshake_result,
 )
-from gateway.auth._forward_auth import OriginalRequest, decision_request
+from gateway.auth._forward_auth import (
+    OriginalRequest,
+    decision_request,
+    front_found_the_store_unavailable,
+)
 from gateway.auth._presented import CLIENT_CERTIFICATE_DER_LIMIT
 from gateway.auth._request_state import (
     CERTIFICATE_SOURCE,
@@ -408,6 +412,9 @@ def auth_middleware() -> Any:
         if original is not None:
             request[ORIGINAL_REQUEST] = original
             path = original.raw_path
+            if front_found_the_store_unavailable(request, request.app[SETTINGS]):
+                # the first decision waited on the store already; do not wait again
+                raise StoreUnavailable("the front's decision found the store unavailable")
         request[REQUEST_STATE] = await _resolve(request, path)
         return await handler(request)
 

@@ -32,9 +32,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway._errors import UpstreamTimeout, UpstreamUnavailable
+from gateway._errors import StoreUnavailable, UpstreamTimeout, UpstreamUnavailable
 from gateway._state import SETTINGS
-from gateway.auth._forward_auth import FORWARD_AUTH_ROUTE, asks_for_the_page
+from gateway.auth._forward_auth import FAILURE_HEADER, FORWARD_AUTH_ROUTE, asks_for_the_page
 from gateway.auth._middleware import ORIGINAL_REQUEST, request_state
 from gateway.proxy._upstream_handler import upstream_identity_headers
 from gateway.web._pages import safe_next
@@ -105,6 +105,8 @@ def forward_auth_status_middleware() -> Any:
             return web.Response(status=403, text=exc.text, content_type="text/plain")
         status = _auth_request_status(response.status)
         if status != response.status and not response.prepared:
+            if response.status == StoreUnavailable.status:  # the page fetch need not wait
+                response.headers[FAILURE_HEADER] = StoreUnavailable.page
             response.set_status(status)
         return response
 
