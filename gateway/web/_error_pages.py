@@ -16,8 +16,10 @@ from gateway._log_safety import log_safe
 from gateway._metrics import FAILURE_PAGES
 from gateway._state import (
     METRICS,
+    SETTINGS,
     UPSTREAM_ROUTE,
 )
+from gateway.auth._forward_auth import front_found_the_store_unavailable
 from gateway.web._firm_access import login_refused_page, refusal_text
 from gateway.web._pages import (
     render_page,
@@ -41,10 +43,17 @@ def _log_path(request: web.Request) -> str:
 
 
 def _count(request: web.Request, page: str) -> None:
-    """The failure pages (store or portal unavailable, 500) are what operators alert on."""
+    """The failure pages (store or portal unavailable, 500) are what operators alert on.
+
+    Behind nginx one store failure is asked about twice: the decision counted it, and the
+    page fetch that carries its word only shows it again, so it is not counted twice.
+    """
     metrics = request.app.get(METRICS)
-    if metrics is not None and page in FAILURE_PAGES:
-        metrics.record_failure_page(page)
+    if metrics is None or page not in FAILURE_PAGES:
+        return
+    if front_found_the_store_unavailable(request, request.app[SETTINGS]):
+        return
+    metrics.record_failure_page(page)
 
 
 def error_middleware() -> Any:
