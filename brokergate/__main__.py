@@ -24,7 +24,9 @@ from brokergate import (
     _cli_db,
     _cli_dev,
     _cli_gateway,
+    _cli_import,
     _cli_mail,
+    _cli_office,
     _cli_reference,
     _cli_renewal,
     _cli_user,
@@ -37,6 +39,8 @@ from brokergate._errors import DOMAIN_ERRORS
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     _cli_ca,
     _cli_user,
+    _cli_office,
+    _cli_import,
     _cli_cert,
     _cli_config,
     _cli_db,

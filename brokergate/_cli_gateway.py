@@ -96,6 +96,7 @@ def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
             store_url=config.store.url,
             secret_key=config.store.secret_key,
             clock=ctx.clock,
+            firms=config.firms,  # product names on the "no right" page (issue 13)
             # The login and account pages. Certificate downloads through the signer when
             # signer.socket_path is set (no CA key here), else in-process with the passphrase.
             extensions=[
@@ -109,6 +110,7 @@ def _serve(args: argparse.Namespace, ctx: CliContext) -> int:
                         keyless=config.signer.socket_path is not None,
                     ),
                     signer=signer_client(config.signer),
+                    firms=config.firms,
                 )
             ],
         ),

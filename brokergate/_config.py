@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ca import CASettings, FirmSettings, SignerSettings
-from gateway import GatewaySettings
+from gateway import GatewaySettings, check_route_rights
 from gateway.logins import LoginSettings
 from renewal import MailSettings, RenewalSettings
 from store import StoreSettings
@@ -326,6 +326,11 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         )
         for name, cls in SECTIONS.items()
     }
+    try:
+        # Issue 13: a route's right must be a product of the catalogue ([firms]).
+        check_route_rights(built["gateway"].routes, built["firms"])
+    except ValueError as exc:
+        raise ConfigError("gateway.routes", source, str(exc)) from None
     return Config(source=source, **built)
 
 

@@ -157,11 +157,20 @@ class RightNotInOffice(InvalidUserData):
 
 
 class InvalidOfficeData(InvalidUserData):
-    """A field of an office is malformed (the message names the field)."""
+    """A field of an office is malformed. ``field``: which one (``name``, ``number``,
+    ``email``, ``address``, ``postcode``, ``city``, ``phone``), or ``None`` when the request
+    as a whole cannot be done; forms put the error next to it."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class DuplicateOffice(CAError):
-    def __init__(self, message: str) -> None:
+    """``field``: ``number`` (taken in the firm) or ``email`` (taken by another office)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        self.field = field
         super().__init__(message)
 
 

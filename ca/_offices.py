@@ -142,10 +142,12 @@ def _text(value: str | None, field: str, limit: int, *, required: bool = True) -
     cleaned = " ".join((value or "").split())
     if not cleaned:
         if required:
-            raise InvalidOfficeData(f"the office's {field} must not be empty")
+            raise InvalidOfficeData(f"the office's {field} must not be empty", field=field)
         return ""
     if len(cleaned) > limit:
-        raise InvalidOfficeData(f"the office's {field} is longer than {limit} characters")
+        raise InvalidOfficeData(
+            f"the office's {field} is longer than {limit} characters", field=field
+        )
     return cleaned
 
 
@@ -158,7 +160,8 @@ def _number(value: str) -> str:
     if not OFFICE_NUMBER.fullmatch(cleaned):
         raise InvalidOfficeData(
             f"invalid office number {value!r}: 1 to 32 letters, digits, spaces or . / _ -, "
-            "starting with a letter or digit"
+            "starting with a letter or digit",
+            field="number",
         )
     return cleaned
 
@@ -168,17 +171,19 @@ def _phone(value: str | None) -> str | None:
     if not cleaned:
         return None
     if not PHONE.fullmatch(cleaned):
-        raise InvalidOfficeData(f"invalid phone number {value!r}: digits, spaces, + ( ) / . -")
+        raise InvalidOfficeData(
+            f"invalid phone number {value!r}: digits, spaces, + ( ) / . -", field="phone"
+        )
     return cleaned
 
 
 def _office_email(value: str) -> str:
     if not value or not value.strip():
-        raise InvalidOfficeData("the office's email address must not be empty")
+        raise InvalidOfficeData("the office's email address must not be empty", field="email")
     try:
         return normalise_email(value)
     except InvalidUserData as exc:
-        raise InvalidOfficeData(str(exc)) from None
+        raise InvalidOfficeData(str(exc), field="email") from None
 
 
 def _check_unique(
@@ -192,13 +197,16 @@ def _check_unique(
         )
     )
     if clash is not None:
-        raise DuplicateOffice(f"the firm has an office with number {number!r} already")
+        raise DuplicateOffice(
+            f"the firm has an office with number {number!r} already", field="number"
+        )
     clash = session.scalar(
         select(Office.id).where(Office.email == email, Office.id != (office_id or -1))
     )
     if clash is not None:
         raise DuplicateOffice(
-            f"the email address {email!r} belongs to another office; every office needs its own"
+            f"the email address {email!r} belongs to another office; every office needs its own",
+            field="email",
         )
 
 
@@ -292,7 +300,9 @@ def update_office(
         values["name"] = _text(name, "name", 256)
     if number is not KEEP:
         if office.is_head_office:
-            raise InvalidOfficeData("the head office's number is the broker number; it is fixed")
+            raise InvalidOfficeData(
+                "the head office's number is the broker number; it is fixed", field="number"
+            )
         values["number"] = _number(number)
     if email is not KEEP:
         values["email"] = _office_email(email)

@@ -37,11 +37,13 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 
+from ca import FirmSettings
 from gateway._metrics import GatewayMetrics
 from gateway._settings import GatewaySettings
 from gateway._state import (
     CLOCK,
     FACTORY,
+    FIRMS,
     METRICS,
     REFRESH_TASK,
     SETTINGS,
@@ -74,6 +76,7 @@ from gateway.auth._request_state import (
     CertificateSource,
     CurrentVerifier,
 )
+from gateway.auth._route_policy import check_route_rights
 from gateway.auth._sessions import Sessions
 from gateway.auth._trust_cache import TrustCache, TrustMaterialLike
 from gateway.proxy._assertion import ASSERTION_PURPOSE, SIGNER, AssertionSigner
@@ -277,6 +280,7 @@ def create_app(
     extensions: Sequence[Callable[[web.Application], None]] = (),
     template_dirs: Sequence[Path] = (),
     max_staleness: timedelta = timedelta(seconds=4),
+    firms: FirmSettings | None = None,
 ) -> web.Application:
     """Build the gateway application (the caller runs it, e.g. with ``web.AppRunner``).
 
@@ -296,7 +300,15 @@ def create_app(
         extensions: ``setup(app)`` callables that add routes (before the catch-all).
         template_dirs: extra template folders searched before ``gateway/web/templates``.
         max_staleness: see ``gateway.auth._trust_cache``; must stay below 5 s.
+        firms: the ``[firms]`` product catalogue (names on the "no right" page); None:
+            the built-in one.
+
+    Raises:
+        ValueError: a route names a right that is not in ``firms`` (``load_config``
+            reports it first, as a configuration error).
     """
+    firms = firms if firms is not None else FirmSettings()
+    check_route_rights(settings.routes, firms)
     if max_staleness >= timedelta(seconds=5):
         raise ValueError("max_staleness must be below 5s (revocation within 5s)")
     max_staleness = staleness_bound(settings, max_staleness)
@@ -308,6 +320,7 @@ def create_app(
         client_max_size=1024 * 1024,  # our own forms; proxied bodies are streamed, not read
     )
     app[SETTINGS] = settings
+    app[FIRMS] = firms
     app[CLOCK] = clock
     app[FORWARD] = forward
     app[CERTIFICATE_SOURCE] = certificate_source

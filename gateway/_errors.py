@@ -8,6 +8,8 @@
     ├── PathRejected                   400: an ambiguous path spelling (encoded /, NUL, \\ …)
     ├── CsrfRejected                   403: a form without the session's CSRF token (or
     │                                       from another origin)
+    ├── LoginRefused                   403: this user may not log in by any method
+    │                                       (``ca.login_refusal``: user or office deactivated)
     ├── MalformedBody                  400: a form or JSON body we cannot read
     │   ├── BodyTooLarge               413: over the app's client_max_size
     │   └── UnsupportedBody            415: a body that is neither a form nor JSON
@@ -15,6 +17,11 @@
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ca import LoginRefusal
 
 
 class GatewayError(Exception):
@@ -48,6 +55,19 @@ class PathRejected(GatewayError):
 class CsrfRejected(GatewayError):
     status = 403
     page = "csrf"
+
+
+class LoginRefused(GatewayError):
+    """A factor was right, but the user may not log in (issue 13): the page says why and
+    whom to ask (``gateway.web._firm_access.login_refused_page``), never a login form."""
+
+    status = 403
+    page = "login_refused"
+
+    def __init__(self, refusal: LoginRefusal, *, user_id: int) -> None:
+        self.refusal = refusal
+        self.user_id = user_id
+        super().__init__(f"user {user_id} may not log in: {refusal.reason}")
 
 
 class MalformedBody(GatewayError):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
+from ca import FirmSettings
 from gateway._app import create_app
 from gateway._metrics import GatewayMetrics
 from gateway._settings import GatewaySettings
@@ -28,6 +29,7 @@ def gateway_app_factory(
     secret_key: bytes,
     clock: Clock = system_clock,
     extensions: Sequence[Callable[[web.Application], None]] = (),
+    firms: FirmSettings | None = None,
 ) -> AppFactory:
     """``factory(tls, metrics)`` → ``create_app`` with the real proxy and certificate source."""
 
@@ -43,6 +45,7 @@ def gateway_app_factory(
             tls_context=tls,
             metrics=metrics,
             extensions=extensions,
+            firms=firms,
         )
         app.cleanup_ctx.append(forwarder.pool_context)
         return app

@@ -52,6 +52,13 @@ class RouteRule:
         default=None,
         metadata={"help": "Also require a factor presented within this time (step-up)"},
     )
+    right: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also require this product right, a key of the [firms] catalogue (e.g. "
+            "ORV); needs level basic or strong"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.prefix.startswith("/"):
@@ -71,6 +78,17 @@ class RouteRule:
         object.__setattr__(self, "methods", tuple(m.upper() for m in self.methods))
         if self.fresh_within is not None and self.fresh_within <= timedelta(0):
             raise ValueError("fresh_within must be longer than 0s")
+        if self.right is not None:
+            object.__setattr__(self, "right", self.right.strip().upper())
+            if not self.right:
+                raise ValueError(f"route {self.prefix!r}: right must not be empty")
+            if not self.level.satisfies(Level.BASIC):
+                # Rights belong to a proven person; a restricted session (broker number
+                # only) is the firm, not one of its people (docs/gateway.md "Route rights").
+                raise ValueError(
+                    f"route {self.prefix!r} needs right {self.right!r}: its level must be "
+                    f"basic or strong, not {self.level.value}"
+                )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,7 +307,7 @@ class GatewaySettings:
         default=(),
         metadata={
             "help": "Route policy: [[gateway.routes]] tables with prefix, level, optional "
-            "methods and fresh_within; see docs/gateway.md"
+            "methods, fresh_within and right; see docs/gateway.md"
         },
     )
     default_level: Level = field(

@@ -13,6 +13,7 @@ import ssl
 from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca import FirmSettings
 from gateway._metrics import GatewayMetrics
 from gateway._settings import GatewaySettings
 from store import Clock
@@ -20,6 +21,7 @@ from store import Clock
 __all__ = [
     "CLOCK",
     "FACTORY",
+    "FIRMS",
     "METRICS",
     "SETTINGS",
     "TLS_CONTEXT",
@@ -32,6 +34,7 @@ UPSTREAM_ROUTE = "upstream"
 SETTINGS = web.AppKey("settings", GatewaySettings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 FACTORY = web.AppKey("factory", sessionmaker[Session])
+FIRMS = web.AppKey("firms", FirmSettings)  # the product catalogue ([firms], issue 13)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 TLS_CONTEXT: web.AppKey[ssl.SSLContext | None] = web.AppKey("tls_context")
 REFRESH_TASK = web.AppKey("refresh_task", asyncio.Task[None])

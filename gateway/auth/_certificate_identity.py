@@ -8,7 +8,8 @@ certificate-problem page explains (what, since when, what to do).
 Order of checks, and why: not ours (no row for the fingerprint) → revoked (the strongest
 statement, shown even if also expired) → retired generation → not yet valid → expired →
 EKU clientAuth → chain to our roots (defence in depth: the row alone is not trusted) →
-user active → SAN e-mail equals the user's e-mail.
+user may log in (active, and ``ca.login_refusal`` finds nothing: issue 13) → SAN e-mail
+equals the user's e-mail.
 """
 
 from __future__ import annotations
@@ -17,17 +18,22 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from store import CertificateStatus, Level, UserStatus
 
+if TYPE_CHECKING:
+    from ca import LoginRefusal
+
 __all__ = [
     "CERTIFICATE_METHOD",
     "CertificateFacts",
     "CertificateProblem",
     "CertificateRecord",
+    "FirmFacts",
     "Identity",
     "ProblemKind",
     "UserRecord",
@@ -65,6 +71,38 @@ class CertificateRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FirmFacts:
+    """The user's place in the firm, as the portal is told it (issue 13).
+
+    Attributes:
+        office_number: the user's office (a head office's number is the broker number).
+        head_office_number: the firm's head office (the broker number).
+        role: ``head`` or ``employee``; None for a restricted session, which has not
+            proven which of the firm's people is there.
+        rights: the effective rights (``ca.effective_rights``), sorted; empty for a
+            restricted session.
+        rights_contact: whom to ask for a missing right (a head user's name); None: the
+            broker support. Shown on the "no right" page, never sent to the portal.
+    """
+
+    office_number: str
+    head_office_number: str
+    role: str | None
+    rights: tuple[str, ...] = ()
+    rights_contact: str | None = None
+
+    def firm_level(self) -> FirmFacts:
+        """What a restricted session may claim: the firm, nobody in it, no rights."""
+        return FirmFacts(
+            office_number=self.head_office_number,
+            head_office_number=self.head_office_number,
+            role=None,
+            rights=(),
+            rights_contact=self.rights_contact,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class UserRecord:
     id: int
     email: str
@@ -72,6 +110,14 @@ class UserRecord:
     locale: str
     status: UserStatus
     broker_number: str
+    firm: FirmFacts | None = None
+    refusal: LoginRefusal | None = None  # ca.login_refusal(user), read with the user
+
+    @property
+    def may_log_in(self) -> bool:
+        """The one answer to "may this user be logged in now" (issue 13): by any method,
+        and on every request of an existing session."""
+        return self.status is UserStatus.ACTIVE and self.refusal is None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +134,7 @@ class Identity:
     cert_serial: str | None = None
     cert_not_after: datetime | None = None
     cert_fingerprint: str | None = None
+    firm: FirmFacts | None = None  # None only for users outside any office (none after 0006)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +146,7 @@ class CertificateProblem:
     until: datetime | None = None  # not valid until
     user_id: int | None = None
     detail: str = ""  # for the log, never shown
+    refusal: LoginRefusal | None = None  # USER_DISABLED: why, and whom to ask (issue 13)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,13 +213,19 @@ def evaluate_certificate(
             kind=ProblemKind.UNKNOWN_ISSUER, fingerprint=fingerprint, detail="no store row"
         )
 
-    def problem(kind: ProblemKind, detail: str = "", **when: datetime | None) -> CertificateProblem:
+    def problem(
+        kind: ProblemKind,
+        detail: str = "",
+        refusal: LoginRefusal | None = None,
+        **when: datetime | None,
+    ) -> CertificateProblem:
         return CertificateProblem(
             kind=kind,
             fingerprint=fingerprint,
             serial=record.serial,
             user_id=record.user_id,
             detail=detail,
+            refusal=refusal,
             **when,
         )
 
@@ -196,8 +250,14 @@ def evaluate_certificate(
     chain_error = verify_chain(certificate, fingerprint, now)
     if chain_error is not None:
         return problem(ProblemKind.INVALID, f"chain: {chain_error}")
-    if user is None or user.id != record.user_id or user.status is not UserStatus.ACTIVE:
-        return problem(ProblemKind.USER_DISABLED, "user missing or not active")
+    if user is None or user.id != record.user_id or not user.may_log_in:
+        # SECURITY (issue 13): a deactivated user or office signs nobody in; the page
+        # names whom to ask (the refusal), never the password form as a fall-back.
+        return problem(
+            ProblemKind.USER_DISABLED,
+            "user missing, not active, or refused",
+            refusal=user.refusal if user is not None and user.id == record.user_id else None,
+        )
     if user.email.lower() not in facts.emails:
         return problem(ProblemKind.INVALID, "SAN e-mail differs from the user's e-mail")
     return Identity(
@@ -211,6 +271,7 @@ def evaluate_certificate(
         cert_serial=record.serial,
         cert_not_after=not_after,
         cert_fingerprint=fingerprint,
+        firm=user.firm,
     )
 
 

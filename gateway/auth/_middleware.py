@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway._errors import CsrfRejected, StoreUnavailable
+from gateway._errors import CsrfRejected, LoginRefused, StoreUnavailable
 from gateway._state import CLOCK, FACTORY, METRICS, SETTINGS
 from gateway.auth._certificate_identity import (
     CERTIFICATE_METHOD,
@@ -219,6 +219,13 @@ def identity_from_session(
             certificate.cert_not_after if bound and isinstance(certificate, Identity) else None
         ),
         cert_fingerprint=session.cert_fingerprint if bound else None,
+        # SECURITY: a restricted session (broker number only) has not proven which of the
+        # firm's people is there: the portal learns the firm, no role and no rights.
+        firm=(
+            user.firm.firm_level()
+            if user.firm is not None and session.level is Level.RESTRICTED
+            else user.firm
+        ),
     )
 
 
@@ -296,6 +303,9 @@ async def _resolve(request: web.Request, path: str) -> RequestState:
     elif resolution.end is not None:
         await asyncio.to_thread(sessions.end, resolution.end.id, now)
     state.clear_cookie = resolution.clear_cookie
+    state.refusal = resolution.refusal
+    if isinstance(state.certificate, CertificateProblem) and state.certificate.refusal:
+        state.refusal = state.certificate.refusal
     kept = resolution.session
     if resolution.sign_on is SignOn.REUSE and reusable is not None:
         state.new_cookie = reusable.cookie  # a client without cookies: its session again
@@ -325,6 +335,7 @@ async def _resolve(request: web.Request, path: str) -> RequestState:
             locale=cert.locale,
             status=UserStatus.ACTIVE,
             broker_number=cert.broker_number,
+            firm=cert.firm,
         )
     elif kept is not None:
         user = session_user  # the cookie's session survived: its own user
@@ -433,12 +444,24 @@ async def complete_login(
     With ``certificate_requires_password``, a ``password`` login on a connection that
     presents a valid certificate of the same user becomes ``strong`` (method
     ``certificate``): the certificate is the second factor.
+
+    Raises:
+        LoginRefused: the user may not log in (``ca.login_refusal``, issue 13).
     """
     app = request.app
     settings = app[SETTINGS]
     sessions = app[SESSIONS]
     now = app[CLOCK]()
     state = request_state(request)
+    # SECURITY (issue 13): whatever the factor, one last look at the user as the store has
+    # it now (the services checked too; a deactivation between password and second factor
+    # lands here). A fresh read, also refreshing this replica's cached copy.
+    try:
+        record = await asyncio.to_thread(app[TRUST].load_user, user_id)
+    except Exception as exc:
+        raise _store_failure(exc) from exc
+    if record is not None and record.refusal is not None:
+        raise LoginRefused(record.refusal, user_id=user_id)
     cert = state.certificate if isinstance(state.certificate, Identity) else None
     fingerprint = None
     if (

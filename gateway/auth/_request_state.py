@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -19,6 +20,9 @@ from gateway.auth._chain_verification import ChainVerifier
 from gateway.auth._presented import PresentedCertificates
 from gateway.auth._sessions import Sessions, SessionState
 from gateway.auth._trust_cache import TrustCache
+
+if TYPE_CHECKING:
+    from ca import LoginRefusal
 
 __all__ = [
     "CERTIFICATE_SOURCE",
@@ -57,6 +61,8 @@ class RequestState:
         path: the normalised path (None for the gateway's own routes).
         idle_logout: nobody is logged in because the cookie's login ended for inactivity
             (on this request or an earlier one): the login page says so (issue 16).
+        refusal: the session's user, or the certificate's, may not log in (issue 13):
+            the pages show why and whom to ask instead of a login form.
     """
 
     certificate: Identity | CertificateProblem | None = None
@@ -66,6 +72,7 @@ class RequestState:
     clear_cookie: bool = False
     path: NormalisedPath | None = None
     idle_logout: bool = False
+    refusal: LoginRefusal | None = None
 
 
 SESSIONS = web.AppKey("sessions", Sessions)

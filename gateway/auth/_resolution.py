@@ -11,7 +11,9 @@ The rules, in order:
 
 1. A session that is over (idle, absolute end), or bound to a certificate that is not
    presented or no longer valid, ends (``end``) and its cookie is cleared.
-2. A session whose user is gone or not active ends likewise.
+2. A session whose user is gone or may not log in (``UserRecord.may_log_in``: not active,
+   or ``ca.login_refusal`` says no, e.g. the office was deactivated) ends likewise; the
+   refusal is reported (``refusal``) so the broker is told why, not shown a login form.
 3. Single sign-on with a valid certificate (:class:`SignOn`): the certificate's own
    session is kept; a lower session of the same user is elevated to ``strong``; another
    user's session ends and the certificate's session is reused (a client without cookies)
@@ -27,6 +29,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from gateway.auth._certificate_identity import CertificateProblem, Identity, UserRecord
 from gateway.auth._session_rules import (
@@ -35,7 +38,10 @@ from gateway.auth._session_rules import (
     is_a_login,
     session_verdict,
 )
-from store import Level, UserStatus
+from store import Level
+
+if TYPE_CHECKING:
+    from ca import LoginRefusal
 
 __all__ = ["PASSWORD_METHOD", "Resolution", "SignOn", "inactivity_exempt", "resolve_request"]
 
@@ -66,6 +72,7 @@ class Resolution:
         clear_cookie: the response deletes the session cookie.
         idle_logout: ``end`` is a login that went idle (``Sessions.end_idle`` notes it, and
             the login page says so).
+        refusal: why ``end`` is the session of a user who may no longer log in (issue 13).
     """
 
     end: SessionState | None = None
@@ -75,6 +82,7 @@ class Resolution:
     touch: bool = False
     clear_cookie: bool = False
     idle_logout: bool = False
+    refusal: LoginRefusal | None = None
 
 
 def inactivity_exempt(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -130,6 +138,7 @@ def resolve_request(
     cert = certificate if isinstance(certificate, Identity) else None
     end: SessionState | None = None
     clear = idle = False
+    refusal: LoginRefusal | None = None
     if session is not None:
         presented = (
             cert.cert_fingerprint if cert is not None and cert.user_id == session.user_id else None
@@ -143,7 +152,10 @@ def resolve_request(
             idle = verdict is SessionVerdict.IDLE and is_a_login(session)
             end, session, clear = session, None, True
     if session is not None and session.user_id is not None:
-        if session_user is None or session_user.status is not UserStatus.ACTIVE:
+        if session_user is None or not session_user.may_log_in:
+            # SECURITY (issue 13): deactivation (of the user or the office) holds on every
+            # request, on every replica, once the user cache has the refusal.
+            refusal = session_user.refusal if session_user is not None else None
             end, session, clear = session, None, True
 
     sign_on: SignOn | None = None
@@ -178,4 +190,5 @@ def resolve_request(
         touch=touch,
         clear_cookie=clear,
         idle_logout=idle,
+        refusal=refusal,
     )

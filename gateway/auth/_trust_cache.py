@@ -9,7 +9,9 @@ database query per request. So:
   also "unknown fingerprint" answers (a foreign certificate must not cost a query each time).
 * :meth:`TrustCache.refresh` runs every ``revocation_refresh_interval`` (≤ 2 s) in the
   app's refresh task: ``certificates.revoked_at > watermark - overlap`` (indexed), the
-  cached users' status/e-mail, and the generations; a changed set of generations reloads
+  cached users' status/e-mail, office, role, rights and login refusal (issue 13: a
+  deactivated user or office is refused on every replica within the same bound), and the
+  generations; a changed set of generations reloads
   the trust material and calls ``on_trust_change`` (new verifier, new CA names in TLS).
   The overlap re-reads a window of recent revocations, so a revocation committed late or
   stamped by a replica whose clock lags is still seen; every ``FULL_REFRESH_EVERY``-th
@@ -31,10 +33,21 @@ from typing import Protocol
 
 from cryptography import x509
 from sqlalchemy import false, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from gateway.auth._certificate_identity import CertificateRecord, UserRecord
-from store import CAGeneration, Certificate, GenerationStatus, Organisation, RevocationReason, User
+from ca import effective_rights, login_refusal
+from gateway.auth._certificate_identity import CertificateRecord, FirmFacts, UserRecord
+from store import (
+    CAGeneration,
+    Certificate,
+    GenerationStatus,
+    Office,
+    Organisation,
+    RevocationReason,
+    User,
+    UserRole,
+    UserStatus,
+)
 
 __all__ = ["FULL_REFRESH_EVERY", "MISS", "CacheEntry", "TrustCache", "TrustMaterialLike"]
 
@@ -90,7 +103,11 @@ def _record(row: Certificate) -> CertificateRecord:
     )
 
 
-def _user(row: User, broker_number: str) -> UserRecord:
+def _user(
+    db: Session, row: User, broker_number: str, heads: dict[int, tuple[int, str]]
+) -> UserRecord:
+    office = row.office
+    head_office = office.head_office if office.head_office is not None else office
     return UserRecord(
         id=row.id,
         email=row.email,
@@ -98,7 +115,55 @@ def _user(row: User, broker_number: str) -> UserRecord:
         locale=row.locale,
         status=row.status,
         broker_number=broker_number,
+        firm=FirmFacts(
+            office_number=office.number,
+            head_office_number=head_office.number,
+            role=row.role.value,
+            rights=tuple(sorted(effective_rights(row))),
+            rights_contact=_rights_contact(row, heads),
+        ),
+        # Issue 13: read with the user, so every refresh re-reads it (the common case, an
+        # active user in active offices, costs no query beyond the joined office rows).
+        refusal=login_refusal(row, db),
     )
+
+
+def _rights_contact(row: User, heads: dict[int, tuple[int, str]]) -> str | None:
+    """Who can give ``row`` a right: the office's head user for an employee, the head
+    office's for a sub-office's head user (or an employee of a sub-office without one);
+    None (the broker support) for the head office's head user."""
+    office = row.office
+    candidates = [office.id] if row.role is not UserRole.HEAD else []
+    if office.head_office_id is not None:
+        candidates.append(office.head_office_id)
+    for office_id in candidates:
+        head = heads.get(office_id)
+        if head is not None and head[0] != row.id:
+            return head[1]
+    return None
+
+
+def _head_office_ids(rows: Sequence[tuple[User, str]]) -> set[int]:
+    return {u.office.head_office_id for u, _ in rows if u.office.head_office_id is not None}
+
+
+def _head_users(db: Session, office_ids: set[int]) -> dict[int, tuple[int, str]]:
+    """The first active head user (id, name) of each office: one query for a batch."""
+    if not office_ids:
+        return {}
+    rows = db.execute(
+        select(User.office_id, User.id, User.name)
+        .where(
+            User.office_id.in_(office_ids),
+            User.role == UserRole.HEAD,
+            User.status == UserStatus.ACTIVE,
+        )
+        .order_by(User.id)
+    )
+    heads: dict[int, tuple[int, str]] = {}
+    for office_id, user_id, name in rows:
+        heads.setdefault(office_id, (user_id, name))
+    return heads
 
 
 class TrustCache:
@@ -182,13 +247,18 @@ class TrustCache:
         found: dict[int, UserRecord] = {}
         id_list = list(ids)
         for start in range(0, len(id_list), 500):
-            rows = db.execute(
-                select(User, Organisation.broker_number)
-                .join(Organisation, User.organisation_id == Organisation.id)
-                .where(User.id.in_(id_list[start : start + 500]))
-            )
+            rows: list[tuple[User, str]] = [
+                (user, broker_number)
+                for user, broker_number in db.execute(
+                    select(User, Organisation.broker_number)
+                    .join(Organisation, User.organisation_id == Organisation.id)
+                    .options(joinedload(User.office).joinedload(Office.head_office))
+                    .where(User.id.in_(id_list[start : start + 500]))
+                )
+            ]
+            heads = _head_users(db, {u.office_id for u, _ in rows} | _head_office_ids(rows))
             for user, broker_number in rows:
-                found[user.id] = _user(user, broker_number)
+                found[user.id] = _user(db, user, broker_number, heads)
         return found
 
     def load(self, fingerprint: str) -> CacheEntry:

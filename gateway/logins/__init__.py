@@ -28,7 +28,6 @@ from gateway.logins._devices import (
     revoke_devices,
 )
 from gateway.logins._errors import (
-    AccountNotActive,
     ActivationInvalid,
     EnrolmentError,
     InvalidBrokerNumber,
@@ -105,7 +104,6 @@ __all__ = [
     "METHOD_TOTP",
     "TAN_KEY_PURPOSE",
     "TOTP_PURPOSE",
-    "AccountNotActive",
     "ActivationInvalid",
     "ActivationSent",
     "Ceremony",

@@ -79,63 +79,102 @@ def request_email_change(
         EmailChangeRejected: malformed (``invalid``), the current one (``same``), or
             another user's address (``taken``). Nothing is written.
     """
+    with transaction(sessions) as session:
+        return queue_email_change(
+            session,
+            user_id=user_id,
+            new_email=new_email,
+            link_base=link_base,
+            mail_sealer=mail_sealer,
+            client_addr=client_addr,
+            now=now,
+        )
+
+
+def queue_email_change(
+    session: Session,
+    *,
+    user_id: int,
+    new_email: str,
+    link_base: str,
+    mail_sealer: Sealer,
+    client_addr: str | None,
+    now: datetime,
+    actor: str | None = None,
+    requested_by: str | None = None,
+) -> EmailChangeRequested:
+    """:func:`request_email_change` in the caller's transaction, e.g. a head user changing
+    an employee's address together with the rest of the employee's data (issue 13): the
+    same rules, the link to the new address, the notice to the old one.
+
+    Args:
+        actor: who asked, for the audit event (default: the user themself).
+        requested_by: the name of the head user who asked, for the mail to the new address
+            (None: "you entered this address").
+
+    Raises:
+        EmailChangeRejected: as :func:`request_email_change`; the caller rolls back.
+    """
     try:
         address = normalise_email(new_email)
     except InvalidEmail:
         raise EmailChangeRejected("invalid") from None
-    with transaction(sessions) as session:
-        user = session.get(User, user_id, with_for_update=True)
-        if user is None:
-            raise EmailChangeRejected("invalid")
-        if address == user.email:
-            raise EmailChangeRejected("same")
-        if _taken(session, address, user_id):
-            raise EmailChangeRejected("taken")
-        expire_open_links(session, EmailChangeToken, user_id, now)
-        token = new_token()
-        row = EmailChangeToken(
-            user_id=user_id,
-            token_hash=token_hash(token),
-            new_email=address,
-            created_at=now,
-            expires_at=now + EMAIL_CHANGE_VALIDITY,
-        )
-        session.add(row)
-        confirm = queue_mail(
-            session,
-            kind="email_change_confirm",
-            to_addr=address,
-            locale=user.locale,
-            template="email_change_confirm",
-            context={"name": user.name, "valid_hours": EMAIL_CHANGE_VALIDITY // timedelta(hours=1)},
-            secrets={"link": link_base.rstrip("/") + "/" + token},
-            sealer=mail_sealer,
-            now=now,
-            user_id=user_id,
-        )
-        notice = queue_mail(
-            session,
-            kind="email_change_notice",
-            to_addr=user.email,
-            locale=user.locale,
-            template="email_change_notice",
-            context={"name": user.name, "new_email": mask_email(address)},
-            secrets={},
-            sealer=mail_sealer,
-            now=now,
-            user_id=user_id,
-        )
-        # SECURITY: no token, no addresses in the audit details (the user id says who).
-        record_audit(
-            session,
-            actor=f"user:{user_id}",
-            action="user.email.change_requested",
-            now=now,
-            user_id=user_id,
-            client_addr=client_addr,
-            details={"confirm_outbox_id": confirm.id, "notice_outbox_id": notice.id},
-        )
-        return EmailChangeRequested(user_id=user_id, new_email=address, expires_at=row.expires_at)
+    user = session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise EmailChangeRejected("invalid")
+    if address == user.email:
+        raise EmailChangeRejected("same")
+    if _taken(session, address, user_id):
+        raise EmailChangeRejected("taken")
+    expire_open_links(session, EmailChangeToken, user_id, now)
+    token = new_token()
+    row = EmailChangeToken(
+        user_id=user_id,
+        token_hash=token_hash(token),
+        new_email=address,
+        created_at=now,
+        expires_at=now + EMAIL_CHANGE_VALIDITY,
+    )
+    session.add(row)
+    confirm = queue_mail(
+        session,
+        kind="email_change_confirm",
+        to_addr=address,
+        locale=user.locale,
+        template="email_change_confirm",
+        context={
+            "name": user.name,
+            "valid_hours": EMAIL_CHANGE_VALIDITY // timedelta(hours=1),
+            **({"requested_by": requested_by} if requested_by else {}),
+        },
+        secrets={"link": link_base.rstrip("/") + "/" + token},
+        sealer=mail_sealer,
+        now=now,
+        user_id=user_id,
+    )
+    notice = queue_mail(
+        session,
+        kind="email_change_notice",
+        to_addr=user.email,
+        locale=user.locale,
+        template="email_change_notice",
+        context={"name": user.name, "new_email": mask_email(address)},
+        secrets={},
+        sealer=mail_sealer,
+        now=now,
+        user_id=user_id,
+    )
+    # SECURITY: no token, no addresses in the audit details (the user id says who).
+    record_audit(
+        session,
+        actor=actor or f"user:{user_id}",
+        action="user.email.change_requested",
+        now=now,
+        user_id=user_id,
+        client_addr=client_addr,
+        details={"confirm_outbox_id": confirm.id, "notice_outbox_id": notice.id},
+    )
+    return EmailChangeRequested(user_id=user_id, new_email=address, expires_at=row.expires_at)
 
 
 def _live_token(session: Session, token: str, now: datetime) -> EmailChangeToken:

@@ -8,7 +8,6 @@
     ├── SecondFactorInvalid     TOTP or recovery code wrong, or a code used twice
     ├── InvalidBrokerNumber     seed 001: "This broker number is invalid."
     ├── UnknownEmail            seed 001: the email is not the one registered for the number
-    ├── AccountNotActive        the account is pending activation or disabled
     ├── TanInvalid              TAN wrong, expired, already used or out of attempts
     ├── TooSoon                 a mail (TAN, activation) or download was requested too often
     ├── ActivationInvalid       activation link unknown, used or expired
@@ -21,6 +20,9 @@
     ├── SetupCodeInvalid        the 2FA set-up's emailed code is missing, wrong, expired, void
     ├── SignerUnreachable       the signer did not answer: nothing issued, try again later
     └── DownloadRefused         the signer's own checks refused the download (session, rate)
+
+A right factor of a user who may not log in (``ca.login_refusal``) raises
+``gateway.LoginRefused`` instead, a page of its own (403), not a form's message.
 
 ``str(error)`` is English for logs and the CLI; it never contains a secret.
 """
@@ -83,14 +85,6 @@ class UnknownEmail(LoginError):
             f"{email!r} is not the email address registered for broker number {broker_number}",
             email=email,
         )
-
-
-class AccountNotActive(LoginError):
-    key = "error.account_not_active"
-
-    def __init__(self, status: str) -> None:
-        self.status = status
-        super().__init__(f"the account is {status}; it cannot log in", status=status)
 
 
 class TanInvalid(LoginError):

@@ -34,9 +34,11 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from ca import LoginRefusal, login_refusal
+from gateway._errors import LoginRefused
 from gateway.logins._errors import EnrolmentError, PasskeyRejected
 from gateway.logins._history import METHOD_PASSKEY, record_login
-from store import Level, PasskeyCredential, User, UserStatus, record_audit, transaction
+from store import Level, PasskeyCredential, User, record_audit, transaction
 
 CHALLENGE_BYTES = 32
 CEREMONY_TIMEOUT_MS = 120_000  # two minutes to touch the key or type the PIN
@@ -216,10 +218,13 @@ def finish_authentication(
 
     Raises:
         PasskeyRejected: unknown credential, wrong user, bad signature, a sign count that
-            went backwards (a cloned authenticator, WebAuthn §6.1.1), disabled account.
+            went backwards (a cloned authenticator, WebAuthn §6.1.1).
+        LoginRefused: the passkey is right but the user may not log in
+            (``ca.login_refusal``: user or office deactivated, issue 13).
     """
     problem: str | None = None
     user_id: int | None = None
+    refused: LoginRefusal | None = None
     with transaction(sessions) as session:
         try:
             parsed = parse_authentication_credential_json(credential_json)
@@ -253,8 +258,11 @@ def finish_authentication(
                 problem = str(exc)
             else:
                 user = session.get(User, row.user_id)
-                if user is None or user.status != UserStatus.ACTIVE:
-                    problem = "the account is not active"
+                refusal = login_refusal(user) if user is not None else None
+                if user is None:
+                    problem = "the account is gone"
+                elif refusal is not None:
+                    problem, refused = f"login refused: {refusal.reason}", refusal
                 else:
                     row.sign_count = verified.new_sign_count
                     row.last_used_at = now
@@ -282,6 +290,8 @@ def finish_authentication(
             client_addr=client_addr,
             details={"problem": (problem or "")[:200]},
         )
+    if refused is not None and user_id is not None:
+        raise LoginRefused(refused, user_id=user_id)
     raise PasskeyRejected(problem or "verification failed")
 
 

@@ -8,9 +8,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca import login_refusal
+from gateway._errors import LoginRefused
 from gateway.logins._accounts import find_user_for_login
 from gateway.logins._devices import is_remembered
-from gateway.logins._errors import AccountNotActive, InvalidCredentials, LockedOut
+from gateway.logins._errors import InvalidCredentials, LockedOut
 from gateway.logins._history import METHOD_PASSWORD, record_login
 from gateway.logins._passwords import check_password, hash_password
 from gateway.logins._settings import LoginSettings
@@ -22,7 +24,7 @@ from gateway.regulation._throttles import (
     identifier_key,
     login_lock_keys,
 )
-from store import PasskeyCredential, User, UserStatus, record_audit, transaction
+from store import PasskeyCredential, User, record_audit, transaction
 
 SECOND_FACTOR_TOTP = "totp"
 SECOND_FACTOR_PASSKEY = "passkey"
@@ -82,7 +84,8 @@ def login_with_password(
             identifiers alike.
         InvalidCredentials: unknown identifier, wrong password, or an account
             without a password (not activated yet): one message for all three.
-        AccountNotActive: the password is right but the account is disabled.
+        LoginRefused: the password is right but the user may not log in
+            (``ca.login_refusal``: user or office deactivated, issue 13).
     """
     failure: Exception | None = None
     with transaction(sessions) as session:
@@ -133,7 +136,8 @@ def login_with_password(
                 failure = LockedOut(locked) if locked else InvalidCredentials()
             else:
                 assert user is not None
-                if user.status != UserStatus.ACTIVE:
+                refusal = login_refusal(user)
+                if refusal is not None:
                     record_audit(
                         session,
                         actor=f"user:{user.id}",
@@ -142,9 +146,9 @@ def login_with_password(
                         now=now,
                         user_id=user.id,
                         client_addr=client_addr,
-                        details={"reason": f"account_{user.status.value}"},
+                        details={"reason": refusal.reason},
                     )
-                    failure = AccountNotActive(user.status.value)
+                    failure = LoginRefused(refusal, user_id=user.id)
                 else:
                     if needs_rehash:
                         user.password_hash = hash_password(password)

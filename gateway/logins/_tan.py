@@ -20,10 +20,11 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca import login_refusal
+from gateway._errors import LoginRefused
 from gateway.logins._accounts import find_organisation, normalise_email, primary_user
 from gateway.logins._devices import recognise_device, remember_device
 from gateway.logins._errors import (
-    AccountNotActive,
     InvalidBrokerNumber,
     LockedOut,
     TanInvalid,
@@ -40,7 +41,7 @@ from gateway.regulation._throttles import (
     next_tan_mail_at,
     tan_entry_exhausted,
 )
-from store import EmailTan, Sealer, User, UserStatus, queue_mail, record_audit, transaction
+from store import EmailTan, Sealer, User, queue_mail, record_audit, transaction
 
 TAN_DIGITS = 8
 TAN_KEY_PURPOSE = "email-tan"  # HKDF purpose of the TAN hashing key (_tokens.derive_key)
@@ -138,9 +139,10 @@ def _resolve(
             session, action, "unknown_email", client_addr, now, broker_number=org.broker_number
         )
         return None, UnknownEmail(email.strip(), org.broker_number)
-    if user.status != UserStatus.ACTIVE:
-        _audit_fail(session, action, f"account_{user.status.value}", client_addr, now)
-        return None, AccountNotActive(user.status.value)
+    refusal = login_refusal(user)
+    if refusal is not None:
+        _audit_fail(session, action, refusal.reason, client_addr, now)
+        return None, LoginRefused(refusal, user_id=user.id)
     return user, None
 
 
@@ -161,7 +163,8 @@ def start_broker_login(
     ``language``, the one the broker chose on the page, else the user's locale).
 
     Raises:
-        InvalidBrokerNumber, UnknownEmail, AccountNotActive: as in seed 001.
+        InvalidBrokerNumber, UnknownEmail: as in seed 001.
+        LoginRefused: the user may not log in (``ca.login_refusal``, issue 13).
         LockedOut: this client address made too many failed attempts.
         TooSoon: a TAN was mailed less than ``tan_resend_interval`` ago, or too many
             in one window; ``until`` says when the next one can be sent.
@@ -326,8 +329,9 @@ def confirm_tan(
             row.used_at = now
             user = session.get(User, row.user_id)
             assert user is not None
-            if user.status != UserStatus.ACTIVE:
-                failure = AccountNotActive(user.status.value)
+            refusal = login_refusal(user)
+            if refusal is not None:
+                failure = LoginRefused(refusal, user_id=user.id)
             else:
                 record_login(user, METHOD_EMAIL_TAN, now)
                 token = (
@@ -367,14 +371,22 @@ def restricted_login(
 
     Raises:
         InvalidBrokerNumber: the number does not exist (no restricted session for it).
+        LoginRefused: the firm's user may not log in (``ca.login_refusal``, issue 13).
     """
     with transaction(sessions) as session:
         _address_guard(session, client_addr, now)
         org = find_organisation(session, broker_number)
         user = primary_user(session, org) if org is not None else None
+        refusal = login_refusal(user) if user is not None else None
+        failure: Exception
         if org is None or user is None:
             _audit_fail(session, "login.restricted", "invalid_broker_number", client_addr, now)
             failure = InvalidBrokerNumber(broker_number)
+        elif refusal is not None:
+            # Issue 13: the firm's session stands on this user; an inactive head office
+            # (or user) lets nobody in, not even without a TAN.
+            _audit_fail(session, "login.restricted", refusal.reason, client_addr, now)
+            failure = LoginRefused(refusal, user_id=user.id)
         else:
             record_audit(
                 session,

@@ -12,7 +12,9 @@ replica signs with the oldest live key (deterministic), while JWKS lists all liv
 Claims: ``iss`` = the gateway's public URL, ``aud`` = the upstream URL, ``sub`` = user id,
 ``iat``/``nbf``/``exp`` (``assertion_lifetime``, default 60 s), ``jti``, and
 ``broker_number``, ``email``, ``level``, ``amr`` (the login method), ``cert_serial``,
-``cert_not_after`` when a certificate was used.
+``cert_not_after`` when a certificate was used, and the firm (issue 13): ``office_number``,
+``head_office_number``, ``rights`` (a sorted list of catalogue keys) and ``role``
+(``head`` | ``employee``; left out for a restricted session, which has no role).
 """
 
 from __future__ import annotations
@@ -172,6 +174,13 @@ class AssertionSigner:
             "level": identity.level.value,
             "amr": [identity.method],
         }
+        firm = identity.firm
+        if firm is not None:
+            claims["office_number"] = firm.office_number
+            claims["head_office_number"] = firm.head_office_number
+            claims["rights"] = list(firm.rights)
+            if firm.role is not None:
+                claims["role"] = firm.role
         if identity.cert_serial is not None and identity.cert_not_after is not None:
             claims["cert_serial"] = identity.cert_serial
             claims["cert_not_after"] = identity.cert_not_after.isoformat()

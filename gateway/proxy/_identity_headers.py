@@ -22,10 +22,14 @@ __all__ = [
     "CERT_NOT_AFTER",
     "CERT_SERIAL",
     "EMAIL",
+    "HEAD_OFFICE_NUMBER",
     "IDENTITY_HEADER_PREFIX",
     "LEVEL",
     "METHOD",
+    "OFFICE_NUMBER",
     "RENEWAL_URL",
+    "RIGHTS",
+    "ROLE",
     "USER_ID",
     "RenewalFacts",
     "identity_headers",
@@ -47,6 +51,13 @@ CERT_NOT_AFTER = "X-Brokergate-Cert-Not-After"  # RFC 3339, UTC
 CERT_DAYS_LEFT = "X-Brokergate-Cert-Days-Left"
 # Only inside the reminder window: where the broker renews (a portal may show its banner)
 RENEWAL_URL = "X-Brokergate-Renewal-Url"
+# The firm (issue 13): the user's office, the firm's head office (the broker number), the
+# role (head | employee; absent for a restricted session) and the effective rights
+# (comma-separated sorted catalogue keys, e.g. "DIL,ORV"; empty or absent: none).
+OFFICE_NUMBER = "X-Brokergate-Office-Number"
+HEAD_OFFICE_NUMBER = "X-Brokergate-Head-Office-Number"
+ROLE = "X-Brokergate-Role"
+RIGHTS = "X-Brokergate-Rights"
 ASSERTION = "X-Brokergate-Assertion"  # signed JWT; keys at /.well-known/jwks.json
 
 
@@ -102,6 +113,13 @@ def identity_headers(
         METHOD: identity.method,
         ASSERTION: assertion,
     }
+    firm = identity.firm
+    if firm is not None:
+        values[OFFICE_NUMBER] = firm.office_number
+        values[HEAD_OFFICE_NUMBER] = firm.head_office_number
+        values[RIGHTS] = ",".join(firm.rights)
+        if firm.role is not None:
+            values[ROLE] = firm.role
     if identity.cert_serial is not None and identity.cert_not_after is not None:
         values[CERT_SERIAL] = identity.cert_serial
         values[CERT_NOT_AFTER] = _rfc3339(identity.cert_not_after)

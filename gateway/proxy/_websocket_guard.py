@@ -65,7 +65,7 @@ from gateway.auth._sessions import (
     session_verdict,
     touch_interval_for,
 )
-from store import Level, UserStatus
+from store import Level
 
 __all__ = ["CHECK_INTERVAL", "WebSocketGuard", "websocket_guard"]
 
@@ -83,6 +83,7 @@ _POLICY_REASONS = {
     Outcome.STEP_UP: "step-up required",
     Outcome.TWOFA_PROMPT: "second factor required",
     Outcome.CERTIFICATE_PROBLEM: "certificate not usable",
+    Outcome.NO_RIGHT: "right required",  # a right taken away closes the socket too
 }
 
 
@@ -171,7 +172,8 @@ class _SessionWatch:
         user: UserRecord | None = None
         if session.user_id is not None:
             user = await user_record(self.request, session.user_id)
-            if user is None or user.status is not UserStatus.ACTIVE:
+            if user is None or not user.may_log_in:
+                # Issue 13: a deactivated user or office closes the socket as well.
                 await asyncio.to_thread(sessions.end, session.id, now)
                 return "account disabled"
         interval = touch_interval_for(self.request.app[SETTINGS].idle_timeout)

@@ -5,6 +5,8 @@
 * ``_core_pages``: login chooser, step-up, certificate problem, logout, 2FA "Not now".
 * ``_policy_pages``: the route policy's decision as a page, for requests bound upstream.
 * ``_error_pages``: the one middleware where domain errors become pages.
+* ``_firm_access``: the firm's clear pages (issue 13): "you may not log in" (whom to ask)
+  and "no right for this product".
 * ``_login``, ``_broker_login``, ``_prompt``, ``_finish_login``: the login pages (password
   + second factor, passkey, broker number + TAN, the 2FA prompt, activation).
 * ``_account``, ``_email_change``: "Mein Konto".

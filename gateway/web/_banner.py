@@ -19,6 +19,7 @@ from gateway.logins._certificates import (
     note_certificate_used,
 )
 from gateway.web._common import P, ctx, factory, now_of
+from gateway.web._firm import OFFICES, USERS, firm_menu_links
 from gateway.web._pages import page_language
 from gateway.web._renewal_notice import load_renewal_state, renewal_banner
 from store import Level, transaction
@@ -34,6 +35,10 @@ _BANNER: contextvars.ContextVar[Markup | None] = contextvars.ContextVar(
 # The request whose page gets the account menu (None: no menu, see drop_account_nav).
 _NAV: contextvars.ContextVar[web.Request | None] = contextvars.ContextVar(
     "logins_nav", default=None
+)
+# The head users' links in that menu (issue 13): ("Users", "Sub-offices") shown?
+_FIRM_NAV: contextvars.ContextVar[tuple[bool, bool]] = contextvars.ContextVar(
+    "logins_firm_nav", default=(False, False)
 )
 
 
@@ -55,14 +60,17 @@ def logins_middleware() -> Any:
         # The menu on every page of ours, also the ones shown for portal paths (the
         # policy's 2FA prompt, step-up; issue 16): built when a page renders it.
         token, nav_token = _BANNER.set(None), _NAV.set(request)
+        firm_token = _FIRM_NAV.set((False, False))
         try:
             await _note_certificate_login(request)
             if _shows_banner(request):
                 await _compute_banner(request)
+                await _compute_firm_nav(request)
             return await handler(request)
         finally:
             _BANNER.reset(token)
             _NAV.reset(nav_token)
+            _FIRM_NAV.reset(firm_token)
 
     return impl
 
@@ -124,6 +132,18 @@ async def _compute_banner(request: web.Request) -> None:
         _BANNER.set(_STYLE + banner)
 
 
+async def _compute_firm_nav(request: web.Request) -> None:
+    identity = _proven_user(request)
+    if identity is None:
+        return
+
+    def run() -> tuple[bool, bool]:
+        with transaction(factory(request)) as session:
+            return firm_menu_links(session, identity.user_id)
+
+    _FIRM_NAV.set(await asyncio.to_thread(run))
+
+
 def expiry_banner() -> Markup:
     """Jinja global used by ``base.html``: the banner for this request, or nothing."""
     return _BANNER.get() or Markup("")
@@ -140,13 +160,20 @@ def account_nav() -> Markup:
 
     language = page_language(request)
     catalogs = request.app[CATALOGS]
-    # seed 000: "Mein Konto / Abmelden" in the portal's menu.
-    return _STYLE + Markup(
-        '<nav class="account-nav" aria-label="{}"><a href="{}">{}</a></nav>'
-    ).format(
-        catalogs.translate(language, "logins.nav.label"),
-        f"{P}/account",
-        catalogs.translate(language, "logins.nav.account"),
+    # seed 000: "Mein Konto / Abmelden" in the portal's menu; seed 003: "Gebruikers"
+    # ("Subkantoren") for head users (of the head office).
+    users, offices = _FIRM_NAV.get()
+    links = Markup('<a href="{}">{}</a>').format(
+        f"{P}/account", catalogs.translate(language, "logins.nav.account")
+    )
+    for shown, url, key in (
+        (users, USERS, "firm.nav.users"),
+        (offices, OFFICES, "firm.nav.offices"),
+    ):
+        if shown:
+            links += Markup(' · <a href="{}">{}</a>').format(url, catalogs.translate(language, key))
+    return _STYLE + Markup('<nav class="account-nav" aria-label="{}">{}</nav>').format(
+        catalogs.translate(language, "logins.nav.label"), links
     )
 
 

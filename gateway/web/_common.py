@@ -23,7 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca import SignerClient
+from ca import FirmSettings, SignerClient
 from gateway._errors import BodyTooLarge, MalformedBody, UnsupportedBody
 from gateway._settings import RESERVED_PREFIX
 from gateway._state import CLOCK, FACTORY, SETTINGS
@@ -67,6 +67,8 @@ class LoginContext:
     rp: RelyingParty
     # The signer's client (issue 12): downloads are issued there, not with a key here.
     signer: SignerClient | None = None
+    # The product catalogue (config section [firms], issue 13): the head users' pages.
+    firms: FirmSettings = field(default_factory=FirmSettings)
     _authority: Authority | None = None
     # Fingerprints whose first use this replica has already noted: a cookieless client gets
     # its certificate session back (with a Set-Cookie) on every request, and must not cost a

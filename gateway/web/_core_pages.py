@@ -20,6 +20,7 @@ from gateway.auth._middleware import (
 )
 from gateway.auth._request_state import SESSIONS
 from gateway.web._common import read_form
+from gateway.web._firm_access import login_refused_page
 from gateway.web._formatting import time_for
 from gateway.web._idle_notice import idle_logout_after
 from gateway.web._pages import (
@@ -47,6 +48,10 @@ def certificate_problem_page(
 ) -> web.Response:
     """The page for a certificate that cannot log in; its other ways in are only those
     that can reach ``required`` (the route's level; ``None``: any)."""
+    if problem.refusal is not None:
+        # Issue 13: the certificate's user or office is deactivated; no other login works
+        # either, so the page says whom to ask instead of offering the login forms.
+        return login_refused_page(request, problem.refusal)
     options = request.app[LOGIN_OPTIONS]
     if required is not None:
         options = [o for o in options if o.can_reach(required.value)]
@@ -79,6 +84,8 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     next_path = safe_next(request.query.get("next"))
     if isinstance(state.certificate, CertificateProblem) and state.identity is None:
         return certificate_problem_page(request, state.certificate, next_path)
+    if state.refusal is not None and state.identity is None:
+        return login_refused_page(request, state.refusal)
     if state.identity is not None and state.identity.level.satisfies(Level.BASIC):
         raise web.HTTPSeeOther(next_path)
     return render_page(

@@ -11,13 +11,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from sqlalchemy.exc import OperationalError
 
-from gateway._errors import GatewayError, MalformedBody, StoreUnavailable
+from gateway._errors import GatewayError, LoginRefused, MalformedBody, StoreUnavailable
 from gateway._log_safety import log_safe
 from gateway._metrics import FAILURE_PAGES
 from gateway._state import (
     METRICS,
     UPSTREAM_ROUTE,
 )
+from gateway.web._firm_access import login_refused_page, refusal_text
 from gateway.web._pages import (
     render_page,
 )
@@ -58,6 +59,13 @@ def error_middleware() -> Any:
             if isinstance(exc, MalformedBody) and request.content_type == "application/json":
                 # Our passkey script posts JSON and reads JSON back.
                 return web.json_response({"error": exc.page}, status=exc.status)
+            if isinstance(exc, LoginRefused):
+                if request.content_type == "application/json":
+                    # The passkey script shows ``error`` on its page.
+                    return web.json_response(
+                        {"error": refusal_text(request, exc.refusal)}, status=exc.status
+                    )
+                return login_refused_page(request, exc.refusal)
             _count(request, exc.page)
             return render_page(request, "error.html", {"page": exc.page}, status=exc.status)
         except web.HTTPNotFound:

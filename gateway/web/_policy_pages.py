@@ -25,6 +25,7 @@ from gateway.auth._middleware import (
 )
 from gateway.auth._route_policy import Outcome, decide, request_auth, required_for
 from gateway.web._core_pages import certificate_problem_page
+from gateway.web._firm_access import login_refused_page, no_right_page
 from gateway.web._formatting import time_for
 from gateway.web._idle_notice import idle_logout_after
 from gateway.web._pages import (
@@ -41,8 +42,9 @@ async def policy_answer(
     request: web.Request, *, raw_path: str, method: str, interstitial: bool = True
 ) -> web.StreamResponse | None:
     """The route policy's answer for a request bound upstream: None to pass it on, or the
-    login, step-up, 2FA prompt or certificate-problem page (also the renewal interstitial
-    when ``interstitial``). The one decision of the standalone proxy and forward-auth.
+    login, step-up, 2FA prompt, certificate-problem, login-refused or no-right page (also
+    the renewal interstitial when ``interstitial``). The one decision of the standalone
+    proxy and forward-auth.
 
     Raises:
         PathRejected: ``raw_path`` is a spelling servers read differently (400 page).
@@ -66,6 +68,16 @@ async def policy_answer(
     next_path = safe_next(normalised.forward)
     if decision.outcome is Outcome.ALLOW:
         return await renewal_interstitial(request, state, next_path) if interstitial else None
+    if state.refusal is not None:
+        # Issue 13: the user (or office) was deactivated: say so, not "please log in".
+        return login_refused_page(request, state.refusal)
+    if decision.outcome is Outcome.NO_RIGHT:
+        assert decision.missing_right is not None
+        identity = state.identity
+        firm = identity.firm if identity is not None else None
+        return no_right_page(
+            request, decision.missing_right, firm.rights_contact if firm is not None else None
+        )
     if decision.outcome is Outcome.CERTIFICATE_PROBLEM:
         assert isinstance(state.certificate, CertificateProblem)
         return certificate_problem_page(

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca import SignerClient
+from ca import FirmSettings, SignerClient
 from gateway._state import SETTINGS
 from gateway.logins._certificates import (
     Authority,
@@ -28,6 +28,8 @@ from gateway.web import _broker_login as broker
 from gateway.web import _core_pages as core
 from gateway.web import _email_change as email_change
 from gateway.web import _endpoints as endpoints
+from gateway.web import _firm_offices as firm_offices
+from gateway.web import _firm_users as firm_users
 from gateway.web import _language as language
 from gateway.web import _login as login
 from gateway.web import _password_reset as password_reset
@@ -35,6 +37,7 @@ from gateway.web import _prompt as prompt
 from gateway.web import _twofa_setup as twofa_setup
 from gateway.web._banner import account_nav, expiry_banner, logins_middleware
 from gateway.web._common import LOGINS, LoginContext, P
+from gateway.web._firm import OFFICES, USERS
 from gateway.web._pages import JINJA
 from store import OUTBOX_PURPOSE, Level, Sealer
 
@@ -77,6 +80,7 @@ def setup_logins(
     secret_key: bytes,
     make_authority: Callable[[sessionmaker[Session]], Authority] | None = None,
     signer: SignerClient | None = None,
+    firms: FirmSettings | None = None,
 ) -> Callable[[web.Application], None]:
     """The ``create_app`` extension that adds the login and account pages.
 
@@ -89,6 +93,7 @@ def setup_logins(
         signer: the client of the signer (``brokergate ca serve``); when given, downloads
             are issued there and this process needs no CA key (pair it with a keyless
             ``make_authority``). The app closes it on cleanup.
+        firms: the product catalogue (``config.firms``) of the head users' pages.
     """
 
     def setup(app: web.Application) -> None:
@@ -99,6 +104,7 @@ def setup_logins(
             secret_key=secret_key,
             make_authority=make_authority,
             signer=signer,
+            firms=firms or FirmSettings(),
             rp=relying_party(app[SETTINGS].public_url, settings.passkey_rp_name),
         )
         if signer is not None:
@@ -201,6 +207,31 @@ LOGIN_ROUTES: tuple[Route, ...] = (
     ("POST", email_change.EMAIL, email_change.email_submit),
     ("GET", email_change.CONFIRM + "/{token}", email_change.confirm_page),
     ("POST", email_change.CONFIRM + "/{token}", email_change.confirm_submit),
+    # the head users' pages (issue 13, seed 003): users and sub-offices of their firm
+    ("GET", USERS, firm_users.users_page),
+    ("GET", f"{USERS}/new", firm_users.user_new_page),
+    ("POST", f"{USERS}/new", firm_users.user_new_submit),
+    ("GET", f"{USERS}/{{user_id}}", firm_users.user_edit_page),
+    ("POST", f"{USERS}/{{user_id}}", firm_users.user_edit_submit),
+    ("POST", f"{USERS}/{{user_id}}/deactivate", firm_users.user_deactivate_submit),
+    ("POST", f"{USERS}/{{user_id}}/reactivate", firm_users.user_reactivate_submit),
+    ("POST", f"{USERS}/{{user_id}}/activation", firm_users.user_activation_submit),
+    ("GET", OFFICES, firm_offices.offices_page),
+    ("GET", f"{OFFICES}/new", firm_offices.office_new_page),
+    ("POST", f"{OFFICES}/new", firm_offices.office_new_submit),
+    ("GET", f"{OFFICES}/{{office_id}}", firm_offices.office_edit_page),
+    ("POST", f"{OFFICES}/{{office_id}}", firm_offices.office_edit_submit),
+    (
+        "POST",
+        f"{OFFICES}/{{office_id}}/deactivate",
+        firm_offices.office_deactivate_submit,
+    ),
+    (
+        "POST",
+        f"{OFFICES}/{{office_id}}/reactivate",
+        firm_offices.office_reactivate_submit,
+    ),
+    ("POST", f"{OFFICES}/{{office_id}}/delete", firm_offices.office_delete_submit),
 )
 """The fallback logins and the account pages (added by :func:`setup_logins`)."""
 

@@ -21,6 +21,7 @@ import pytest
 from aiohttp import WSMsgType
 from sqlalchemy import select
 
+from ca import set_office_active
 from gateway import SESSIONS
 from store import Level, User, UserStatus, WebSession, transaction
 from tests.gateway.conftest import Brokers, ServerTLS
@@ -212,6 +213,26 @@ async def test_disabling_the_user_closes_the_websocket(
         user = db.get(User, new.state.user_id)
         assert user is not None
         user.status = UserStatus.DISABLED
+    await _both_legs_closed(ws, "account disabled", upstream_closes)
+
+
+async def test_deactivating_the_users_office_closes_the_websocket(
+    brokers: Brokers,
+    start_gateway: Any,
+    server_tls: ServerTLS,
+    client: aiohttp.ClientSession,
+    upstream_closes: UpstreamCloses,
+    clock: Any,
+) -> None:
+    """Issue 13: the user stays active, the office goes (ca.login_refusal says no)."""
+    gw = await start_gateway()
+    new = await _password_session(gw, brokers, clock)
+    ws = await _open(client, gw.url, client_context(server_tls.ca), cookie=new.cookie)
+    await _echo(ws, "before")
+    with transaction(brokers.sessions) as db:
+        user = db.get(User, new.state.user_id)
+        assert user is not None
+        set_office_active(db, user.office, False, now=clock(), actor="test")
     await _both_legs_closed(ws, "account disabled", upstream_closes)
 
 

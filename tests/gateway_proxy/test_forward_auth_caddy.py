@@ -149,6 +149,8 @@ async def test_certificate_sso_through_caddy_with_no_prompt(
         headers={
             "X-Brokergate-Level": "anonymous",
             "X-Brokergate-Office": "forged",
+            "X-Brokergate-Rights": "FORGED",
+            "X-Brokergate-Role": "head-of-everything",
             "Client-Cert": ":AAAA:",
             "X-SSL-Client-Cert": "forged",
         },
@@ -156,6 +158,9 @@ async def test_certificate_sso_through_caddy_with_no_prompt(
     assert status == 200, text
     seen = _portal_saw(text)
     assert seen["x-brokergate-level"] == ["strong"]
+    # issue 13: the firm, copied by copy_headers, never the client's copies
+    assert seen["x-brokergate-rights"] == ["DIL,DIP,ORV"] and seen["x-brokergate-role"] == ["head"]
+    assert seen["x-brokergate-office-number"] == seen["x-brokergate-head-office-number"]
     assert seen["x-brokergate-method"] == ["certificate"]
     assert "x-brokergate-assertion" in seen
     for name in ("x-brokergate-office", "client-cert", "x-ssl-client-cert"):

@@ -18,9 +18,13 @@ from gateway.proxy._identity_headers import (
     CERT_NOT_AFTER,
     CERT_SERIAL,
     EMAIL,
+    HEAD_OFFICE_NUMBER,
     LEVEL,
     METHOD,
+    OFFICE_NUMBER,
     RENEWAL_URL,
+    RIGHTS,
+    ROLE,
     USER_ID,
 )
 
@@ -35,6 +39,10 @@ IDENTITY = {
     CERT_NOT_AFTER,
     CERT_DAYS_LEFT,
     RENEWAL_URL,
+    OFFICE_NUMBER,
+    HEAD_OFFICE_NUMBER,
+    ROLE,
+    RIGHTS,
     ASSERTION,
 }
 

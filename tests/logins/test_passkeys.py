@@ -7,6 +7,7 @@ import json
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import LoginRefused
 from gateway.logins import (
     PasskeyRejected,
     authentication_options,
@@ -144,7 +145,7 @@ def test_unknown_or_foreign_passkey_and_disabled_account(
         user = s.get(User, uid)
         assert user is not None
         user.status = UserStatus.DISABLED
-    with pytest.raises(PasskeyRejected, match="not active"):
+    with pytest.raises(LoginRefused, match="user_disabled"):  # issue 13: a page of its own
         login(sessions, clock, authn)
     with pytest.raises(PasskeyRejected, match="malformed"):
         finish_authentication(sessions, credential_json="{}", challenge=b"x", rp=RP, now=clock())

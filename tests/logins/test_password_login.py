@@ -9,8 +9,8 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import LoginRefused
 from gateway.logins import (
-    AccountNotActive,
     InvalidCredentials,
     LockedOut,
     LoginSettings,
@@ -112,7 +112,7 @@ def test_disabled_account_with_right_password_says_so(
     make_account: MakeAccount,
 ) -> None:
     make_account(email="gone@example.org", status=UserStatus.DISABLED)
-    with pytest.raises(AccountNotActive):
+    with pytest.raises(LoginRefused, match="user_disabled"):
         login(sessions, clock, settings, "gone@example.org", PASSWORD)
     with pytest.raises(InvalidCredentials):
         login(sessions, clock, settings, "gone@example.org", "not the password")

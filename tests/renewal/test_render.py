@@ -324,3 +324,36 @@ def test_reminders_grow_more_urgent_with_plural_forms(
     assert "10:00" in mail.text.split("Windows")[-1]
     for system in ("Windows", "macOS", "Firefox"):
         assert system in mail.text and system in mail.html
+
+
+@pytest.mark.parametrize(
+    ("locale", "by_head_user", "by_self"),
+    [
+        ("de", "Nick Groot, Hauptbenutzer Ihres Büros, hat", "Sie haben im Maklerportal"),
+        ("en", "Nick Groot, the head user of your office, entered", "you entered this address"),
+        ("nl", "Nick Groot, hoofdgebruiker van uw kantoor, heeft", "u heeft dit adres"),
+    ],
+)
+def test_email_change_link_names_the_head_user_who_asked(
+    locale: str, by_head_user: str, by_self: str
+) -> None:
+    """Issue 13: a head user changes an employee's address; the mail to the new address
+    says who entered it instead of "you entered"."""
+    renderer = MailRenderer(public_url=PUBLIC_URL)
+    context = {**CONTEXTS["email_change_confirm"], "requested_by": "Nick <Groot>"}
+    mail = renderer.render(
+        template="email_change_confirm",
+        locale=locale,
+        context=context,
+        secrets=SECRETS["email_change_confirm"],
+    )
+    assert by_head_user.replace("Nick Groot", "Nick <Groot>") in mail.text
+    assert by_self not in mail.text
+    assert "Nick &lt;Groot&gt;" in mail.html and "<Groot>" not in mail.html
+    plain = renderer.render(
+        template="email_change_confirm",
+        locale=locale,
+        context=CONTEXTS["email_change_confirm"],
+        secrets=SECRETS["email_change_confirm"],
+    )
+    assert by_self in plain.text
