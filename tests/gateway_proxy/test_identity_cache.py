@@ -14,14 +14,17 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from sqlalchemy import Engine
 
-from gateway.auth._certificate_identity import Identity
+from gateway.auth._certificate_identity import FirmFacts, Identity
 from gateway.proxy._assertion import ASSERTION_PURPOSE, AssertionSigner
 from gateway.proxy._identity_cache import IdentityHeaderCache, renewal_facts_until
 from gateway.proxy._identity_headers import (
     ASSERTION,
     CERT_DAYS_LEFT,
     LEVEL,
+    OFFICE_NUMBER,
     RENEWAL_URL,
+    RIGHTS,
+    ROLE,
     identity_headers,
     renewal_facts,
 )
@@ -32,6 +35,12 @@ BERLIN = ZoneInfo("Europe/Berlin")
 ACCOUNT = "https://portal.example/_gateway/account"
 WINDOW = 60
 START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+FIRM = FirmFacts(
+    office_number="60/123/4567",
+    head_office_number="60/123/4567",
+    role="head",
+    rights=("DIL", "ORV"),
+)
 
 
 def _identity(**changes: object) -> Identity:
@@ -46,6 +55,7 @@ def _identity(**changes: object) -> Identity:
         cert_serial="0a1b",
         cert_not_after=datetime(2027, 6, 1, 12, 0, tzinfo=UTC),
         cert_fingerprint="ab" * 32,
+        firm=FIRM,
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -105,6 +115,9 @@ def test_reused_within_the_window_then_signed_afresh(
         {"email": "other@example.org"},
         {"cert_serial": "0c0d", "cert_fingerprint": "cd" * 32},
         {"cert_serial": None, "cert_not_after": None, "cert_fingerprint": None},
+        {"firm": dataclasses.replace(FIRM, rights=("DIL",))},
+        {"firm": dataclasses.replace(FIRM, role="employee", office_number="60/123/4567-1")},
+        {"firm": FIRM.firm_level(), "level": Level.RESTRICTED, "method": "email-tan"},
     ],
 )
 def test_a_changed_identity_gets_fresh_headers_and_assertion(
@@ -122,6 +135,12 @@ def test_a_changed_identity_gets_fresh_headers_and_assertion(
     assert claims["email"] == changed.email
     assert claims.get("cert_serial") == changed.cert_serial
     assert after[LEVEL] == changed.level.value
+    assert changed.firm is not None
+    assert claims["rights"] == list(changed.firm.rights)
+    assert claims.get("role") == changed.firm.role
+    assert after[RIGHTS] == ",".join(changed.firm.rights)
+    assert after.get(ROLE) == changed.firm.role
+    assert after[OFFICE_NUMBER] == changed.firm.office_number
 
 
 def test_days_left_change_at_local_midnight_even_inside_the_window(
