@@ -8,9 +8,15 @@ upstream, pinned to CPU 0; ``ab -E`` presents a broker certificate issued by our
 * **proxy only** — a minimal app that forwards with fixed identity headers (what
   ``bench.gateway_vs_nginx`` measures);
 * **full app** — ``create_app``: certificate evaluation from the trust cache, single
-  sign-on session (``ab`` keeps no cookies: the certificate session is found again by
-  fingerprint), route policy with path normalisation, the signed assertion (reused for
-  5 s), security headers — on a SQLite store with the CA initialised.
+  sign-on session, route policy with path normalisation, identity headers and the signed
+  assertion (both reused for ≤ 5 s), security headers — on a SQLite store with the CA
+  initialised. ``ab`` sends the session cookie of one certificate sign-on (``-C``), as a
+  browser does (and as ``bench.gateway_vs_nginx``'s full application does);
+* **full app, no cookie** — the same for a client that keeps no cookies: the certificate
+  session is found again by fingerprint and its cookie sent again on every answer;
+* **full app (before)** — only with ``BENCH_BEFORE=/path/to/an/older/checkout``: the full
+  app (with the cookie) from that checkout's code, in the same run, for before/after
+  figures side by side.
 
 Measured: keep-alive requests/s and new full handshakes/s, also per server CPU-second
 (robust against other load on the machine). Run: ``python -m bench gateway_core``.
@@ -43,10 +49,12 @@ from bench.gateway_vs_nginx import (
     nginx_command,
     run_ab,
     running,
+    session_cookie,
     upstream_block,
 )
 
 SECRET = b"bench-secret-key-0123456789abcdef"
+BEFORE = os.environ.get("BENCH_BEFORE", "")  # an older checkout: its full app, side by side
 PASSPHRASE = "bench passphrase, not a secret"
 
 
@@ -143,7 +151,7 @@ def serve(spec: dict[str, str]) -> int:
 
     def app_factory(context: ssl.SSLContext | None, metrics: GatewayMetrics) -> web.Application:
         forwarder = ProxyForwarder(settings, metrics=metrics)
-        if spec["mode"] == "full":
+        if spec["mode"] != "proxy":
             app = create_app(
                 settings=settings,
                 store_url=spec["store"],
@@ -189,8 +197,16 @@ def main() -> None:
         )
         upstream_port = free_port()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # (mode, name, serving code, send the session cookie)
+        sides = [
+            ("proxy", "proxy only", REPO, False),
+            ("full", "full app (gw-core)", REPO, True),
+            ("full", "full app, no cookie", REPO, False),
+        ]
+        if BEFORE:
+            sides.append(("full", "full app (before)", Path(BEFORE).resolve(), True))
         results: dict[str, dict[str, list[AbResult]]] = {
-            mode: {"keepalive": [], "handshakes": []} for mode in ("proxy", "full")
+            name: {"keepalive": [], "handshakes": []} for _, name, _, _ in sides
         }
         with running(
             nginx_command(folder / "upstream", upstream_block(upstream_port), LOAD_CPU),
@@ -199,7 +215,7 @@ def main() -> None:
         ):
             port = free_port()
             for _ in range(ROUNDS):
-                for mode in ("proxy", "full"):
+                for mode, name, code, with_cookie in sides:
                     spec = {
                         "mode": mode,
                         "port": str(port),
@@ -210,18 +226,25 @@ def main() -> None:
                     }
                     command = ["taskset", "-c", SERVER_CPU, sys.executable, "-m"]
                     command += ["bench.gateway_core", "_serve", json.dumps(spec)]
-                    with running(command, port, folder / f"{mode}.log", env) as proc:
+                    side_env = {**env, "PYTHONPATH": str(code)}
+                    log = folder / f"{mode}.log"
+                    with running(command, port, log, side_env, cwd=code) as proc:
+                        extra: tuple[str, ...] = ()
+                        if with_cookie:
+                            extra = ("-C", session_cookie(port, client, material.ca))
                         url = f"https://127.0.0.1:{port}/portal/start"
                         for kind, keepalive in (("keepalive", True), ("handshakes", False)):
-                            result = run_ab(url, client, keepalive=keepalive, server_pid=proc.pid)
-                            results[mode][kind].append(result)
-    base = results["proxy"]
+                            result = run_ab(
+                                url, client, keepalive=keepalive, server_pid=proc.pid, extra=extra
+                            )
+                            results[name][kind].append(result)
+    base = results["proxy only"]
     print()
     print("| side | keep-alive req/s | per server CPU-s | p50 / p99 ms | handshakes/s | "
           "per server CPU-s | failed |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for mode, name in (("proxy", "proxy only"), ("full", "full app (gw-core)")):
-        k, h = results[mode]["keepalive"], results[mode]["handshakes"]
+    for name, kinds in results.items():
+        k, h = kinds["keepalive"], kinds["handshakes"]
         print(
             f"| {name} | {_rate(k):,.0f} ({_rate(k) / _rate(base['keepalive']):.2f}x) | "
             f"{_per_cpu(k):,.0f} ({_per_cpu(k) / _per_cpu(base['keepalive']):.2f}x) | "

@@ -129,10 +129,14 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 20)
 
 @contextmanager
 def running(
-    command: list[str], port: int, log: Path, env: Mapping[str, str] | None = None
+    command: list[str],
+    port: int,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=out, env=env)
+        proc = subprocess.Popen(command, stdout=out, stderr=out, env=env, cwd=cwd)
     try:
         wait_for_port(port, proc)
         yield proc

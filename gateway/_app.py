@@ -80,6 +80,7 @@ from gateway.auth._route_policy import check_route_rights
 from gateway.auth._sessions import Sessions
 from gateway.auth._trust_cache import TrustCache, TrustMaterialLike
 from gateway.proxy._assertion import ASSERTION_PURPOSE, SIGNER, AssertionSigner
+from gateway.proxy._identity_cache import IDENTITY_HEADERS, IdentityHeaderCache
 from gateway.proxy._upstream_handler import FORWARD, PORTAL_INSERT, Forwarder, upstream_handler
 from gateway.tls._context import TLSSetupError, set_client_ca_names
 from gateway.web._core_pages import security_headers
@@ -102,6 +103,7 @@ from gateway.web._policy_pages import policy_middleware
 from gateway.web._portal_banner import portal_banner
 from gateway.web._routes import add_core_routes
 from store import (
+    REMINDER_WINDOW_DAYS,
     Clock,
     Sealer,
     make_engine,
@@ -194,6 +196,12 @@ def _store_context(
             lifetime=settings.assertion_lifetime,
         )
         app[SIGNER] = signer
+        app[IDENTITY_HEADERS] = IdentityHeaderCache(
+            signer=signer,
+            zone=settings.zone,
+            account_url=settings.account_url,
+            window_days=REMINDER_WINDOW_DAYS,
+        )
         # Fail loudly at start-up if the store or the keys are not usable.
         await asyncio.to_thread(trust.refresh)
         await asyncio.to_thread(signer.ensure_key, app[CLOCK]())

@@ -48,6 +48,7 @@ __all__ = [
     "decide",
     "request_auth",
     "required_for",
+    "tomcat_reading",
 ]
 
 
@@ -108,6 +109,15 @@ def _stricter(a: Requirement, b: Requirement) -> Requirement:
     )
 
 
+def tomcat_reading(path: str) -> str:
+    """``strip_segment_params(path)``, without its work when it cannot change ``path``: an
+    absolute path without ``;``, ``//`` and ``/.`` reads the same both ways (most requests;
+    issue 11, a property test checks that both give the same result)."""
+    if path.startswith("/") and ";" not in path and "//" not in path and "/." not in path:
+        return path
+    return strip_segment_params(path)
+
+
 def required_for(path: str, method: str, rules: Sequence[RouteRule], default: Level) -> Requirement:
     """The requirement of a *normalised* path (``gateway._paths.normalise_path(...).path``).
 
@@ -117,7 +127,7 @@ def required_for(path: str, method: str, rules: Sequence[RouteRule], default: Le
     if method == "HEAD":
         method = "GET"
     requirement = _requirement(_match(path, method, rules), default)
-    tomcat = strip_segment_params(path)
+    tomcat = tomcat_reading(path)
     if tomcat != path:
         requirement = _stricter(requirement, _requirement(_match(tomcat, method, rules), default))
     return requirement

@@ -145,6 +145,13 @@ class AssertionSigner:
         The same token is returned for the same identity within the reuse window
         (``jti`` therefore names an assertion, not a request).
         """
+        return self.sign_reusable(identity, now, renewal)[0]
+
+    def sign_reusable(
+        self, identity: Identity, now: datetime, renewal: RenewalFacts | None = None
+    ) -> tuple[str, datetime]:
+        """``sign``'s token and the instant until which it is handed out again (the end of
+        its reuse window): a caller may keep it for ``identity`` until then, not longer."""
         cache_key = (*vars(identity).values(), renewal)
         with self._lock:
             if not self._keys:
@@ -152,7 +159,7 @@ class AssertionSigner:
             key = self._keys[0]
             recent = self._recent.get(cache_key)
             if recent is not None and timedelta(0) <= now - recent[0] < self._reuse:
-                return recent[1]
+                return recent[1], recent[0] + self._reuse
         issued = int(now.timestamp())
         claims: dict[str, Any] = {
             "iss": self._issuer,
@@ -187,7 +194,7 @@ class AssertionSigner:
             if len(self._recent) >= _RECENT_LIMIT:
                 self._recent.clear()
             self._recent[cache_key] = (now, token)
-        return token
+        return token, now + self._reuse
 
 
 SIGNER = web.AppKey("signer", AssertionSigner)

@@ -27,6 +27,7 @@ Response side: drop hop-by-hop headers; everything else (Location, Set-Cookie, �
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
@@ -133,6 +134,35 @@ X_FORWARDED_PROTO = istr("X-Forwarded-Proto")
 X_FORWARDED_HOST = istr("X-Forwarded-Host")
 
 
+@functools.lru_cache(maxsize=64)  # the proxy passes the same few tuples on every request
+def _normalised_cached(names: tuple[str, ...] | frozenset[str]) -> frozenset[str]:
+    return frozenset(normalise_header_name(name) for name in names)
+
+
+def _normalised(names: Iterable[str]) -> frozenset[str]:
+    """``names`` normalised like identity headers; computed once per distinct tuple (the
+    forwarder's strip list, the response side's drop lists), not per request (issue 11)."""
+    if isinstance(names, tuple | frozenset):
+        return _normalised_cached(names)
+    return frozenset(normalise_header_name(name) for name in names)
+
+
+@functools.lru_cache(maxsize=64)
+def _lowered_cached(names: tuple[str, ...] | frozenset[str]) -> frozenset[str]:
+    return frozenset(map(str.lower, names))
+
+
+def _lowered(names: Collection[str]) -> frozenset[str]:
+    if isinstance(names, tuple | frozenset):
+        return _lowered_cached(names)
+    return frozenset(map(str.lower, names))
+
+
+# Only the gateway's own code names identity headers (a bounded set of constants), so
+# whether a name is one is worked out once per name, not once per request (issue 11).
+_checked_identity_header = functools.lru_cache(maxsize=256)(is_identity_header)
+
+
 def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
     """Header names listed in (all) Connection headers, normalised ("_" as "-")."""
     names: set[str] = set()
@@ -148,7 +178,7 @@ def strip_gateway_cookies(cookie_header: str, names: Collection[str] = ()) -> st
     ``__host-bg…`` is not ours, but it is no business of the upstream either and dropping
     it keeps the rule simple.
     """
-    exact = frozenset(map(str.lower, names))
+    exact = _lowered(names)
     kept = []
     for pair in (part.strip() for part in cookie_header.split(";")):
         name = pair.split("=", 1)[0].strip().lower()
@@ -188,7 +218,7 @@ def upstream_request_headers(
     """
     connection = connection_tokens(headers) if "Connection" in headers else frozenset()
     drop = HOP_BY_HOP | connection | _REQUEST_ONLY_DROPS if connection else _DEFAULT_DROPS
-    strip_normalised = {normalise_header_name(name) for name in strip}
+    strip_normalised = _normalised(strip)
     out: CIMultiDict[str] = CIMultiDict()
     forwarded_for: list[str] = []
     forwarded_proto: str | None = None
@@ -238,7 +268,7 @@ def upstream_request_headers(
     if forwarded_host or host:
         out[X_FORWARDED_HOST] = forwarded_host or host or ""
     for name, value in identity_headers.items():
-        if not is_identity_header(name):  # a programming error, not client input
+        if not _checked_identity_header(name):  # a programming error, not client input
             raise ValueError(f"{name!r} is not an identity header (X-Brokergate-…)")
         out[name] = value
     return out
@@ -256,8 +286,8 @@ def downstream_response_headers(
     # SECURITY: an upstream (or anything injecting into its responses) must not be able to
     # replace the gateway's session cookie in the browser (session fixation).
     """
-    skip = HOP_BY_HOP | connection_tokens(headers) | {normalise_header_name(n) for n in drop}
-    exact = frozenset(map(str.lower, gateway_cookies))
+    skip = HOP_BY_HOP | connection_tokens(headers) | _normalised(drop)
+    exact = _lowered(gateway_cookies)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lowered = name.lower()

@@ -8,15 +8,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway._state import CLOCK, SETTINGS
+from gateway._state import CLOCK
 from gateway.auth._certificate_identity import Identity
 from gateway.auth._middleware import (
     request_state,
 )
-from gateway.proxy._assertion import SIGNER
-from gateway.proxy._identity_headers import identity_headers, renewal_facts
+from gateway.proxy._identity_cache import IDENTITY_HEADERS
 from gateway.proxy._websocket_guard import websocket_guard
-from store import REMINDER_WINDOW_DAYS
 
 __all__ = [
     "FORWARD",
@@ -52,16 +50,8 @@ def upstream_identity_headers(request: web.Request, identity: Identity | None) -
     if identity is None:
         return {}
     app = request.app
-    now, settings = app[CLOCK](), app[SETTINGS]
-    renewal = renewal_facts(
-        identity,
-        now=now,
-        zone=settings.zone,
-        account_url=settings.account_url,
-        window_days=REMINDER_WINDOW_DAYS,
-    )
-    assertion = app[SIGNER].sign(identity, now, renewal)
-    return identity_headers(identity, assertion, renewal)
+    # Built once per identity and reused assertion, not per request (issue 11).
+    return app[IDENTITY_HEADERS].headers(identity, app[CLOCK]())
 
 
 async def upstream_handler(request: web.Request) -> web.StreamResponse:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import Outcome, RequestAuth, Requirement, RouteRule, decide, required_for
+from gateway._paths import strip_segment_params
 from gateway._settings import GatewaySettings
+from gateway.auth._route_policy import tomcat_reading
 from store import Level
 
 NOW = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
@@ -154,3 +158,16 @@ def test_settings_validation() -> None:
     assert GatewaySettings(twofa_deadline="2027-03-31T00:00:00Z").twofa_deadline_at == dt.datetime(
         2027, 3, 31, tzinfo=dt.UTC
     )
+
+
+@settings(max_examples=2000, deadline=None)
+@given(path=st.text(alphabet="/.;aB%2e ", max_size=16))
+def test_tomcat_reading_skips_only_work_that_changes_nothing(path: str) -> None:
+    """The shortcut (issue 11) gives strip_segment_params' answer for every path."""
+    assert tomcat_reading(path) == strip_segment_params(path)
+
+
+def test_tomcat_reading_still_applies_to_params_and_dot_segments() -> None:
+    assert tomcat_reading("/konto;jsessionid=1/../antrag") == "/antrag"
+    assert tomcat_reading("/a/./b") == "/a/b"
+    assert tomcat_reading("/portal/start") == "/portal/start"

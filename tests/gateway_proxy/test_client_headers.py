@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
@@ -112,3 +113,40 @@ async def test_quoted_headers_do_not_reach_the_portal(gateway_url: str) -> None:
     received = {name.lower() for name, _ in echoed["headers"]}
     assert received.isdisjoint({name.lower() for name in sent}), received
     assert "x-forwarded-for" in received  # ours, from what the gateway saw
+
+
+@pytest.mark.parametrize("kind", [tuple, list, set, frozenset])
+def test_strip_names_and_cookies_apply_in_any_collection_and_on_every_call(kind: Any) -> None:
+    """The normalised strip list and cookie names are worked out once per tuple (issue 11):
+    every call and every kind of collection still drops every spelling."""
+    headers = CIMultiDict(
+        [
+            ("x_custom_cert", "pem"),
+            ("X-Custom-Cert", "pem"),
+            ("Cookie", "Portal=1; Bg-Session=secret"),
+            ("Accept", "text/html"),
+        ]
+    )
+    for _ in range(2):
+        out = upstream_request_headers(
+            headers,
+            identity_headers={"X-Brokergate-User-Id": "1"},
+            peer="203.0.113.9",
+            peer_trusted=False,
+            scheme="https",
+            host="portal.example",
+            strip=kind(["X_Custom-CERT"]),
+            gateway_cookies=kind(["bg-session"]),
+        )
+        assert "X-Custom-Cert" not in out and "x_custom_cert" not in out
+        assert out["Cookie"] == "Portal=1"
+        assert out["Accept"] == "text/html" and out["X-Brokergate-User-Id"] == "1"
+    with pytest.raises(ValueError, match="not an identity header"):
+        upstream_request_headers(
+            headers,
+            identity_headers={"X-Other": "1"},
+            peer=None,
+            peer_trusted=False,
+            scheme="https",
+            host=None,
+        )
