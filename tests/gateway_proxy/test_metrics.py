@@ -110,7 +110,7 @@ def _seed(sessions: sessionmaker[Session], clock: FakeClock) -> None:
             )
         )
         user = create_user(
-            s, broker_number="12/345/6789", email="a@example.test", name="A", now=now, actor="t"
+            s, broker_number="12/345/6789", email="a@example.org", name="A", now=now, actor="t"
         )
         # expiring in 10 d (counts), in 59 d (counts), in 61 d (no), expired (no), revoked (no)
         cases = [(10, CertificateStatus.VALID), (59, CertificateStatus.VALID)]
