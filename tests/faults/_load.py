@@ -137,6 +137,10 @@ class Mix:
     kinds: Iterable[str] = tuple(DEFAULT_INTERVALS)
     samples: list[Sample] = field(default_factory=list)
     _turn: int = 0
+    # TANs an earlier login already used: a mail delivered twice (the outbox delivers at
+    # least once; a claim that ran out under load is sent again) must not be taken for the
+    # TAN of a later request, which voided it.
+    _used_tans: set[str] = field(default_factory=set)
     _clients: list[aiohttp.ClientSession] = field(default_factory=list)
 
     def _replica(self) -> Replica:
@@ -282,13 +286,16 @@ class Mix:
             csrf = await self._form(client, tan_page + "?next=/antrag/1", language)
             try:
                 tan = await async_wait_for(
-                    lambda: self.system.mailbox.tan_for(broker.email, before),
+                    lambda: self.system.mailbox.tan_for(
+                        broker.email, before, exclude=self._used_tans
+                    ),
                     timeout=TAN_WAIT,
                     interval=0.2,
                     message=f"the TAN mail to {broker.email}",
                 )
             except AssertionError:  # the renewal process did not deliver it in time
                 return "no-tan-mail", None
+            self._used_tans.add(tan)
             await self._post(
                 client, tan_page, {"tan": tan, "next": "/antrag/1", "csrf": csrf}, language
             )

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -207,7 +207,9 @@ class Mailbox:
 
     sink: SmtpSink
 
-    def tan_for(self, email: str, after: int) -> str | None:
+    def tan_for(self, email: str, after: int, *, exclude: Collection[str] = ()) -> str | None:
+        """The TAN of the newest mail to ``email`` since message ``after`` that is not in
+        ``exclude`` (TANs already used), or None."""
         import re
 
         with self.sink.lock:
@@ -216,7 +218,7 @@ class Mailbox:
             if message["To"] and email in str(message["To"]):
                 body = message.get_body(preferencelist=("plain",))
                 text = str(body.get_content()) if body is not None else ""
-                if match := re.search(r"TAN: (\d{8})", text):
+                if (match := re.search(r"TAN: (\d{8})", text)) and match.group(1) not in exclude:
                     return match.group(1)
         return None
 
