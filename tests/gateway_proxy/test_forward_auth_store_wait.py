@@ -29,8 +29,14 @@ UNAVAILABLE_TITLE = "vorübergehend nicht möglich"  # de: the store_unavailable
 
 
 @pytest.fixture
+def metrics() -> GatewayMetrics:
+    """The metrics of the ``base`` gateway (one instance per test)."""
+    return GatewayMetrics()
+
+
+@pytest.fixture
 async def base(
-    db_url: str, upstream_url: str, authority: Any, clock: FakeClock
+    db_url: str, upstream_url: str, authority: Any, clock: FakeClock, metrics: GatewayMetrics
 ) -> AsyncIterator[tuple[str, GatewaySettings]]:
     settings = GatewaySettings(
         upstream_url=upstream_url,
@@ -41,7 +47,7 @@ async def base(
     )
     app = gateway_app_factory(
         settings=settings, store_url=db_url, secret_key=TEST_SECRET_KEY, clock=clock
-    )(None, GatewayMetrics())
+    )(None, metrics)
     runner, port = await start_site(app)
     yield f"http://127.0.0.1:{port}", settings
     await runner.cleanup()
@@ -120,28 +126,15 @@ async def test_the_page_fetch_after_such_a_decision_does_not_ask_the_store_again
 
 
 async def test_one_store_failure_behind_nginx_is_counted_once(
-    db_url: str,
-    upstream_url: str,
-    authority: Any,
+    base: tuple[str, GatewaySettings],
+    metrics: GatewayMetrics,
     clock: FakeClock,
     sessions: sessionmaker[Session],
     make_user: Any,
 ) -> None:
     """The decision counts the failure page; nginx's page fetch that carries the decision's
     word shows it again, but it is the same failure for the broker and for the alert."""
-    settings = GatewaySettings(
-        upstream_url=upstream_url,
-        terminator_format="rfc9440",
-        forward_auth=True,
-        trusted_proxies=("127.0.0.1/32",),
-        public_url="https://127.0.0.1",
-    )
-    metrics = GatewayMetrics()
-    app = gateway_app_factory(
-        settings=settings, store_url=db_url, secret_key=TEST_SECRET_KEY, clock=clock
-    )(None, metrics)
-    runner, port = await start_site(app)
-    url = f"http://127.0.0.1:{port}"
+    url, settings = base
 
     def counted() -> float:
         value = metrics.registry.get_sample_value(
@@ -149,31 +142,28 @@ async def test_one_store_failure_behind_nginx_is_counted_once(
         )
         return value or 0.0
 
+    login = Sessions(factory=sessions, settings=settings).start(
+        user_id=make_user(email="once@example.org").id,
+        level=Level.BASIC,
+        method="password",
+        now=clock(),
+    )
+    with sessions() as db:
+        db.execute(text("ALTER TABLE web_sessions RENAME TO web_sessions_away"))
+        db.commit()
     try:
-        login = Sessions(factory=sessions, settings=settings).start(
-            user_id=make_user(email="once@example.org").id,
-            level=Level.BASIC,
-            method="password",
-            now=clock(),
+        status, headers, _ = await _ask(url, login.cookie)
+        assert status == 403 and counted() == 1
+        status, _, _ = await _ask(
+            url,
+            login.cookie,
+            **{
+                "X-Brokergate-Page": "1",
+                "X-Brokergate-Failure": headers["X-Brokergate-Failure"],
+            },
         )
-        with sessions() as db:
-            db.execute(text("ALTER TABLE web_sessions RENAME TO web_sessions_away"))
-            db.commit()
-        try:
-            status, headers, _ = await _ask(url, login.cookie)
-            assert status == 403 and counted() == 1
-            status, _, _ = await _ask(
-                url,
-                login.cookie,
-                **{
-                    "X-Brokergate-Page": "1",
-                    "X-Brokergate-Failure": headers["X-Brokergate-Failure"],
-                },
-            )
-            assert status == 503 and counted() == 1
-        finally:
-            with sessions() as db:
-                db.execute(text("ALTER TABLE web_sessions_away RENAME TO web_sessions"))
-                db.commit()
+        assert status == 503 and counted() == 1
     finally:
-        await runner.cleanup()
+        with sessions() as db:
+            db.execute(text("ALTER TABLE web_sessions_away RENAME TO web_sessions"))
+            db.commit()
