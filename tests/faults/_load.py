@@ -40,7 +40,7 @@ import aiohttp
 
 from store import Level
 from tests.conftest import REPO
-from tests.faults._system import PASSWORD, Broker, Replica, System
+from tests.faults._system import PASSWORD, TAN_RESEND_SECONDS, Broker, Replica, System
 from tests.polling import async_wait_for
 
 LANGUAGES = ("de", "en", "nl")
@@ -75,6 +75,37 @@ def _titles() -> dict[str, dict[str, str]]:
     return found
 
 
+@cache
+def _alerts() -> dict[str, list[tuple[str, str]]]:
+    """language → [(the fixed start of an error message, its key)], longest first: what a
+    form's alert says, from the catalogues (the text before its first placeholder)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for language in LANGUAGES:
+        starts: list[tuple[str, str]] = []
+        for path in sorted(REPO.glob(f"gateway/**/locales/{language}/*.json")):
+            for key, text in json.loads(Path(path).read_text(encoding="utf-8")).items():
+                start = text.split("{", 1)[0].strip()
+                if key.startswith("error.") and not key.endswith(".title") and len(start) > 8:
+                    starts.append((start, key.removeprefix("error.")))
+        found[language] = sorted(starts, key=lambda pair: -len(pair[0]))
+    return found
+
+
+_ALERT = re.compile(r'role="alert"[^>]*>(.*?)</', re.DOTALL)
+
+
+def _alert_of(text: str, language: str) -> str:
+    """``:alert:<key>`` for the error a form page shows (``:alert:?`` if unknown), else ""."""
+    match = _ALERT.search(text)
+    if match is None:
+        return ""
+    shown = " ".join(match.group(1).split())
+    for start, key in _alerts()[language]:
+        if shown.startswith(start):
+            return f":alert:{key}"
+    return ":alert:?"
+
+
 # The status each fault's page must come with (gateway/_errors.py).
 PAGE_STATUS = {"store_unavailable": 503, "upstream_unavailable": 502, "upstream_timeout": 504}
 # nginx's own page when it cannot reach the gateway (deploy/nginx/brokergate-unavailable.html):
@@ -83,7 +114,8 @@ GATEWAY_UNAVAILABLE_MARK = '<meta name="brokergate-page" content="gateway_unavai
 
 
 def classify_page(status: int, body: str, language: str, content_language: str) -> str:
-    """``page:<name>`` for one of the gateway's error pages, else ``status:<code>``.
+    """``page:<name>`` for one of the gateway's error pages, else ``status:<code>`` (with
+    ``:alert:<key>`` when a 4xx form page shows an error, e.g. ``status:401:alert:too_soon``).
 
     A 5xx that is not a fault's own page with its own status (the 500 page, a 503 without
     the "temporarily unavailable" page) is ``status:5xx:…``, so :func:`server_error` and
@@ -106,7 +138,7 @@ def classify_page(status: int, body: str, language: str, content_language: str) 
             if content_language != language:
                 return f"page:{page}:wrong-language:{content_language}"
             return f"page:{page}"
-    return f"status:{status}"
+    return f"status:{status}" + (_alert_of(text, language) if status >= 400 else "")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,10 +169,6 @@ class Mix:
     kinds: Iterable[str] = tuple(DEFAULT_INTERVALS)
     samples: list[Sample] = field(default_factory=list)
     _turn: int = 0
-    # TANs an earlier login already used: a mail delivered twice (the outbox delivers at
-    # least once; a claim that ran out under load is sent again) must not be taken for the
-    # TAN of a later request, which voided it.
-    _used_tans: set[str] = field(default_factory=set)
     _clients: list[aiohttp.ClientSession] = field(default_factory=list)
 
     def _replica(self) -> Replica:
@@ -279,6 +307,12 @@ class Mix:
         async with self._client(None, language) as client:
             start = replica.url + "/_gateway/login/broker"
             csrf = await self._form(client, start + "?next=/antrag/1", language)
+            # a broker does not ask again within the resend interval (the gateway would
+            # answer TooSoon); the last request may have been the previous test's
+            last = self.system.tan_requested_at.get(broker.email)
+            if last is not None:
+                await asyncio.sleep(max(0.0, last + TAN_RESEND_SECONDS + 0.5 - time.monotonic()))
+            self.system.tan_requested_at[broker.email] = time.monotonic()
             before = self.system.mailbox.count()
             form = {"broker": broker.broker_number, "email": broker.email, "next": "/antrag/1"}
             await self._post(client, start, {**form, "csrf": csrf}, language)
@@ -287,7 +321,7 @@ class Mix:
             try:
                 tan = await async_wait_for(
                     lambda: self.system.mailbox.tan_for(
-                        broker.email, before, exclude=self._used_tans
+                        broker.email, before, exclude=self.system.tans_used
                     ),
                     timeout=TAN_WAIT,
                     interval=0.2,
@@ -295,7 +329,7 @@ class Mix:
                 )
             except AssertionError:  # the renewal process did not deliver it in time
                 return "no-tan-mail", None
-            self._used_tans.add(tan)
+            self.system.tans_used.add(tan)
             await self._post(
                 client, tan_page, {"tan": tan, "next": "/antrag/1", "csrf": csrf}, language
             )

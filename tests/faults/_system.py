@@ -81,6 +81,7 @@ START_TIMEOUT = 60.0  # a gateway start on a loaded 2-core machine: imports, TLS
 # Timeouts the suite's assertions rely on (the config below sets them).
 UPSTREAM_CONNECT_TIMEOUT = 2.0
 UPSTREAM_READ_TIMEOUT = 3.0
+TAN_RESEND_SECONDS = 1.0  # the gateway refuses a broker's next TAN within this (TooSoon)
 
 
 def postgres_bin() -> Path | None:
@@ -249,6 +250,12 @@ class System:
     upstream: Process | None = None
     replicas: dict[str, Replica] = field(default_factory=dict)
     renewal: Process | None = None
+    # What the load's TAN logins remember across tests (one system serves several): when
+    # each broker last asked for a TAN (the gateway refuses another within
+    # ``tan_resend_interval``) and the TANs already used (a mail the outbox delivers again
+    # must not be taken for a later request's TAN, which voided it).
+    tan_requested_at: dict[str, float] = field(default_factory=dict)
+    tans_used: set[str] = field(default_factory=set)
     _hang: socket.socket | None = None
     _held: list[socket.socket] = field(default_factory=list)
     _fronts: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -585,7 +592,7 @@ prefix = "/ws"
 level = "strong"
 
 [logins]
-tan_resend_interval = "1s"
+tan_resend_interval = "{TAN_RESEND_SECONDS:g}s"
 tan_mails_per_window = 100000
 
 [mail]
