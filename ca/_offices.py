@@ -77,17 +77,39 @@ def validate_rights(rights: Iterable[str], firms: FirmSettings) -> list[str]:
     return sorted(cleaned)
 
 
+def rights_within(
+    rights: Iterable[str] | None,
+    office: Iterable[str] | None,
+    head_office: Iterable[str] | None,
+) -> frozenset[str]:
+    """The rule on plain values (for readers of columns, e.g. the gateway's trust cache):
+    ``rights`` bounded by the office's and, for a sub-office, the head office's
+    (``head_office`` None: the office is the head office)."""
+    bound = frozenset(office or ())
+    if head_office is not None:
+        bound &= frozenset(head_office)
+    return frozenset(rights or ()) & bound
+
+
 def office_rights(office: Office) -> frozenset[str]:
     """What ``office`` may grant: its rights, bounded by its head office's."""
-    own = frozenset(office.rights or ())
-    if office.head_office is not None:
-        own &= frozenset(office.head_office.rights or ())
-    return own
+    head = office.head_office
+    return rights_within(office.rights, office.rights, None if head is None else head.rights or ())
 
 
 def effective_rights(user: User) -> frozenset[str]:
     """The rights the portal is told: the user's, bounded by their office (and head office)."""
-    return frozenset(user.rights or ()) & office_rights(user.office)
+    head = user.office.head_office
+    return rights_within(
+        user.rights, user.office.rights, None if head is None else head.rights or ()
+    )
+
+
+def may_log_in(status: UserStatus, office_active: bool, head_office_active: bool | None) -> bool:
+    """The common case of :func:`login_refusal` on plain values: an active user in an
+    active office (and head office; None: the office is the head office). False means
+    :func:`login_refusal` has a reason to give."""
+    return status is UserStatus.ACTIVE and office_active and head_office_active is not False
 
 
 def bounded_rights(rights: list[str], office: Office) -> list[str]:
@@ -557,7 +579,7 @@ def login_refusal(user: User, db: Session | None = None) -> LoginRefusal | None:
     """
     office = user.office
     head = office.head_office
-    if user.status is UserStatus.ACTIVE and office.active and (head is None or head.active):
+    if may_log_in(user.status, office.active, None if head is None else head.active):
         return None
     session = db or object_session(user)
     if session is None:

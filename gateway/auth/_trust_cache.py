@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from cryptography import x509
 from sqlalchemy import false, func, select
-from sqlalchemy.orm import Session, joinedload, sessionmaker
+from sqlalchemy.orm import Session, aliased, joinedload, sessionmaker
 
-from ca import effective_rights, login_refusal
+from ca import LoginRefusal, login_refusal, may_log_in, rights_within
 from gateway.auth._certificate_identity import CertificateRecord, FirmFacts, UserRecord
 from store import (
     CAGeneration,
@@ -103,39 +103,90 @@ def _record(row: Certificate) -> CertificateRecord:
     )
 
 
+class _UserRow(NamedTuple):
+    """The columns of one user the cache keeps, with the office's and head office's (read
+    as plain columns: building ORM objects for every cached user on every refresh cost
+    two thirds of a refresh)."""
+
+    id: int
+    email: str
+    name: str
+    locale: str
+    status: UserStatus
+    role: UserRole
+    rights: list[str] | None
+    office_id: int
+    office_number: str
+    office_rights: list[str] | None
+    office_active: bool
+    head_office_id: int | None
+    head_office_number: str | None
+    head_office_rights: list[str] | None
+    head_office_active: bool | None
+    broker_number: str
+
+
+_HEAD_OFFICE = aliased(Office)
+_USER_COLUMNS = (
+    User.id,
+    User.email,
+    User.name,
+    User.locale,
+    User.status,
+    User.role,
+    User.rights,
+    User.office_id,
+    Office.number,
+    Office.rights,
+    Office.active,
+    Office.head_office_id,
+    _HEAD_OFFICE.number,
+    _HEAD_OFFICE.rights,
+    _HEAD_OFFICE.active,
+    Organisation.broker_number,
+)
+
+
 def _user(
-    db: Session, row: User, broker_number: str, heads: dict[int, tuple[int, str]]
+    row: _UserRow, heads: dict[int, tuple[int, str]], refusals: dict[int, LoginRefusal]
 ) -> UserRecord:
-    office = row.office
-    head_office = office.head_office if office.head_office is not None else office
+    sub_office = row.head_office_id is not None
     return UserRecord(
         id=row.id,
         email=row.email,
         name=row.name,
         locale=row.locale,
         status=row.status,
-        broker_number=broker_number,
+        broker_number=row.broker_number,
         firm=FirmFacts(
-            office_number=office.number,
-            head_office_number=head_office.number,
+            office_number=row.office_number,
+            head_office_number=(row.head_office_number or "") if sub_office else row.office_number,
             role=row.role.value,
-            rights=tuple(sorted(effective_rights(row))),
+            rights=tuple(
+                sorted(
+                    rights_within(
+                        row.rights,
+                        row.office_rights,
+                        (row.head_office_rights or ()) if sub_office else None,
+                    )
+                )
+            ),
             rights_contact=_rights_contact(row, heads),
         ),
-        # Issue 13: read with the user, so every refresh re-reads it (the common case, an
-        # active user in active offices, costs no query beyond the joined office rows).
-        refusal=login_refusal(row, db),
+        # Issue 13: read with the user, so every refresh re-reads it. The common case (an
+        # active user in active offices) needs nothing more than these columns; the rest
+        # asks ``ca.login_refusal`` whom to name.
+        refusal=refusals.get(row.id),
     )
 
 
-def _rights_contact(row: User, heads: dict[int, tuple[int, str]]) -> str | None:
+def _rights_contact(row: _UserRow, heads: dict[int, tuple[int, str]]) -> str | None:
     """Who can give ``row`` a right: the office's head user for an employee, the head
     office's for a sub-office's head user (or an employee of a sub-office without one);
     None (the broker support) for the head office's head user."""
-    office = row.office
-    candidates = [office.id] if row.role is not UserRole.HEAD else []
-    if office.head_office_id is not None:
-        candidates.append(office.head_office_id)
+    candidates = [row.office_id] if row.role is not UserRole.HEAD else []
+    if row.head_office_id is not None:
+        candidates.append(row.head_office_id)
     for office_id in candidates:
         head = heads.get(office_id)
         if head is not None and head[0] != row.id:
@@ -143,8 +194,28 @@ def _rights_contact(row: User, heads: dict[int, tuple[int, str]]) -> str | None:
     return None
 
 
-def _head_office_ids(rows: Sequence[tuple[User, str]]) -> set[int]:
-    return {u.office.head_office_id for u, _ in rows if u.office.head_office_id is not None}
+def _refusals(db: Session, rows: Sequence[_UserRow]) -> dict[int, LoginRefusal]:
+    """``ca.login_refusal`` for the rows that may not log in (one query for the batch)."""
+    ids = [
+        r.id
+        for r in rows
+        if not may_log_in(
+            r.status, r.office_active, None if r.head_office_id is None else r.head_office_active
+        )
+    ]
+    if not ids:
+        return {}
+    found: dict[int, LoginRefusal] = {}
+    users = db.scalars(
+        select(User)
+        .options(joinedload(User.office).joinedload(Office.head_office))
+        .where(User.id.in_(ids))
+    )
+    for user in users:
+        refusal = login_refusal(user, db)
+        if refusal is not None:
+            found[user.id] = refusal
+    return found
 
 
 def _head_users(db: Session, office_ids: set[int]) -> dict[int, tuple[int, str]]:
@@ -247,18 +318,23 @@ class TrustCache:
         found: dict[int, UserRecord] = {}
         id_list = list(ids)
         for start in range(0, len(id_list), 500):
-            rows: list[tuple[User, str]] = [
-                (user, broker_number)
-                for user, broker_number in db.execute(
-                    select(User, Organisation.broker_number)
+            rows = [
+                _UserRow._make(columns)
+                for columns in db.execute(
+                    select(*_USER_COLUMNS)
                     .join(Organisation, User.organisation_id == Organisation.id)
-                    .options(joinedload(User.office).joinedload(Office.head_office))
+                    .join(Office, User.office_id == Office.id)
+                    .outerjoin(_HEAD_OFFICE, Office.head_office_id == _HEAD_OFFICE.id)
                     .where(User.id.in_(id_list[start : start + 500]))
                 )
             ]
-            heads = _head_users(db, {u.office_id for u, _ in rows} | _head_office_ids(rows))
-            for user, broker_number in rows:
-                found[user.id] = _user(db, user, broker_number, heads)
+            office_ids = {r.office_id for r in rows}
+            heads = _head_users(
+                db, office_ids | {r.head_office_id for r in rows if r.head_office_id is not None}
+            )
+            refusals = _refusals(db, rows)
+            for row in rows:
+                found[row.id] = _user(row, heads, refusals)
         return found
 
     def load(self, fingerprint: str) -> CacheEntry:
