@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers for `make test` (the suite waits on servers and browsers a lot, so
+# two workers on two cores finish sooner; TEST_WORKERS=0 runs it in one process)
+TEST_WORKERS ?= 2
 # Debian packages the tests drive as real clients (see README section "`make test`"):
 #   pk12util/certutil (libnss3-tools), chromium + chromedriver, nginx (terminator mode), ab (bench),
 #   sqlite3 and pg_dump/pg_restore (the tested backup and restore procedure, docs/operations.md),
@@ -48,8 +51,8 @@ system-deps: ## install the Debian packages the tests use as real clients (needs
 run: $(STAMP) ## run everything locally: dev CA, demo upstream, mail sink, gateway on https://localhost:8443
 	$(PY) -m brokergate dev run $(if $(OVERLAY),--overlay $(OVERLAY))
 
-test: $(STAMP) system-deps ## run the whole test suite (SQLite; PostgreSQL when reachable)
-	$(PY) -m pytest
+test: $(STAMP) system-deps ## run the whole test suite (SQLite; PostgreSQL when reachable), TEST_WORKERS=2 processes
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP) ## the suite without browser and slow tests
 	$(PY) -m pytest -m "not browser and not slow"

@@ -333,3 +333,15 @@ async def screenshots(tmp_path: Path) -> Path:
     shots = Path(os.environ.get(SHOTS_ENV) or tmp_path)
     await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
     return shots
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers with ``--dist loadgroup``: each module's
+    tests go to one worker in file order, so module-scoped fixtures (a running nginx, a
+    gateway) start once, and the fault suite (tests/faults, one system shared by its
+    modules, package scope) runs as one group. Without xdist the marks change nothing."""
+    for item in items:
+        relative = Path(item.path).resolve().relative_to(REPO / "tests")
+        group = "faults" if relative.parts[0] == "faults" else relative.as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
