@@ -170,9 +170,9 @@ class DecisionMemos:
         """How many live connections hold entries."""
         return len(self._by_connection)
 
-    def entries(self, connection: Any) -> int:
-        """How many entries ``connection`` holds."""
-        return len(self._by_connection.get(connection, ()))
+    def sizes(self) -> list[int]:
+        """How many entries each live connection holds."""
+        return [len(entries) for entries in list(self._by_connection.values())]
 
     def reuse(
         self,
