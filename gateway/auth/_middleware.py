@@ -13,6 +13,12 @@ JWKS) and fills ``request[REQUEST_STATE]`` (:class:`gateway._state.RequestState`
    page. With ``certificate_requires_password`` the certificate only raises a *password*
    session of the same user to ``strong`` (second factor); alone it logs nobody in.
 
+In direct TLS mode a request bound upstream first asks its connection's decision memo
+(``gateway.auth._decision_memo``, issue 11): a plain allow made on an earlier request of the
+connection, still valid, fills the state without steps 1 to 3 (and the policy middleware lets
+the request pass); otherwise the request is decided as above and the policy middleware
+remembers its allow.
+
 The API for the login pages (the logins helper)::
 
     state = request_state(request)            # .identity, .session, .certificate
