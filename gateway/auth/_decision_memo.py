@@ -49,9 +49,12 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway._errors import PathRejected
+from gateway._paths import NormalisedPath, normalise_path
+from gateway._settings import RESERVED_PREFIX, GatewaySettings
 from gateway.auth._certificate_identity import Identity
 from gateway.auth._request_state import RequestState
-from gateway.auth._route_policy import Requirement
+from gateway.auth._route_policy import Requirement, required_for
 from gateway.auth._sessions import Sessions, SessionState
 from gateway.auth._trust_cache import TrustCache
 
@@ -70,6 +73,8 @@ __all__ = [
 # A browser holds one session per connection at a time; a few route classes (page, API,
 # a right-protected area) cover a page and its requests. More is a churn we do not memoise.
 ENTRIES_PER_CONNECTION = 4
+# Request targets whose route class is kept (per app); cleared when full (bounded memory).
+TARGET_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,7 +168,31 @@ class DecisionMemos:
         self._by_connection: weakref.WeakKeyDictionary[
             Any, dict[tuple[str, Requirement], AllowMemo]
         ] = weakref.WeakKeyDictionary()
+        self._targets: dict[tuple[str, str], tuple[NormalisedPath, Requirement]] = {}
         self.hits = 0  # requests answered from a memo (tests and the profile read it)
+
+    def route_class(
+        self, raw_target: str, method: str, settings: GatewaySettings
+    ) -> tuple[NormalisedPath, Requirement] | None:
+        """The normalised path of ``raw_target`` and the route policy's requirement for it
+        (pure functions of the target, the method and the settings: kept per target), or
+        None when the policy middleware answers it with a page of its own (an ambiguous
+        spelling, the reserved prefix): never memoised."""
+        key = (raw_target, method)
+        found = self._targets.get(key)
+        if found is not None:
+            return found
+        try:
+            normalised = normalise_path(raw_target)
+        except PathRejected:
+            return None
+        if normalised.path.lower().startswith(RESERVED_PREFIX.lower()):
+            return None
+        requirement = required_for(normalised.path, method, settings.routes, settings.default_level)
+        if len(self._targets) >= TARGET_LIMIT:
+            self._targets.clear()
+        self._targets[key] = found = (normalised, requirement)
+        return found
 
     @property
     def connections(self) -> int:

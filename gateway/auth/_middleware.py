@@ -44,9 +44,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway._errors import CsrfRejected, LoginRefused, PathRejected, StoreUnavailable
-from gateway._paths import normalise_path
-from gateway._settings import RESERVED_PREFIX
+from gateway._errors import CsrfRejected, LoginRefused, StoreUnavailable
 from gateway._state import CLOCK, FACTORY, METRICS, SETTINGS, UPSTREAM_ROUTE
 from gateway.auth._certificate_identity import (
     CERTIFICATE_METHOD,
@@ -86,7 +84,6 @@ from gateway.auth._resolution import (
     SignOn,
     resolve_request,
 )
-from gateway.auth._route_policy import required_for
 from gateway.auth._sessions import (
     CookieLookup,
     NewSession,
@@ -450,16 +447,10 @@ def _reuse_allow(request: web.Request, memos: DecisionMemos) -> bool:
     if connection is None:
         return False
     app = request.app
-    settings = app[SETTINGS]
-    try:
-        normalised = normalise_path(request.raw_path)
-    except PathRejected:
-        return False  # decided afresh: the policy middleware answers with its 400 page
-    if normalised.path.lower().startswith(RESERVED_PREFIX.lower()):
-        return False  # the policy middleware's 404: never forwarded, never memoised
-    requirement = required_for(
-        normalised.path, request.method, settings.routes, settings.default_level
-    )
+    route_class = memos.route_class(request.raw_path, request.method, app[SETTINGS])
+    if route_class is None:
+        return False  # decided afresh: the policy middleware answers with its own page
+    normalised, requirement = route_class
     cookie = request.headers.get("Cookie", "")  # what request.cookies parses, as sent
     trust = app[TRUST]
     memo = memos.reuse(
