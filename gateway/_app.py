@@ -10,6 +10,10 @@ Middlewares, outermost first (each a factory, see aiohttp ``normalize_path_middl
 3. :func:`policy_middleware` — for requests bound upstream: path normalisation, the route
    policy, and the login / step-up / 2FA / certificate-problem pages instead of the proxy.
 
+In direct TLS mode a request bound upstream is first looked up in its connection's
+decision memo (``gateway.auth._decision_memo``, issue 11): a still valid allow fills the
+request's state and identity headers, and the policy middleware lets it pass.
+
 Routes: the gateway's own pages under ``/_gateway/`` (login, step-up, certificate,
 logout, logout-everywhere, 2FA "Not now", static CSS), ``/healthz``,
 ``/.well-known/jwks.json``, and a catch-all that forwards to the upstream through the
@@ -52,6 +56,7 @@ from gateway._state import (
 )
 from gateway.auth._certificate_identity import Identity
 from gateway.auth._chain_verification import ChainVerifier
+from gateway.auth._decision_memo import DECISION_MEMO, DecisionMemos
 from gateway.auth._forward_auth import (
     ENVOY_AUTH_ROUTE,
     ENVOY_PATH_PREFIX,
@@ -327,6 +332,10 @@ def create_app(
     app[TLS_CONTEXT] = tls_context
     app[VERIFIER] = CurrentVerifier()
     app[PRESENTED] = PresentedCertificates()
+    if certificate_source is tls_certificate_source and not settings.forward_auth:
+        # SECURITY: only where one TLS connection is one client's (direct mode, also behind
+        # PROXY-protocol passthrough); a terminator's connection carries many clients.
+        app[DECISION_MEMO] = DecisionMemos()
     if metrics is not None:
         app[METRICS] = metrics
     app[CATALOGS] = load_catalogs()

@@ -11,6 +11,8 @@
 * ``_sessions``: server-side sessions in the store, and their per-replica cache.
 * ``_session_rules``: the pure session rules — idle timeout, absolute lifetime, CSRF,
   the cookie.
+* ``_decision_memo``: the per-connection memo of a plain allow (direct TLS mode, issue
+  11): what is reused, until when, and what ends it.
 * ``_route_policy``: which level a path needs, and the decision (allow, login, step-up,
   2FA prompt, certificate problem) as a pure function of values and the clock.
 

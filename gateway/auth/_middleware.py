@@ -13,6 +13,12 @@ JWKS) and fills ``request[REQUEST_STATE]`` (:class:`gateway._state.RequestState`
    page. With ``certificate_requires_password`` the certificate only raises a *password*
    session of the same user to ``strong`` (second factor); alone it logs nobody in.
 
+In direct TLS mode a request bound upstream first asks its connection's decision memo
+(``gateway.auth._decision_memo``, issue 11): a plain allow made on an earlier request of the
+connection, still valid, fills the state without steps 1 to 3 (and the policy middleware lets
+the request pass); otherwise the request is decided as above and the policy middleware
+remembers its allow.
+
 The API for the login pages (the logins helper)::
 
     state = request_state(request)            # .identity, .session, .certificate
@@ -39,7 +45,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway._errors import CsrfRejected, LoginRefused, StoreUnavailable
-from gateway._state import CLOCK, FACTORY, METRICS, SETTINGS
+from gateway._state import CLOCK, FACTORY, METRICS, SETTINGS, UPSTREAM_ROUTE
 from gateway.auth._certificate_identity import (
     CERTIFICATE_METHOD,
     CertificateProblem,
@@ -48,6 +54,13 @@ from gateway.auth._certificate_identity import (
     UserRecord,
     evaluate_certificate,
     handshake_result,
+)
+from gateway.auth._decision_memo import (
+    DECISION_MEMO,
+    MEMO_BASIS,
+    REUSED_HEADERS,
+    DecisionMemos,
+    MemoBasis,
 )
 from gateway.auth._forward_auth import (
     OriginalRequest,
@@ -407,6 +420,10 @@ def auth_middleware() -> Any:
         resource = request.match_info.route.resource
         if resource is not None and resource.name in UNAUTHENTICATED_ROUTES:
             return await handler(request)
+        memos = request.app.get(DECISION_MEMO)
+        if memos is not None and resource is not None and resource.name == UPSTREAM_ROUTE:
+            if _reuse_allow(request, memos):
+                return await handler(request)
         path = request.path
         original = decision_request(request, request.app[SETTINGS])
         if original is not None:
@@ -419,6 +436,46 @@ def auth_middleware() -> Any:
         return await handler(request)
 
     return impl
+
+
+def _reuse_allow(request: web.Request, memos: DecisionMemos) -> bool:
+    """Direct mode, a request bound upstream: fill its state from this connection's memo
+    (``gateway.auth._decision_memo``) and return True; or note the memo's basis for the
+    policy middleware (which remembers an allow) and return False: decide afresh."""
+    transport = request.transport
+    connection = transport.get_extra_info("ssl_object") if transport is not None else None
+    if connection is None:
+        return False
+    app = request.app
+    route_class = memos.route_class(request.raw_path, request.method, app[SETTINGS])
+    if route_class is None:
+        return False  # decided afresh: the policy middleware answers with its own page
+    normalised, requirement = route_class
+    cookie = request.headers.get("Cookie", "")  # what request.cookies parses, as sent
+    trust = app[TRUST]
+    memo = memos.reuse(
+        connection, cookie, requirement, now=app[CLOCK](), trust=trust, sessions=app[SESSIONS]
+    )
+    if memo is None:
+        # SECURITY: read before the decision reads the trust cache, so a change during it
+        # leaves the remembered entry already out of date.
+        request[MEMO_BASIS] = MemoBasis(
+            connection=connection,
+            cookie=cookie,
+            requirement=requirement,
+            trust_generation=trust.generation,
+        )
+        return False
+    request[REQUEST_STATE] = RequestState(
+        certificate=memo.certificate,
+        session=memo.session,
+        identity=memo.identity,
+        path=normalised,
+    )
+    request[PAGE_CSRF] = memo.session.csrf_token
+    request[PAGE_LANGUAGE_HINT] = memo.identity.locale
+    request[REUSED_HEADERS] = dict(memo.headers)
+    return True
 
 
 async def apply_session_cookie(request: web.Request, response: web.StreamResponse) -> None:

@@ -270,6 +270,7 @@ class TrustCache:
         self._watermark: datetime | None = None
         self._last_success: float | None = None
         self._refreshes = 0
+        self._generation = 0
         self.trust: TrustMaterialLike | None = None
 
     # --- reads (event loop)
@@ -277,6 +278,14 @@ class TrustCache:
     def fresh(self) -> bool:
         last = self._last_success
         return last is not None and self._monotonic() - last <= self._max_staleness
+
+    @property
+    def generation(self) -> int:
+        """A counter that moves whenever an answer of this cache may have changed: every
+        load, and every refresh round (changed or not). A decision made on this cache's
+        answers holds only while the counter has the value it had *before* the answers were
+        read (``gateway.auth._decision_memo``, issue 11)."""
+        return self._generation
 
     @property
     def retired_generations(self) -> dict[int, datetime]:
@@ -313,6 +322,7 @@ class TrustCache:
             self._entries[fingerprint] = entry
             if entry.user is not None:
                 self._users[entry.user.id] = entry.user
+            self._generation += 1
 
     def _load_users(self, db: Session, ids: Iterable[int]) -> dict[int, UserRecord]:
         found: dict[int, UserRecord] = {}
@@ -354,9 +364,10 @@ class TrustCache:
     def load_user(self, user_id: int) -> UserRecord | None:
         with self._factory() as db:
             user = self._load_users(db, [user_id]).get(user_id)
-        if user is not None:
-            with self._lock:
+        with self._lock:
+            if user is not None:
                 self._users[user_id] = user
+            self._generation += 1
         return user
 
     def refresh(self) -> None:
@@ -427,4 +438,8 @@ class TrustCache:
             self.trust = new_trust
             if self._on_trust_change is not None:
                 self._on_trust_change(new_trust)
+        with self._lock:
+            # SECURITY (issue 11): after the new answers and the new verifier are in place,
+            # so a memoised decision made before this round is not reused after it.
+            self._generation += 1
         self._last_success = self._monotonic()

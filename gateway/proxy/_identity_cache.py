@@ -77,9 +77,15 @@ class IdentityHeaderCache:
 
     def headers(self, identity: Identity, now: datetime) -> dict[str, str]:
         """A fresh dict of the headers (the caller may change it)."""
+        headers, _until = self.headers_until(identity, now)
+        return headers
+
+    def headers_until(self, identity: Identity, now: datetime) -> tuple[dict[str, str], datetime]:
+        """A fresh dict of the headers, and the instant until which they stay what
+        :meth:`headers` gives (the per-connection decision memo reuses them until then)."""
         entry = self._entries.get(identity)
         if entry is not None and entry.since <= now < entry.until:
-            return dict(entry.headers)
+            return dict(entry.headers), entry.until
         renewal = renewal_facts(
             identity,
             now=now,
@@ -96,7 +102,7 @@ class IdentityHeaderCache:
         if len(self._entries) >= _ENTRY_LIMIT:
             self._entries.clear()
         self._entries[identity] = _Entry(since=now, until=until, headers=headers)
-        return dict(headers)
+        return dict(headers), until
 
 
 IDENTITY_HEADERS = web.AppKey("identity_headers", IdentityHeaderCache)

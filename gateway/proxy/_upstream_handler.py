@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway._state import CLOCK
 from gateway.auth._certificate_identity import Identity
+from gateway.auth._decision_memo import REUSED_HEADERS
 from gateway.auth._middleware import (
     request_state,
 )
@@ -61,7 +62,10 @@ async def upstream_handler(request: web.Request) -> web.StreamResponse:
     app = request.app
     state = request_state(request)
     assert state.path is not None  # set by policy_middleware
-    headers = upstream_identity_headers(request, state.identity)
+    # Decided with the allow (the connection's memo, issue 11), or built here.
+    headers = request.get(REUSED_HEADERS)
+    if headers is None:
+        headers = upstream_identity_headers(request, state.identity)
     insert = app.get(PORTAL_INSERT)
     extra: dict[str, str] = {}
     if insert is not None and (fragment := await insert(request)) is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -41,6 +41,7 @@ __all__ = [
     "reminder_due",
     "renewal_banner",
     "renewal_interstitial",
+    "renewal_interstitial_from",
 ]
 
 NOTICE_SEEN_KEY = "renewal.notice_seen"  # session data: the interstitial was shown once
@@ -156,6 +157,17 @@ def reminder_due(request: web.Request, identity: Identity | None) -> datetime | 
     if not_after is None or not reminder_banner_due(not_after, now, REMINDER_WINDOW_DAYS):
         return None
     return not_after
+
+
+def renewal_interstitial_from(identity: Identity, now: datetime) -> datetime | None:
+    """From when :func:`renewal_interstitial` may show its page to ``identity`` (at or
+    before ``now``: from now on), or None: never (not logged in by certificate, or the
+    certificate has expired). The decision memo (issue 11) reuses an allow only until then."""
+    not_after = identity.cert_not_after
+    if identity.method != CERTIFICATE_METHOD or not_after is None or now >= not_after:
+        return None
+    # reminder_banner_due: now < not_after and not_after - now <= the window
+    return not_after - timedelta(days=REMINDER_WINDOW_DAYS)
 
 
 async def renewal_interstitial(
