@@ -118,6 +118,11 @@ def create_server_context(
         ) from None
     # SECURITY: OPTIONAL, never REQUIRED: a broker without a certificate gets the login page.
     context.verify_mode = ssl.CERT_OPTIONAL
+    # SECURITY: no renegotiation, so the client certificate cannot change within a
+    # connection (gateway.auth._decision_memo relies on it). OpenSSL 3 already refuses a
+    # client's renegotiation unless SSL_OP_ALLOW_CLIENT_RENEGOTIATION is set; this keeps
+    # server-side renegotiation off too. tests/gateway/test_tls_clients.py checks both.
+    context.options |= ssl.OP_NO_RENEGOTIATION
     lib = libssl()
     pointer = ssl_ctx_pointer(context)
     check_pointer(lib, pointer, context)

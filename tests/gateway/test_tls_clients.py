@@ -298,3 +298,31 @@ async def test_a_failed_ca_name_update_keeps_the_old_list_logs_and_counts(
     monkeypatch.setattr(_client_ca_names, "_push_subject", real_push)
     assert update_client_ca_names(gw.tls, issuers, metrics)  # a later update takes
     assert len(await _ca_names(gw, server_tls)) == 2
+
+
+async def test_a_client_cannot_renegotiate_to_another_certificate(
+    brokers: Brokers, start_gateway, server_tls: ServerTLS
+) -> None:
+    """The certificate cannot change within a connection (TLS 1.3 has no renegotiation; a
+    TLS 1.2 client asking for one is refused): the decision memo keys on the connection
+    (gateway.auth._decision_memo)."""
+    gw = await start_gateway()
+    cert = brokers.issue(brokers.user())
+    request = b"GET /portal HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    _code, out, err = await run_tool(
+        "openssl",
+        "s_client",
+        "-tls1_2",
+        "-connect",
+        f"127.0.0.1:{_port(gw)}",
+        "-CAfile",
+        str(server_tls.ca),
+        "-cert",
+        str(cert.cert_path),
+        "-key",
+        str(cert.key_path),
+        stdin=b"R\n" + request,  # "R": renegotiate, then the request
+    )
+    assert "RENEGOTIATING" in err, err
+    assert "no renegotiation" in err, err
+    assert "HTTP/1.1" not in out  # the connection ended with the refusal
