@@ -121,7 +121,7 @@ def create_server_context(
     # SECURITY: no renegotiation, so the client certificate cannot change within a
     # connection (gateway.auth._decision_memo relies on it). OpenSSL 3 already refuses a
     # client's renegotiation unless SSL_OP_ALLOW_CLIENT_RENEGOTIATION is set; this keeps
-    # server-side renegotiation off too. tests/gateway/test_tls_clients.py checks both.
+    # server-side renegotiation off too (tests/gateway/test_tls_clients.py tries a client's).
     context.options |= ssl.OP_NO_RENEGOTIATION
     lib = libssl()
     pointer = ssl_ctx_pointer(context)
