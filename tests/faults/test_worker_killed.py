@@ -31,6 +31,9 @@ pytestmark = pytest.mark.slow
 
 RESTART_BOUND = 15.0  # seconds until the new worker serves (a loaded 2-core machine)
 FAILURE_WINDOW = 1.0  # requests started this long after the kill must all succeed
+# A restart at least this long has answers of the surviving worker in it to see: the mix
+# sends a request to each replica every 0.2 s (sso, 0.1 s, alternating between two).
+OBSERVABLE_RESTART = 0.5
 
 
 async def _refusals(port: int, stop: asyncio.Event) -> list[float]:
@@ -118,8 +121,15 @@ async def test_worker_killed_under_load(pg_system: System, figures: Figures) -> 
     assert not [s for s in mix.samples if server_error(s)], mix.outcomes()
     assert late == [], late
     # the surviving worker served while the new one started: answers of this replica that
-    # came back complete between the kill and the new worker's start line
-    assert meanwhile, Counter((s.kind, s.outcome) for s in mix.samples if s.replica == replica.name)
+    # came back complete between the kill and the new worker's start line. On a quiet
+    # machine the new worker can be up within 0.07 s, sooner than the mix's next request to
+    # this replica; then the window holds no answer to see, and what shows that the survivor
+    # served on is above (its pid unchanged, no refused connection, no failure after the
+    # window).
+    if restarted >= OBSERVABLE_RESTART:
+        assert meanwhile, Counter(
+            (s.kind, s.outcome) for s in mix.samples if s.replica == replica.name
+        )
     assert system.metric(replica, "brokergate_worker_restarts_total") == restarts_before + 1
     assert "restarting" in replica.output
     # the socket check of the others is one more proof that nothing else changed
