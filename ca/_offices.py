@@ -99,10 +99,7 @@ def office_rights(office: Office) -> frozenset[str]:
 
 def effective_rights(user: User) -> frozenset[str]:
     """The rights the portal is told: the user's, bounded by their office (and head office)."""
-    head = user.office.head_office
-    return rights_within(
-        user.rights, user.office.rights, None if head is None else head.rights or ()
-    )
+    return rights_within(user.rights, office_rights(user.office), None)
 
 
 def may_log_in(status: UserStatus, office_active: bool, head_office_active: bool | None) -> bool:

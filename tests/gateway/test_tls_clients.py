@@ -48,6 +48,27 @@ async def test_openssl_sees_only_our_ca_names(
     assert len(listed) == 1  # only the issuing CA of generation 1, not the root, nothing else
 
 
+async def _s_client_tls12(
+    gw: Any, server_tls: ServerTLS, cert: Any, *options: str, stdin: bytes
+) -> tuple[int, str, str]:
+    """openssl s_client over TLS 1.2 to the gateway with ``cert``'s certificate and key."""
+    return await run_tool(
+        "openssl",
+        "s_client",
+        *options,
+        "-tls1_2",
+        "-connect",
+        f"127.0.0.1:{_port(gw)}",
+        "-CAfile",
+        str(server_tls.ca),
+        "-cert",
+        str(cert.cert_path),
+        "-key",
+        str(cert.key_path),
+        stdin=stdin,
+    )
+
+
 def x509_cn() -> Any:
     from cryptography.x509.oid import NameOID
 
@@ -78,21 +99,7 @@ async def test_openssl_handshake_completes_with_expired_and_foreign(
         )
         assert "HTTP/1.1 403" in out, (out, err)
     # the same with TLS 1.2 (CertificateRequest carries the names differently)
-    _code, out, err = await run_tool(
-        "openssl",
-        "s_client",
-        "-quiet",
-        "-tls1_2",
-        "-connect",
-        f"127.0.0.1:{_port(gw)}",
-        "-CAfile",
-        str(server_tls.ca),
-        "-cert",
-        str(cert.cert_path),
-        "-key",
-        str(cert.key_path),
-        stdin=request,
-    )
+    _code, out, err = await _s_client_tls12(gw, server_tls, cert, "-quiet", stdin=request)
     assert "HTTP/1.1 403" in out and "abgelaufen" in out
 
 
@@ -309,20 +316,8 @@ async def test_a_client_cannot_renegotiate_to_another_certificate(
     gw = await start_gateway()
     cert = brokers.issue(brokers.user())
     request = b"GET /portal HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    _code, out, err = await run_tool(
-        "openssl",
-        "s_client",
-        "-tls1_2",
-        "-connect",
-        f"127.0.0.1:{_port(gw)}",
-        "-CAfile",
-        str(server_tls.ca),
-        "-cert",
-        str(cert.cert_path),
-        "-key",
-        str(cert.key_path),
-        stdin=b"R\n" + request,  # "R": renegotiate, then the request
-    )
+    # "R": renegotiate, then the request
+    _code, out, err = await _s_client_tls12(gw, server_tls, cert, stdin=b"R\n" + request)
     assert "RENEGOTIATING" in err, err
     assert "no renegotiation" in err, err
     assert "HTTP/1.1" not in out  # the connection ended with the refusal
